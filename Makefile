@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+
+.PHONY: venv demo test test-unit test-notebooks test-browser lint lab bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)  ## build the demo data if missing, train briefly, sample, write outputs/
+	MPLBACKEND=Agg $(BIN)/python -m oasis_lib demo --out outputs
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test-unit: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q -m "not browser" tests
+
+test-notebooks: $(STAMP)
+ifneq ($(NOTEBOOKS),)
+	MPLBACKEND=Agg OASIS_CI=1 $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+else
+	@echo "no notebooks yet"
+endif
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q -m browser tests
+
+test: lint test-unit test-notebooks  ## ruff, unit tests, notebooks under nbval
+
+lab: $(STAMP)  ## open JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_models.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,179 @@
+"""Command line: ``python -m oasis_lib {make-demo,summary,train,sample,demo} --help``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+SAMPLER_CHOICES = ("ddpm", "ddim", "dpm++2m")
+
+
+def _cmd_make_demo(args) -> int:
+    from .demo_data import build_demo_dataset
+
+    t0 = time.perf_counter()
+    out = build_demo_dataset(args.out, cases=tuple(args.cases), seed=args.seed,
+                             overwrite=args.overwrite)
+    print(f"demo dataset written to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from .data import load_split, resolve_data_root, summarize
+    from .plotting import slices_with_masks
+
+    root = resolve_data_root(args.data_root)
+    print(summarize(root))
+    ds = load_split("validate", root, image_size=256, with_masks=True, augment=False)
+    picks = [len(ds) * k // 8 for k in range(8)][::2]
+    imgs, masks = zip(*(ds[i] for i in picks), strict=True)
+    titles = [f"case {ds.items[i][0]:03d} slice {ds.items[i][1]}" for i in picks]
+    out = Path(args.out) / "slices_with_masks.png"
+    slices_with_masks(imgs, masks, titles=titles, save_to=out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _train_config(args):
+    from .config import TrainConfig
+
+    over = {k: v for k, v in {
+        "image_size": args.image_size, "epochs": args.epochs, "max_steps": args.max_steps,
+        "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
+        "device": args.device, "seed": args.seed, "data_root": args.data_root,
+        "checkpoint_every": args.checkpoint_every, "arch": args.arch,
+    }.items() if v is not None}
+    if args.channels_last:
+        over["channels_last"] = True
+    if args.compile:
+        over["compile"] = True
+    if args.no_progress:
+        over["progress"] = False
+    diff = {k: v for k, v in {"prediction_type": args.prediction, "schedule": args.schedule,
+                              "timesteps": args.timesteps, "loss_type": args.loss}.items()
+            if v is not None}
+    return TrainConfig.from_preset(args.preset, out_dir=args.out, diffusion=diff, **over)
+
+
+def _cmd_train(args) -> int:
+    from .training import train
+
+    cfg = _train_config(args)
+    result = train(cfg, resume=args.resume)
+    print(f"trained to step {result.step} (epoch {result.epoch}) at "
+          f"{result.images_per_second:.1f} images/s; best EMA val loss "
+          f"{result.best_val_loss}; checkpoints in {result.out_dir}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from .pretrained import load_model
+    from .sampling import sample
+
+    model, schedule, cfg = load_model(args.checkpoint, device=args.device)
+    device = next(model.parameters()).device
+    size = cfg.image_size
+    t0 = time.perf_counter()
+    x = sample(model, schedule, (args.n, 1, size, size), sampler=args.sampler,
+               steps=None if args.sampler == "ddpm" else args.steps, eta=args.eta,
+               prediction_type=cfg.diffusion.prediction_type, device=device,
+               generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress)
+    x = (x.float().cpu().clamp(-1, 1) + 1) / 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(x, out, nrow=args.nrow or int(args.n ** 0.5 + 0.5), padding=2, pad_value=1.0)
+    print(f"wrote {out} ({args.n} samples, {args.sampler}, "
+          f"{time.perf_counter() - t0:.1f} s on {device.type})")
+    if args.individual:
+        folder = out.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(x):
+            save_image(img, folder / f"sample_{i:03d}.png")
+        print(f"wrote {args.n} PNGs to {folder}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, train_steps=args.train_steps)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m oasis_lib",
+                                description="DDPM on OASIS brain MRI slices: data, training, "
+                                            "sampling.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("make-demo", help="build the offline demo dataset in the OASIS layout")
+    m.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
+    m.add_argument("--cases", type=int, nargs=3, default=(60, 8, 4),
+                   metavar=("TRAIN", "VALIDATE", "TEST"), help="cases per split (60 8 4)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--overwrite", action="store_true", help="replace an existing demo build")
+    m.set_defaults(func=_cmd_make_demo)
+
+    s = sub.add_parser("summary", help="print a data summary and draw slices with masks")
+    s.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
+    s.add_argument("--out", default="outputs")
+    s.set_defaults(func=_cmd_summary)
+
+    t = sub.add_parser("train", help="train a diffusion model (resumable)")
+    t.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
+    t.add_argument("--preset", default="cpu", choices=("tiny", "cpu", "gpu"))
+    t.add_argument("--arch", default=None, choices=("unet", "simple"))
+    t.add_argument("--image-size", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--prediction", default=None, choices=("eps", "x0", "v"))
+    t.add_argument("--schedule", default=None, choices=("linear", "quadratic", "cosine", "sigmoid"))
+    t.add_argument("--timesteps", type=int, default=None)
+    t.add_argument("--loss", default=None, choices=("mse", "l1"))
+    t.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"))
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--compile", action="store_true")
+    t.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    a = sub.add_parser("sample", help="sample a grid from a checkpoint")
+    a.add_argument("--checkpoint", default=None,
+                   help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
+    a.add_argument("--sampler", default="ddim", choices=SAMPLER_CHOICES)
+    a.add_argument("--steps", type=int, default=50)
+    a.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1]")
+    a.add_argument("--n", type=int, default=16)
+    a.add_argument("--nrow", type=int, default=None)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default=None)
+    a.add_argument("--out", default="outputs/samples.png")
+    a.add_argument("--individual", action="store_true", help="also write one PNG per sample")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=_cmd_sample)
+
+    d = sub.add_parser("demo", help="the whole pipeline in minutes on a CPU (make demo)")
+    d.add_argument("--out", default="outputs")
+    d.add_argument("--train-steps", type=int, default=300)
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

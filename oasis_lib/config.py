@@ -1,0 +1,150 @@
+"""Typed training configuration with commented defaults and named presets.
+
+A :class:`TrainConfig` holds everything a run needs, so a checkpoint that stores
+``asdict(config)`` can rebuild the model, the schedule and the optimiser exactly. Presets
+match the U-Net presets (``tiny`` for tests and CI, ``cpu`` for a laptop CPU at 64x64,
+``gpu`` for 128x128 on a real GPU); any field can be overridden::
+
+    cfg = TrainConfig.from_preset("cpu", epochs=5, out_dir="runs/try")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .objectives import LOSS_TYPES, PREDICTION_TYPES
+from .schedule import SCHEDULE_KINDS
+from .unet import UNET_PRESETS
+
+ARCHS = ("unet", "simple")  # our UNet, or the seed's SimpleUNet baseline
+OPTIMIZERS = ("adamw", "adam")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA when supported, else fp32
+SAMPLERS_FOR_GRID = ("ddpm", "ddim", "dpm++2m")
+
+
+@dataclass
+class DiffusionConfig:
+    """What is learned: the noise schedule and the prediction target."""
+
+    schedule: str = "cosine"  # linear | quadratic (the seed's) | cosine | sigmoid
+    timesteps: int = 1000  # T; the seed used 500
+    zero_terminal_snr: bool = False  # rescale so alpha_bar_T = 0 (use with prediction "v")
+    prediction_type: str = "v"  # eps | x0 | v; v trained cleanest on the CPU budget
+    loss_type: str = "mse"  # mse (Ho et al.) | l1 (the seed's)
+    min_snr_gamma: float | None = None  # e.g. 5.0 for min-SNR-gamma weighting (Hang et al.)
+
+    def validate(self) -> None:
+        _choice("schedule", self.schedule, SCHEDULE_KINDS)
+        _choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
+        if self.timesteps < 2:
+            raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Every cost knob is here; the CLI and notebooks override fields."""
+
+    # --- model and data
+    preset: str = "cpu"  # U-Net preset: tiny | cpu | gpu
+    arch: str = "unet"  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline)
+    image_size: int = 64  # slices are resized from 256 to this
+    data_root: str | None = None  # None: $OASIS_DATA, else the demo dataset in data/demo
+    hflip: bool = True  # random horizontal flips of training slices (drawn by the trainer)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    unet_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.1}
+    # --- optimisation
+    epochs: int = 30  # passes over the training split
+    max_steps: int | None = None  # stop after this many optimiser steps (None: run all epochs)
+    batch_size: int = 16
+    optimizer: str = "adamw"  # adamw | adam
+    lr: float = 2e-4  # peak learning rate (the seed's 1e-3 is too high for diffusion)
+    weight_decay: float = 0.0
+    warmup_steps: int = 200  # linear warm-up from 0 to lr, then constant
+    grad_clip: float = 1.0  # max global grad norm (0 disables)
+    ema_decay: float = 0.999  # EMA of the weights; sampled and checkpointed as "best"
+    ema_warmup: bool = True  # decay ramps as (1+n)/(10+n) early on, capped at ema_decay
+    # --- speed
+    device: str = "auto"  # auto | cpu | cuda | mps (see oasis_lib.device.get_device)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA, with a grad scaler)
+    channels_last: bool = False  # NHWC memory format; faster with bf16 on CPU
+    compile: bool = False  # torch.compile the model
+    num_workers: int = 0  # DataLoader workers (slices are cached in memory already)
+    # --- bookkeeping
+    seed: int = 0  # seeds python, numpy and torch, and the trainer's own generator
+    out_dir: str = "runs/cpu"
+    checkpoint_every: int = 200  # steps between `last.pt` writes (the most work a crash loses)
+    log_every: int = 10  # steps between metric lines
+    validate_every: int = 1  # epochs between validation passes (best.pt chosen by EMA val loss)
+    val_size: int = 256  # validate slices used, each with a fixed t and fixed noise
+    sample_every: int = 1  # epochs between sample grids from the EMA model
+    sample_n: int = 16
+    sampler: str = "ddim"  # sampler of the progress grids
+    sample_steps: int = 50
+    progress: bool = True  # tqdm bars
+
+    def validate(self) -> None:
+        _choice("preset", self.preset, tuple(UNET_PRESETS))
+        _choice("arch", self.arch, ARCHS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("sampler", self.sampler, SAMPLERS_FOR_GRID)
+        self.diffusion.validate()
+        for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "validate_every",
+                     "sample_every", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named preset (``tiny``, ``cpu``, ``gpu``) with fields overridden."""
+        _choice("preset", name, tuple(TRAIN_PRESETS))
+        base = dataclasses.asdict(TRAIN_PRESETS[name])
+        diff = overrides.pop("diffusion", {})
+        if isinstance(diff, DiffusionConfig):
+            diff = dataclasses.asdict(diff)
+        return cls.from_dict({**base, **overrides, "diffusion": {**base["diffusion"], **diff}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields: {sorted(known)}")
+        diff = d.pop("diffusion", {})
+        if not isinstance(diff, DiffusionConfig):
+            dknown = {f.name for f in dataclasses.fields(DiffusionConfig)}
+            bad = sorted(set(diff) - dknown)
+            if bad:
+                raise ValueError(f"unknown DiffusionConfig fields {bad}; valid: {sorted(dknown)}")
+            diff = DiffusionConfig(**diff)
+        cfg = cls(**d, diffusion=diff)
+        cfg.validate()
+        return cfg
+
+
+def _choice(name: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {valid}")
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # Seconds on a laptop CPU: for tests, CI and the notebooks' quick runs.
+    "tiny": TrainConfig(preset="tiny", image_size=32, epochs=1, batch_size=8, warmup_steps=10,
+                        checkpoint_every=20, val_size=32, sample_n=8, sample_steps=10,
+                        ema_decay=0.99, out_dir="runs/tiny"),
+    # The CPU-friendly default at 64x64 (hours on 2 cores for brain-like samples).
+    "cpu": TrainConfig(preset="cpu", image_size=64, out_dir="runs/cpu"),
+    # A real GPU at 128x128.
+    "gpu": TrainConfig(preset="gpu", image_size=128, batch_size=32, epochs=200, lr=1e-4,
+                       ema_decay=0.9999, warmup_steps=1000, checkpoint_every=1000,
+                       out_dir="runs/gpu"),
+}

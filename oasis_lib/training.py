@@ -1,0 +1,302 @@
+"""The trainer: a DDPM training loop a student can leave running overnight and trust.
+
+One optimiser step (Ho et al. 2020, Algorithm 1): draw x0 from the data, t ~ U{0..T-1} and
+eps ~ N(0, I); form x_t = q_sample(x0, t, eps); regress the network output on the target
+(eps, x0 or v) with :func:`oasis_lib.objectives.diffusion_loss`. Around it:
+
+* AdamW with linear warm-up, gradient clipping, an EMA of the weights (:mod:`oasis_lib.ema`);
+* validation on fixed slices, fixed timesteps and fixed noise, so the number is comparable
+  between epochs; ``best.pt`` is chosen by the EMA's validation loss;
+* a sample grid from the EMA model with fixed seed noise every ``sample_every`` epochs;
+* ``last.pt`` written atomically every ``checkpoint_every`` steps and at each epoch end;
+  ``--resume`` continues from it. Every random draw of the loop (data order, flips, t, noise)
+  comes from generators whose state is in the checkpoint, so on the CPU a killed-and-resumed
+  run ends with the same weights as an uninterrupted one;
+* a non-finite loss stops training with the step named; the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_save, get_rng_state, load_checkpoint, load_state_strict, set_rng_state
+from .config import TrainConfig
+from .data import load_splits
+from .device import get_device
+from .ema import EMA
+from .objectives import diffusion_loss
+from .pretrained import build_model, build_schedule
+from .sampling import sample
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; training stopped without overwriting the last checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    best_val_loss: float | None
+    out_dir: Path
+    images_per_second: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision choice on a device (``None``: plain fp32)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs CUDA (it uses a grad scaler); use 'bf16' or 'fp32'")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _images(batch):
+    return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+class Trainer:
+    """Train ``config``; ``Trainer(cfg).fit()``. Pass datasets to skip loading from disk."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, train_set=None,
+                 val_set=None):
+        config.validate()
+        self.out = Path(config.out_dir)
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        ckpt = None
+        if resume:
+            if not self.last_path.is_file():
+                raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
+            ckpt = load_checkpoint(self.last_path)
+            saved = TrainConfig.from_dict(ckpt["config"])
+            # The run's recipe comes from the checkpoint; only its length may change.
+            saved.epochs, saved.max_steps = config.epochs, config.max_steps
+            saved.progress, saved.out_dir = config.progress, config.out_dir
+            config = saved
+        self.cfg = cfg = config
+        seed_everything(cfg.seed)
+        self.device = get_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        if train_set is None or val_set is None:
+            train_set, val_set = load_splits(cfg.data_root, image_size=cfg.image_size,
+                                             augment=False)
+        self.train_set, self.val_set = train_set, val_set
+        self.schedule = build_schedule(cfg)
+        self.raw_model = build_model(cfg).to(self.device)
+        if cfg.channels_last:
+            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
+        self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup)
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.opt = opt_cls(self.raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = max(cfg.warmup_steps, 1)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # t, noise and flips
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_val: float | None = None
+        self._fixed_validation_batch()
+        if ckpt is not None:
+            self._restore(ckpt)
+        elif self.out.exists() and self.last_path.exists():
+            raise FileExistsError(f"{self.out} already holds a run (last.pt); pass resume=True "
+                                  "(--resume) to continue it or choose another out_dir")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.opt.state_dict(), "lr_scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
+                "rng": get_rng_state(self.gen), "config": self.cfg.to_dict()}
+
+    def _restore(self, ckpt: dict) -> None:
+        load_state_strict(self.raw_model, ckpt["model"], source=str(self.last_path))
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["lr_scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        self.batch_in_epoch, self.best_val = int(ckpt["batch_in_epoch"]), ckpt["best_val_loss"]
+        set_rng_state(ckpt["rng"], self.gen)
+        # Metric lines written after this checkpoint belong to lost work: drop them.
+        log = self.out / "metrics.jsonl"
+        if log.exists():
+            keep = [ln for ln in log.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+            log.write_text("".join(ln + "\n" for ln in keep))
+
+    def save(self, path: Path | None = None) -> Path:
+        return atomic_save(self.state_dict(), path or self.last_path)
+
+    # ------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _log(self, record: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _fixed_validation_batch(self) -> None:
+        """Fixed validate slices (spread over all cases), timesteps and noise."""
+        n = min(self.cfg.val_size, len(self.val_set))
+        idx = torch.linspace(0, len(self.val_set) - 1, n).round().long().tolist()
+        self.val_x0 = torch.stack([_images(self.val_set[i]) for i in idx])
+        T = self.schedule.T
+        self.val_t = (torch.arange(n) * T) // n  # evenly covers 0..T-1
+        g = torch.Generator().manual_seed(self.cfg.seed + 1)
+        self.val_noise = torch.randn(self.val_x0.shape, generator=g)
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches: a permutation seeded by (seed, epoch), last partial dropped."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.train_set), generator=g).tolist()
+        bs = self.cfg.batch_size
+        return [perm[i:i + bs] for i in range(0, len(perm) - bs + 1, bs)]
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation loss of the live and EMA weights on the fixed batch."""
+        d, out = self.cfg.diffusion, {}
+        for name, net in (("val_loss", self.model), ("val_loss_ema", self.ema.model)):
+            was_training = net.training
+            net.eval()
+            total = 0.0
+            for i in range(0, len(self.val_x0), 64):
+                sl = slice(i, i + 64)
+                with self._autocast():
+                    loss = diffusion_loss(
+                        net, self.schedule, self._to_device(self.val_x0[sl]),
+                        prediction_type=d.prediction_type, loss_type=d.loss_type,
+                        min_snr_gamma=d.min_snr_gamma, t=self.val_t[sl].to(self.device),
+                        noise=self.val_noise[sl].to(self.device))
+                total += float(loss) * len(self.val_x0[sl])
+            net.train(was_training)
+            out[name] = total / len(self.val_x0)
+        return out
+
+    def sample_grid(self, path: Path) -> Path:
+        """A grid of EMA samples from fixed seed noise, saved as PNG."""
+        c = self.cfg
+        x = sample(self.ema.model, self.schedule, (c.sample_n, 1, c.image_size, c.image_size),
+                   sampler=c.sampler, steps=None if c.sampler == "ddpm" else c.sample_steps,
+                   prediction_type=c.diffusion.prediction_type,
+                   generator=torch.Generator().manual_seed(c.seed), device=self.device,
+                   progress=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image((x.float().cpu() + 1) / 2, path, nrow=int(c.sample_n ** 0.5 + 0.5), padding=1)
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def train_step(self, x0: torch.Tensor) -> float:
+        c, d = self.cfg, self.cfg.diffusion
+        if c.hflip:  # drawn from the trainer's generator so that resuming is exact
+            flip = torch.rand(x0.shape[0], generator=self.gen) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = self._to_device(x0)
+        with self._autocast():
+            loss = diffusion_loss(self.model, self.schedule, x0, prediction_type=d.prediction_type,
+                                  loss_type=d.loss_type, min_snr_gamma=d.min_snr_gamma,
+                                  generator=self.gen)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({float(loss)}) at step {self.step + 1} (epoch {self.epoch}); "
+                f"stopped without saving; the last good checkpoint is {self.last_path}")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if c.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.ema.update(self.raw_model)
+        self.step += 1
+        return float(loss)
+
+    def _done(self) -> bool:
+        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+
+    def fit(self) -> TrainResult:
+        c = self.cfg
+        self.model.train()
+        t0, images = time.perf_counter(), 0
+        epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not c.progress,
+                      initial=self.epoch, total=c.epochs)
+        try:
+            for epoch in epochs:
+                if self._done():
+                    break
+                self.epoch = epoch
+                batches = self._epoch_batches(epoch)[self.batch_in_epoch:]
+                loader = DataLoader(self.train_set, batch_sampler=batches,
+                                    num_workers=c.num_workers,
+                                    generator=torch.Generator().manual_seed(epoch))
+                bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not c.progress)
+                for batch in bar:
+                    loss = self.train_step(_images(batch))
+                    self.batch_in_epoch += 1
+                    images += c.batch_size
+                    if self.step % c.log_every == 0:
+                        self._log({"step": self.step, "epoch": epoch, "loss": loss,
+                                   "lr": self.sched.get_last_lr()[0]})
+                        bar.set_postfix(loss=f"{loss:.4f}")
+                    if self.step % c.checkpoint_every == 0:
+                        self.save()
+                    if self._done():
+                        break
+                else:  # the epoch ran to its end
+                    self.epoch, self.batch_in_epoch = epoch + 1, 0
+                    self._end_of_epoch(epoch)
+                self.save()
+        except KeyboardInterrupt:
+            self.save()  # an interrupted run keeps everything up to the last finished step
+            raise
+        seconds = time.perf_counter() - t0
+        return TrainResult(self.step, self.epoch, self.best_val, self.out,
+                           images / seconds if seconds > 0 else 0.0)
+
+    def _end_of_epoch(self, epoch: int) -> None:
+        c = self.cfg
+        if (epoch + 1) % c.validate_every == 0:
+            val = self.validate()
+            self._log({"step": self.step, "epoch": epoch + 1, **val})
+            if self.best_val is None or val["val_loss_ema"] < self.best_val:
+                self.best_val = val["val_loss_ema"]
+                atomic_save(self.state_dict(), self.best_path)
+        if (epoch + 1) % c.sample_every == 0:
+            self.sample_grid(self.out / "samples" / f"epoch_{epoch + 1:04d}.png")
+        from .plotting import plot_loss_curve
+
+        plot_loss_curve(self.out / "metrics.jsonl", save_to=self.out / "loss_curve.png")
+
+
+def train(config: TrainConfig, *, resume: bool = False, **datasets) -> TrainResult:
+    """Train a run described by ``config`` (see :class:`Trainer`)."""
+    return Trainer(config, resume=resume, **datasets).fit()
