@@ -1,4 +1,4 @@
-"""Command line: ``python -m oasis_lib {make-demo,summary,train,sample,demo} --help``."""
+"""Command line: ``python -m oasis_lib {make-demo,summary,train,sample,export,demo} --help``."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def _cmd_sample(args) -> int:
     size = cfg.image_size
     t0 = time.perf_counter()
     x = sample(model, schedule, (args.n, 1, size, size), sampler=args.sampler,
-               steps=None if args.sampler == "ddpm" else args.steps, eta=args.eta,
+               steps=None if args.sampler == "ddpm" else args.steps,
+               eta=args.eta if args.sampler == "ddim" else 0.0,
                prediction_type=cfg.diffusion.prediction_type, device=device,
                generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress)
     x = (x.float().cpu().clamp(-1, 1) + 1) / 2
@@ -95,6 +96,18 @@ def _cmd_sample(args) -> int:
         for i, img in enumerate(x):
             save_image(img, folder / f"sample_{i:03d}.png")
         print(f"wrote {args.n} PNGs to {folder}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .checkpoint import export_safetensors, load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    state = ckpt["ema"]["model"] if not args.live else ckpt["model"]
+    out = export_safetensors(state, args.out, config=ckpt["config"])
+    size_mb = Path(out).stat().st_size / 2**20
+    print(f"wrote {'live' if args.live else 'EMA'} weights of step {ckpt['step']} to {out} "
+          f"(fp16, {size_mb:.1f} MB)")
     return 0
 
 
@@ -162,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--individual", action="store_true", help="also write one PNG per sample")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_cmd_sample)
+
+    e = sub.add_parser("export", help="export a checkpoint's EMA weights to fp16 safetensors")
+    e.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
+    e.add_argument("--out", required=True, help="the .safetensors file to write")
+    e.add_argument("--live", action="store_true", help="export the live weights, not the EMA")
+    e.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="the whole pipeline in minutes on a CPU (make demo)")
     d.add_argument("--out", default="outputs")

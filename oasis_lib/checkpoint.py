@@ -84,7 +84,7 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor],
 def get_rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
     """The RNG states of python, numpy, torch (CPU, and CUDA if used) and the trainer."""
     py = random.getstate()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global stream users seed)
     state = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
@@ -103,7 +103,7 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

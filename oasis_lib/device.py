@@ -39,5 +39,6 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
     if kind == "mps" and not (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     ):
-        raise ValueError("device 'mps' was asked for but torch.backends.mps.is_available() is False")
+        raise ValueError("device 'mps' was asked for but "
+                         "torch.backends.mps.is_available() is False")
     return torch.device(choice)

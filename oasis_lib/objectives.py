@@ -5,8 +5,8 @@ and predicts one of three equivalent quantities (``PREDICTION_TYPES``):
 
 - ``"eps"``: the noise (Ho et al. 2020, the "simple" loss of eq. 14);
 - ``"x0"``: the clean image;
-- ``"v"``: v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022, sec. 4 and
-  appendix D). Use it with ``NoiseSchedule(zero_terminal_snr=True)`` (Lin et al. 2024).
+- ``"v"``: v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022, sec. 4).
+  Use it with ``NoiseSchedule(zero_terminal_snr=True)`` (Lin et al. 2024).
 
 Given x_t, any one of (x0, eps, v) determines the other two; the conversions below are exact.
 Timesteps are 0-based long tensors [B] (see :mod:`oasis_lib.schedule`).
@@ -41,11 +41,14 @@ def check_prediction_type(prediction_type: str) -> None:
 
 def _coefs(schedule: NoiseSchedule, t: Tensor | int, x: Tensor) -> tuple[Tensor, Tensor]:
     """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) shaped to broadcast against x."""
-    return schedule.gather("sqrt_alpha_bar", t, x), schedule.gather("sqrt_one_minus_alpha_bar", t, x)
+    return (schedule.gather("sqrt_alpha_bar", t, x),
+            schedule.gather("sqrt_one_minus_alpha_bar", t, x))
 
 
 # --------------------------------------------------------------------------- conversions
-def predict_x0_from_eps(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
+def predict_x0_from_eps(
+    schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, eps: Tensor
+) -> Tensor:
     """Invert eq. 4 of Ho et al.: x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t).
 
     Ill-posed where alpha_bar_t = 0 (zero terminal SNR): the divisor is clamped at
@@ -55,7 +58,9 @@ def predict_x0_from_eps(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, e
     return (x_t - s * eps) / a.clamp(min=MIN_SQRT_ALPHA_BAR)
 
 
-def predict_eps_from_x0(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, x0: Tensor) -> Tensor:
+def predict_eps_from_x0(
+    schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, x0: Tensor
+) -> Tensor:
     """Invert eq. 4 for the noise: eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t)."""
     a, s = _coefs(schedule, t, x_t)
     return (x_t - a * x0) / s
@@ -68,13 +73,13 @@ def v_target(schedule: NoiseSchedule, x0: Tensor, eps: Tensor, t: Tensor | int) 
 
 
 def predict_x0_from_v(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, v: Tensor) -> Tensor:
-    """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v (Salimans & Ho 2022, appendix D)."""
+    """x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v (Salimans & Ho 2022, sec. 4)."""
     a, s = _coefs(schedule, t, x_t)
     return a * x_t - s * v
 
 
 def predict_eps_from_v(schedule: NoiseSchedule, x_t: Tensor, t: Tensor | int, v: Tensor) -> Tensor:
-    """eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v (since alpha_bar + (1-alpha_bar) = 1)."""
+    """eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v (from eq. 4 and the v definition)."""
     a, s = _coefs(schedule, t, x_t)
     return s * x_t + a * v
 
@@ -107,7 +112,8 @@ def training_target(
 def min_snr_weight(
     schedule: NoiseSchedule, t: Tensor, gamma: float, prediction_type: str
 ) -> Tensor:
-    """Min-SNR-gamma loss weight per sample, shape [B] (Hang et al. 2023, eq. 11 and sec. 3.4).
+    """Min-SNR-gamma loss weight per sample, shape [B] (Hang et al. 2023, "Efficient Diffusion
+    Training via Min-SNR Weighting Strategy").
 
     The x0-space weight min(SNR_t, gamma) expressed for each target: ``x0``: min(snr, gamma);
     ``eps``: min(snr, gamma) / snr, computed as min(gamma / snr, 1) so snr = 0 gives 1, not NaN;

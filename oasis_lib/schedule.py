@@ -55,7 +55,8 @@ def cosine_alpha_bar(s: Tensor, offset: float = 0.008) -> Tensor:
 
 def sigmoid_alpha_bar(s: Tensor, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> Tensor:
     """Sigmoid schedule on alpha_bar (Chen 2023, "On the importance of noise scheduling", Alg. 1;
-    Jabri et al. 2023): f(s) = (v_end - sigmoid((s (end - start) + start) / tau)) / (v_end - v_start)
+    Jabri et al. 2023):
+    f(s) = (v_end - sigmoid((s (end - start) + start) / tau)) / (v_end - v_start)
     with v_start = sigmoid(start / tau), v_end = sigmoid(end / tau). f(0) = 1, f(1) = 0."""
     v_start = 1.0 / (1.0 + math.exp(-start / tau))
     v_end = 1.0 / (1.0 + math.exp(-end / tau))
@@ -91,16 +92,18 @@ def extract(a: Tensor, t: Tensor | int, x: Tensor | tuple[int, ...] | torch.Size
     """Gather ``a[t]`` and reshape it to ``[B, 1, 1, ...]`` so it broadcasts against ``x``.
 
     ``x`` may be a tensor (the result moves to its device and dtype) or just a shape (the result
-    keeps ``a``'s dtype and goes to ``t``'s device). An int ``t`` is broadcast to the batch.
+    keeps ``a``'s dtype and goes to ``t``'s device). An int ``t`` (the same step for the whole
+    batch, as in the samplers) gives a single value shaped ``[1, 1, ...]``.
     """
     shape = tuple(x.shape) if isinstance(x, Tensor) else tuple(x)
-    if not isinstance(t, Tensor):
-        t = torch.full((shape[0],), int(t), dtype=torch.long)
-    out = a[t.long().cpu()]
+    if isinstance(t, Tensor):
+        out, device = a[t.long().cpu()], t.device
+    else:  # one step for the whole batch: a single value, shaped [1, 1, ...]
+        out, device = a[int(t)].reshape(1), torch.device("cpu")
     if isinstance(x, Tensor):
         out = out.to(device=x.device, dtype=x.dtype)
     else:
-        out = out.to(t.device)
+        out = out.to(device)
     return out.reshape(out.shape[0], *([1] * (len(shape) - 1)))
 
 
@@ -231,12 +234,15 @@ class NoiseSchedule:
         return (self.gather("alphas", t, x_prev).sqrt() * x_prev
                 + self.gather("betas", t, x_prev).sqrt() * noise)
 
-    def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor | int) -> tuple[Tensor, Tensor, Tensor]:
+    def q_posterior(
+        self, x0: Tensor, x_t: Tensor, t: Tensor | int
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """q(x_{t-1} | x_t, x_0) = N(mean, variance) (Ho et al. eqs. 6-7).
 
-        mean = coef1_t x_0 + coef2_t x_t with coef1 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t)
-        and coef2 = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t); variance = beta tilde.
-        Returns ``(mean, variance, log_variance_clipped)``, the last two shaped [B, 1, 1, 1].
+        mean = coef1_t x_0 + coef2_t x_t, with
+        coef1 = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t),
+        coef2 = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t); variance = beta tilde_t.
+        Returns ``(mean, variance, log_variance_clipped)``, the last two shaped to broadcast.
         At t = 0 the mean is x_0 and the variance is 0.
         """
         mean = (self.gather("posterior_mean_coef1", t, x_t) * x0
@@ -248,7 +254,8 @@ class NoiseSchedule:
     # ----------------------------------------------------------------- config round trip
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments, for storing in a training config or checkpoint."""
-        return {"kind": self.kind, "timesteps": self._T, "zero_terminal_snr": self.zero_terminal_snr}
+        return {"kind": self.kind, "timesteps": self._T,
+                "zero_terminal_snr": self.zero_terminal_snr}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, warn: bool = True) -> NoiseSchedule:

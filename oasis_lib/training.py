@@ -30,7 +30,13 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_save, get_rng_state, load_checkpoint, load_state_strict, set_rng_state
+from .checkpoint import (
+    atomic_save,
+    get_rng_state,
+    load_checkpoint,
+    load_state_strict,
+    set_rng_state,
+)
 from .config import TrainConfig
 from .data import load_splits
 from .device import get_device
@@ -55,7 +61,7 @@ class TrainResult:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (seeds the legacy global stream for user code)
     torch.manual_seed(seed)
 
 
@@ -66,7 +72,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return None
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision 'fp16' needs CUDA (it uses a grad scaler); use 'bf16' or 'fp32'")
+        raise ValueError("precision 'fp16' needs CUDA (it uses a grad scaler); "
+                         "use 'bf16' or 'fp32'")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 

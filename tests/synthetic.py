@@ -1,0 +1,26 @@
+"""Small in-memory image sets for trainer tests (no files, no data layer)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+
+class BlobSlices(Dataset):
+    """``n`` deterministic [1, size, size] images in [-1, 1]: a bright ellipse per image."""
+
+    def __init__(self, n: int = 40, size: int = 32, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size),
+                                indexing="ij")
+        centre = (torch.rand(n, 2, generator=g) - 0.5) * 0.6
+        radius = 0.3 + 0.4 * torch.rand(n, 2, generator=g)
+        d = ((xx - centre[:, 0, None, None]) / radius[:, 0, None, None]) ** 2 + (
+            (yy - centre[:, 1, None, None]) / radius[:, 1, None, None]) ** 2
+        self.images = (torch.sigmoid(8 * (1 - d)) * 2 - 1)[:, None]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
