@@ -47,7 +47,7 @@ def sinusoidal_embedding(
         t: timesteps, a long or float tensor of shape ``[B]`` (a 0-d tensor or a Python number is
             treated as ``[1]``). Fractional ``t`` is fine (continuous-time samplers).
         dim: embedding size ``d`` (>= 1). Odd sizes are padded with one zero column.
-        max_period: ``n``, the longest period is about ``2 pi n`` (default 10000, as Vaswani et al.).
+        max_period: ``n``; the longest period is about ``2 pi n`` (default 10000, Vaswani et al.).
         freq_shift: 0 (default) for Vaswani's frequencies ``n^(-2i/d)``; 1 for DDPM's reference
             code (``n^(-i/(h-1))``), which the seed used.
 
@@ -73,7 +73,7 @@ def sinusoidal_embedding(
 
 
 class SinusoidalPosEmb(nn.Module):
-    """``nn.Module`` wrapper of :func:`sinusoidal_embedding` (no parameters): ``[B] -> [B, dim]``."""
+    """:func:`sinusoidal_embedding` as an ``nn.Module`` (no parameters): ``[B] -> [B, dim]``."""
 
     def __init__(self, dim: int, *, max_period: float = 10000.0, freq_shift: float = 0.0):
         super().__init__()

@@ -42,6 +42,7 @@ from .data import load_splits
 from .device import get_device
 from .ema import EMA
 from .objectives import diffusion_loss
+from .plotting import plot_loss_curve
 from .pretrained import build_model, build_schedule
 from .sampling import sample
 
@@ -233,7 +234,7 @@ class Trainer:
                                   generator=self.gen)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"non-finite loss ({float(loss)}) at step {self.step + 1} (epoch {self.epoch}); "
+                f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "
                 f"stopped without saving; the last good checkpoint is {self.last_path}")
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -245,7 +246,7 @@ class Trainer:
         self.sched.step()
         self.ema.update(self.raw_model)
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     def _done(self) -> bool:
         return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
@@ -297,11 +298,9 @@ class Trainer:
             if self.best_val is None or val["val_loss_ema"] < self.best_val:
                 self.best_val = val["val_loss_ema"]
                 atomic_save(self.state_dict(), self.best_path)
+            plot_loss_curve(self.out / "metrics.jsonl", save_to=self.out / "loss_curve.png")
         if (epoch + 1) % c.sample_every == 0:
             self.sample_grid(self.out / "samples" / f"epoch_{epoch + 1:04d}.png")
-        from .plotting import plot_loss_curve
-
-        plot_loss_curve(self.out / "metrics.jsonl", save_to=self.out / "loss_curve.png")
 
 
 def train(config: TrainConfig, *, resume: bool = False, **datasets) -> TrainResult:

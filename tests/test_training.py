@@ -20,13 +20,13 @@ TESTS = Path(__file__).resolve().parent
 
 
 def tiny_config(out, **over):
-    base = dict(out_dir=str(out), max_steps=12, epochs=100, batch_size=8, checkpoint_every=4,
+    base = dict(out_dir=str(out), image_size=16, max_steps=12, epochs=100, batch_size=8, checkpoint_every=4,
                 validate_every=2, val_size=16, sample_every=1000, progress=False, log_every=2)
     return TrainConfig.from_preset("tiny", **{**base, **over})
 
 
 def data():
-    return {"train_set": BlobSlices(40, 32, seed=0), "val_set": BlobSlices(16, 32, seed=1)}
+    return {"train_set": BlobSlices(40, 16, seed=0), "val_set": BlobSlices(16, 16, seed=1)}
 
 
 def test_training_reduces_validation_loss_and_writes_its_files(tmp_path):
@@ -122,7 +122,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     trainer.model.forward = poisoned
     with pytest.raises(NonFiniteLossError, match="at step 7 .*last good checkpoint"):
         trainer.fit()
-    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 5  # end of epoch 0: 40 slices / 8
 
 
 def test_resume_requires_a_checkpoint(tmp_path):
@@ -136,6 +136,6 @@ def test_load_model_uses_ema_and_matches_trainer(tmp_path):
     model, schedule, cfg = load_model(tmp_path / "last.pt", device="cpu")
     assert cfg.preset == "tiny"
     assert schedule.T == cfg.diffusion.timesteps
-    x, t = torch.randn(2, 1, 32, 32), torch.tensor([3, 500])
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 500])
     with torch.no_grad():
         torch.testing.assert_close(model(x, t), trainer.ema.model(x, t))

@@ -1,0 +1,238 @@
+"""Speed and memory of the denoising networks on this machine (a benchmark, not a test).
+
+For each model (the UNet presets and the seed's SimpleUNet) and image size it prints one
+Markdown row per variant (contiguous / ``channels_last`` x fp32 / bf16 autocast):
+
+* parameters, and forward GFLOP per image counted by ``torch.utils.flop_counter.FlopCounterMode``
+  (one multiply-add = 2 FLOP; a training step costs about 3x the forward);
+* training images/s: forward + MSE loss + backward + AdamW step, batch 16, median of the timed
+  iterations after a few warm-up ones; the achieved GFLOP/s (3 x forward FLOPs x images/s) and
+  its fraction of a large matmul in the same dtype (the practical peak of this machine);
+* sampling images/s: one forward under ``torch.inference_mode``, batch 16, eval mode;
+* peak memory: every variant runs in a fresh subprocess, which reports the high-water mark of
+  its resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident set just
+  before the model was built (after ``import torch``). ``tracemalloc`` cannot see torch's
+  allocations, hence this method. It includes AdamW's state and the autograd graph.
+
+A step slower than ``--max-step`` seconds is timed once and its rate marked ``~``: on a CPU
+without native bf16 (AVX2 only, as our 2-core test machine with torch 2.14) bf16 convolutions
+fall back to a slow reference kernel and are 10-50x slower than fp32.
+
+Run it on an otherwise idle machine; other processes on the same cores make the numbers wrong.
+
+    python benchmarks/bench_models.py                  # tiny, cpu, gpu, simple at 64x64
+    python benchmarks/bench_models.py --large          # + gpu preset and SimpleUNet at 128x128
+    python benchmarks/bench_models.py --presets cpu --iters 10
+    python benchmarks/bench_models.py --quick          # smoke test: tiny preset, 2 iterations
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+MODELS = ("tiny", "cpu", "gpu", "simple")  # UNet presets, and "simple" for SimpleUNet
+VARIANTS = ((False, False), (True, False), (False, True), (True, True))  # (channels_last, bf16)
+
+
+def build_model(name: str) -> torch.nn.Module:
+    from oasis_lib.simple_unet import SimpleUNet
+    from oasis_lib.unet import UNet
+
+    return SimpleUNet() if name == "simple" else UNet(name)
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:  # Linux; elsewhere fall back to the high-water mark
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def maxrss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> tuple[float, int]:
+    """GFLOP/s of an ``n x n`` matmul (2 n^3 FLOP), best of repeated runs for ``seconds``.
+
+    A CPU without native bf16 can be 100x slower in bf16 (one 2048 matmul then takes a minute),
+    so a 512 matmul is timed first and ``n`` is only used when that one is fast.
+    Returns ``(GFLOP/s, matrix size used)``."""
+    if n > 512:
+        small = _time_matmul(dtype, 512, seconds)
+        if small < 10:
+            return small, 512
+    return _time_matmul(dtype, n, seconds), n
+
+
+def _time_matmul(dtype: torch.dtype, n: int, seconds: float) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds or best == float("inf"):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def median_seconds(fn, *, warmup: int, iters: int, max_step: float) -> tuple[float, bool]:
+    """Median duration of ``fn()`` after ``warmup`` calls. If one call takes longer than
+    ``max_step`` seconds, stop there and return that duration, flagged as approximate."""
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        fn()
+        if (took := time.perf_counter() - t0) > max_step:
+            return took, True
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), False
+
+
+def run_child(spec: dict) -> dict:
+    """Measure one (model, size, channels_last, bf16) variant in this process."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from oasis_lib.unet import count_parameters
+
+    torch.manual_seed(0)
+    rss_before = current_rss_mb()
+    model = build_model(spec["model"])
+    size, batch, cl, bf16 = spec["size"], spec["batch"], spec["channels_last"], spec["bf16"]
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch, 1, size, size).contiguous(memory_format=fmt)
+    t = torch.randint(0, 1000, (batch,))
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (
+        contextlib.nullcontext)
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(x[:1], t[:1])
+    flops = counter.get_total_flops()
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def train_step():
+        with autocast():
+            loss = torch.nn.functional.mse_loss(model(x, t).float(), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    timing = {"warmup": spec["warmup"], "iters": spec["iters"], "max_step": spec["max_step"]}
+    train_s, train_approx = median_seconds(train_step, **timing)
+    model.eval()
+
+    def sample_step():
+        with torch.inference_mode(), autocast():
+            model(x, t)
+
+    sample_s, sample_approx = median_seconds(sample_step, **timing)
+    return {
+        "params": count_parameters(model),
+        "flops": flops,
+        "train_ips": batch / train_s,
+        "train_approx": train_approx,
+        "sample_ips": batch / sample_s,
+        "sample_approx": sample_approx,
+        "peak_mb": maxrss_mb() - rss_before,
+    }
+
+
+def spawn(spec: dict, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:80]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=list(MODELS), choices=MODELS,
+                        help="UNet presets and/or 'simple' (SimpleUNet)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64],
+                        help="image sizes for every model (default 64)")
+    parser.add_argument("--large", action="store_true",
+                        help="also run the gpu preset and SimpleUNet at 128x128")
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast variants")
+    parser.add_argument("--max-step", type=float, default=30,
+                        help="a step slower than this many seconds is timed once (marked ~)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per variant")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny preset at 64x64, 2 warm-up + 2 timed iterations, "
+                        "--max-step 10")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print("RESULT " + json.dumps(run_child(json.loads(args.child))), flush=True)
+        return
+    if args.quick:
+        args.presets, args.sizes, args.large = ["tiny"], [64], False
+        args.iters, args.warmup, args.max_step = 2, 2, 10
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    (fp32, n32), (bf16, n16) = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    print(f"matmul: fp32 {fp32:.1f} GFLOP/s ({n32}x{n32}), bf16 {bf16:.1f} GFLOP/s ({n16}x{n16})")
+    if bf16 < fp32:
+        print("bf16 is slower than fp32 here (no native bf16 in this CPU or this torch build): "
+              "expect the bf16 autocast rows to be slow.")
+    # '% matmul' compares with the fastest matmul the variant may use (autocast keeps some fp32)
+    peak = {False: fp32, True: max(fp32, bf16)}
+    print(f"batch {args.batch}, {args.warmup} warm-up + {args.iters} timed iterations (median); "
+          "train = forward + backward + AdamW step; sample = one forward (inference_mode)\n")
+
+    jobs = [(m, s) for m in args.presets for s in args.sizes]
+    if args.large:
+        jobs += [(m, 128) for m in ("gpu", "simple") if (m, 128) not in jobs]
+    variants = [v for v in VARIANTS if not (args.no_bf16 and v[1])]
+
+    print("| model | size | params | fwd GFLOP/img | channels_last | bf16 | train img/s "
+          "| train GFLOP/s | % matmul | sample img/s | sample GFLOP/s | % matmul | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for model, size in jobs:
+        for cl, bf16 in variants:
+            spec = {"model": model, "size": size, "batch": args.batch, "channels_last": cl,
+                    "bf16": bf16, "iters": args.iters, "warmup": args.warmup,
+                    "max_step": args.max_step}
+            r = spawn(spec, args.timeout)
+            head = f"| {model} | {size} |"
+            flags = f" {'yes' if cl else 'no'} | {'yes' if bf16 else 'no'} |"
+            if "error" in r:
+                print(f"{head} | |{flags} {r['error']} | | | | | | |", flush=True)
+                continue
+            gf = r["flops"] / 1e9
+            train_gfs, sample_gfs = 3 * gf * r["train_ips"], gf * r["sample_ips"]
+            tilde = {k: "~" if r[f"{k}_approx"] else "" for k in ("train", "sample")}
+            print(f"{head} {r['params']:,} | {gf:.2f} |{flags} "
+                  f"{tilde['train']}{r['train_ips']:.1f} | "
+                  f"{train_gfs:.0f} | {100 * train_gfs / peak[bf16]:.0f}% | "
+                  f"{tilde['sample']}{r['sample_ips']:.1f} | {sample_gfs:.0f} | "
+                  f"{100 * sample_gfs / peak[bf16]:.0f}% | {r['peak_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
