@@ -44,6 +44,8 @@ def _train_config(args):
         "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
         "device": args.device, "seed": args.seed, "data_root": args.data_root,
         "checkpoint_every": args.checkpoint_every, "arch": args.arch,
+        "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
+        "validate_every": args.validate_every, "sample_every": args.sample_every,
     }.items() if v is not None}
     if args.channels_last:
         over["channels_last"] = True
@@ -52,7 +54,8 @@ def _train_config(args):
     if args.no_progress:
         over["progress"] = False
     diff = {k: v for k, v in {"prediction_type": args.prediction, "schedule": args.schedule,
-                              "timesteps": args.timesteps, "loss_type": args.loss}.items()
+                              "timesteps": args.timesteps, "loss_type": args.loss,
+                              "min_snr_gamma": args.min_snr_gamma}.items()
             if v is not None}
     return TrainConfig.from_preset(args.preset, out_dir=args.out, diffusion=diff, **over)
 
@@ -150,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", default=None, choices=("linear", "quadratic", "cosine", "sigmoid"))
     t.add_argument("--timesteps", type=int, default=None)
     t.add_argument("--loss", default=None, choices=("mse", "l1"))
+    t.add_argument("--min-snr-gamma", type=float, default=None,
+                   help="min-SNR-gamma loss weighting (e.g. 5); off by default")
+    t.add_argument("--ema-decay", type=float, default=None)
+    t.add_argument("--warmup-steps", type=int, default=None)
+    t.add_argument("--validate-every", type=int, default=None, help="epochs between validations")
+    t.add_argument("--sample-every", type=int, default=None, help="epochs between sample grids")
     t.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"))
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--compile", action="store_true")

@@ -255,6 +255,7 @@ class Trainer:
         c = self.cfg
         self.model.train()
         t0, images = time.perf_counter(), 0
+        t_log = t0
         epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not c.progress,
                       initial=self.epoch, total=c.epochs)
         try:
@@ -272,8 +273,12 @@ class Trainer:
                     self.batch_in_epoch += 1
                     images += c.batch_size
                     if self.step % c.log_every == 0:
+                        now = time.perf_counter()
+                        rate = c.log_every * c.batch_size / max(now - t_log, 1e-9)
+                        t_log = now
                         self._log({"step": self.step, "epoch": epoch, "loss": loss,
-                                   "lr": self.sched.get_last_lr()[0]})
+                                   "lr": self.sched.get_last_lr()[0],
+                                   "images_per_s": round(rate, 2)})
                         bar.set_postfix(loss=f"{loss:.4f}")
                     if self.step % c.checkpoint_every == 0:
                         self.save()

@@ -190,10 +190,20 @@ class UNetConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: object) -> UNetConfig:
-        """A copy of ``UNET_PRESETS[name]`` with ``overrides`` applied (validated again)."""
+        """A copy of ``UNET_PRESETS[name]`` with ``overrides`` applied (validated again).
+
+        Overriding ``image_size`` alone keeps attention on the preset's *levels* (its
+        ``attention_resolutions`` are rescaled), so the network and its parameters do not change:
+        ``preset("tiny", image_size=64)`` has attention at 16x16 instead of 8x8.
+        """
         if name not in UNET_PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {tuple(UNET_PRESETS)}")
-        return UNET_PRESETS[name].replace(**overrides)
+        base = UNET_PRESETS[name]
+        size = overrides.get("image_size")
+        if "attention_resolutions" not in overrides and isinstance(size, int) and size > 0:
+            levels = [i for i, a in enumerate(base.level_attention) if a]
+            overrides["attention_resolutions"] = tuple(size // 2**i for i in levels)
+        return base.replace(**overrides)
 
     def replace(self, **overrides: object) -> UNetConfig:
         fields = tuple(f.name for f in dataclasses.fields(self))

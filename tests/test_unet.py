@@ -114,6 +114,17 @@ def test_bad_config_raises(kwargs, match):
         UNetConfig.preset("cpu", **kwargs)
 
 
+def test_preset_image_size_keeps_attention_levels():
+    cfg = UNetConfig.preset("tiny", image_size=64)
+    assert cfg.attention_resolutions == (16,)  # tiny's lowest level, as 8 is at 32x32
+    assert cfg.level_attention == UNET_PRESETS["tiny"].level_attention
+    assert UNetConfig.preset("gpu", image_size=64).attention_resolutions == (8, 4)
+    with pytest.raises(ValueError, match="never reached"):  # explicit resolutions are checked
+        UNetConfig.preset("tiny", image_size=64, attention_resolutions=(8,))
+    with pytest.raises(ValueError, match="never reached"):
+        UNET_PRESETS["tiny"].replace(image_size=64)
+
+
 def test_unknown_preset():
     with pytest.raises(ValueError, match=r"unknown preset 'huge'.*'tiny', 'cpu', 'gpu'"):
         UNetConfig.preset("huge")
