@@ -68,8 +68,11 @@ class TrainConfig:
     ema_warmup: bool = True  # decay ramps as (1+n)/(10+n) early on, capped at ema_decay
     # --- speed
     device: str = "auto"  # auto | cpu | cuda | mps (see oasis_lib.device.get_device)
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA, with a grad scaler)
-    channels_last: bool = False  # NHWC memory format; faster with bf16 on CPU
+    # auto: bf16 autocast on CUDA (fp16 + grad scaler where bf16 is unsupported), fp32 elsewhere.
+    # bf16 on a CPU only pays with native bf16 (AVX512-BF16/AMX); on an AVX2-only CPU it is
+    # ~50x slower (benchmarks/bench_models.py), so it is never a silent CPU default.
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA)
+    channels_last: bool = False  # NHWC memory format: 15% slower training on our AVX2 CPU
     compile: bool = False  # torch.compile the model
     num_workers: int = 0  # DataLoader workers (slices are cached in memory already)
     # --- bookkeeping

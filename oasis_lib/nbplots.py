@@ -62,7 +62,7 @@ def forward_strip(x0: Tensor, noise: Tensor, schedule: NoiseSchedule, ts: Sequen
     fig, axes = _figure(1, len(ts), figsize)
     for ax, t in zip(axes[0], ts, strict=True):
         x_t = schedule.q_sample(x0[None], torch.tensor([int(t)]), noise[None])[0, 0]
-        ax.imshow(x_t.numpy(), cmap="gray", vmin=-2.5, vmax=2.5)
+        ax.imshow(x_t.numpy(), cmap="gray", vmin=-1, vmax=1)  # x_0's grey scale, clipped
         ax.set_title(f"t = {t}\nalpha_bar = {schedule.alpha_bar_at(int(t)):.3f}", fontsize=9)
         ax.set_axis_off()
     fig.suptitle(f"Forward process q(x_t | x_0), {schedule.kind} schedule, T = {schedule.T}",
@@ -94,26 +94,40 @@ def schedule_curves(schedules: Mapping[str, NoiseSchedule], *, figsize=(11.0, 3.
     return fig
 
 
-def terminal_comparison(x0: Tensor, noise: Tensor, schedule: NoiseSchedule, *, blur: int = 8,
-                        figsize=(11.0, 3.2)):
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Blur images [B, C, H, W] with a Gaussian of std ``sigma`` pixels (reflect padding)."""
+    radius = max(1, int(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def terminal_comparison(x0: Tensor, noise: Tensor, schedule: NoiseSchedule, *,
+                        sigma: float = 6.0, figsize=(11.0, 3.6)):
     """What the network sees at the last training step, x_T = q_sample(x0, T-1, noise), next to
-    the pure noise sampling starts from; below each, the same image averaged over ``blur`` x
-    ``blur`` blocks (a low-pass filter: the noise averages out, the signal does not)."""
+    pure noise (where sampling starts), then both blurred with a Gaussian of ``sigma`` pixels
+    (a low-pass filter: the noise averages out, low-frequency signal stays)."""
     x_T = schedule.q_sample(x0[None], torch.tensor([schedule.T - 1]), noise[None])
     pure = torch.randn(x0[None].shape, generator=torch.Generator().manual_seed(1))
-    panels = [(f"x_T, trained on\n({schedule.kind}, T = {schedule.T})", x_T[0, 0]),
-              ("pure noise N(0, I),\nwhere sampling starts", pure[0, 0]),
-              (f"x_T averaged over\n{blur}x{blur} blocks",
-               torch.nn.functional.avg_pool2d(x_T, blur)[0, 0]),
-              (f"pure noise averaged\nover {blur}x{blur} blocks",
-               torch.nn.functional.avg_pool2d(pure, blur)[0, 0])]
+    panels = [(f"x_T at the last training step\n({schedule.kind}, T = {schedule.T})", x_T, 2.5),
+              ("pure noise N(0, I),\nwhere sampling starts", pure, 2.5),
+              (f"x_T, blurred\n(Gaussian, sigma = {sigma:g} px)", gaussian_blur(x_T, sigma), 0.25),
+              (f"pure noise, blurred\n(Gaussian, sigma = {sigma:g} px)",
+               gaussian_blur(pure, sigma), 0.25)]
+    outline = (x0[0] > -0.9).float().numpy()  # the brain (the background is -1)
     fig, axes = _figure(1, 4, figsize)
-    for ax, (title, img) in zip(axes[0], panels, strict=True):
-        scale = 2.5 if img.shape[-1] == x0.shape[-1] else 2.5 / blur
-        ax.imshow(img.numpy(), cmap="gray", vmin=-scale, vmax=scale)
+    for i, (ax, (title, img, scale)) in enumerate(zip(axes[0], panels, strict=True)):
+        ax.imshow(img[0, 0].numpy(), cmap="gray", vmin=-scale, vmax=scale)
+        if i >= 2:
+            ax.contour(outline, levels=[0.5], colors="C1", linewidths=1.0)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.text(0.75, 0.02, "orange: the outline of the brain in x_0", ha="center", fontsize=9,
+             color="C1")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
@@ -133,7 +147,7 @@ def embedding_heatmap(timesteps: int = 1000, dim: int = 32, *, figsize=(11.0, 3.
     ax.set(xlabel="timestep t", ylabel="component (sin | cos)",
            title=f"Sinusoidal embedding E(t), {dim} components")
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-    im = bx.imshow(sim, cmap="viridis", vmin=-1, vmax=1, origin="upper",
+    im = bx.imshow(sim, cmap="viridis", vmin=float(sim.min()), vmax=1, origin="upper",
                    extent=(-0.5, timesteps - 0.5, timesteps - 0.5, -0.5))
     bx.set(xlabel="t", ylabel="t'", title="cosine similarity of E(t), E(t')")
     fig.colorbar(im, ax=bx, fraction=0.046, pad=0.04)
@@ -151,7 +165,7 @@ def parameter_bars(counts: Mapping[str, int], *, figsize=(8.0, 3.0)):
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlim(min(values) / 3, max(values) * 30)
+    ax.set_xlim(min(values) / 3, max(values) * 8)
     ax.set(xlabel="parameters (log scale)", title="Model size")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -181,9 +195,13 @@ def show_pngs(paths: Sequence[str | os.PathLike], titles: Sequence[str] | None =
 
 
 # ---------------------------------------------------------------------------- 05: sampling
-def sampler_rows(rows: Mapping[str, Tensor], *, ncols: int = 8, figsize=(12.0, 5.0)):
+def sampler_rows(rows: Mapping[str, Tensor], *, ncols: int = 8,
+                 figsize: tuple[float, float] | None = None):
     """One row of images per sampler (``{label: images [B, 1, H, W]}``), at most ``ncols``
-    images each; rows with fewer images leave the remaining cells blank."""
+    images each; rows with fewer images leave the remaining cells blank. The default size,
+    (1.6 ncols + 1.6, 1.7 rows) inches, depends only on the grid."""
+    if figsize is None:
+        figsize = (1.6 * ncols + 1.6, 1.7 * len(rows))
     fig, axes = _figure(len(rows), ncols, figsize)
     for r, (label, images) in enumerate(rows.items()):
         for c in range(ncols):

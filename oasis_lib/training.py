@@ -47,6 +47,11 @@ from .pretrained import build_model, build_schedule
 from .sampling import sample
 
 
+# Fields a resumed run takes from the new config instead of the checkpoint.
+RESUME_OVERRIDES = ("epochs", "max_steps", "out_dir", "progress", "device", "channels_last",
+                    "compile", "num_workers")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; training stopped without overwriting the last checkpoint."""
 
@@ -96,9 +101,10 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
             ckpt = load_checkpoint(self.last_path)
             saved = TrainConfig.from_dict(ckpt["config"])
-            # The run's recipe comes from the checkpoint; only its length may change.
-            saved.epochs, saved.max_steps = config.epochs, config.max_steps
-            saved.progress, saved.out_dir = config.progress, config.out_dir
+            # The run's recipe comes from the checkpoint; its length and the speed knobs
+            # (which do not change the maths) come from the caller.
+            for name in RESUME_OVERRIDES:
+                setattr(saved, name, getattr(config, name))
             config = saved
         self.cfg = cfg = config
         seed_everything(cfg.seed)

@@ -113,7 +113,7 @@ def forward_figure(frame: dict):
     fig, axes = plt.subplots(1, 4, figsize=FORWARD_FIGSIZE, dpi=DPI,
                              gridspec_kw={"width_ratios": [1, 1, 1, 1.35]})
     panels = (("clean x_0", frame["x0"], (-1, 1)), ("noise eps", frame["noise"], (-3, 3)),
-              (f"x_t at t = {frame['t']}", frame["x_t"], (-3, 3)))
+              (f"x_t at t = {frame['t']}", frame["x_t"], (-1, 1)))  # x_0's grey scale
     for ax, (title, img, (lo, hi)) in zip(axes, panels, strict=False):
         ax.imshow(_image(img)[0].numpy(), cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(title, fontsize=10)
@@ -170,7 +170,7 @@ def reverse_figure(frame: dict):
     final = frame["t"] < 0
     left = "final image x_0" if final else f"x_t (t = {frame['t']})"
     right = "final image x_0" if final else "predicted x_0"
-    axes[0].imshow(frame["x_t"][0].float().numpy(), cmap="gray", vmin=-2.5, vmax=2.5)
+    axes[0].imshow(to_display(frame["x_t"]), cmap="gray", vmin=0, vmax=1)  # [-1, 1], clipped
     axes[1].imshow(to_display(frame["x0_pred"]), cmap="gray", vmin=0, vmax=1)
     for ax, title in zip(axes, (left, right), strict=True):
         ax.set_title(title, fontsize=10)

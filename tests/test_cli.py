@@ -22,7 +22,8 @@ def test_every_command_has_help(command, capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "oasis_lib", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    assert "make-demo" in out and "train" in out and "sample" in out
+    for command in ("make-demo", "summary", "train", "sample", "export", "demo"):
+        assert command in out
 
 
 def test_train_resume_export_sample(demo_root, tmp_path, capsys):
@@ -48,20 +49,23 @@ def test_train_resume_export_sample(demo_root, tmp_path, capsys):
                  "--no-progress"]) == 0
     assert Image.open(grid).size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)  # 2x2 grid, padding 2
     singles = sorted((tmp_path / "grid").glob("sample_*.png"))
-    assert len(singles) == 4 and Image.open(singles[0]).size == (32, 32)
+    assert len(singles) == 4
+    assert Image.open(singles[0]).size == (32, 32)
     grid2 = tmp_path / "grid2.png"
     assert main(["sample", "--checkpoint", str(run / "last.pt"), "--sampler", "dpm++2m",
                  "--steps", "3", "--n", "4", "--out", str(grid2), "--no-progress"]) == 0
     assert grid2.is_file()
     out = capsys.readouterr().out
-    assert "trained to step 6" in out and "wrote" in out
+    assert "trained to step 6" in out
+    assert f"wrote {grid}" in out
 
 
 def test_summary_writes_the_overlay_figure(demo_root, tmp_path, capsys):
     assert main(["summary", "--data-root", str(demo_root), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "slices_with_masks.png").is_file()
     out = capsys.readouterr().out
-    assert "validate" in out and "case" in out.lower()
+    assert "validate" in out
+    assert "wrote" in out
 
 
 def test_train_refuses_an_existing_run_without_resume(demo_root, tmp_path):

@@ -21,7 +21,8 @@ TESTS = Path(__file__).resolve().parent
 
 def tiny_config(out, **over):
     base = dict(out_dir=str(out), image_size=16, max_steps=12, epochs=100, batch_size=8,
-                checkpoint_every=4, validate_every=2, val_size=16, sample_every=1000, progress=False, log_every=2)
+                checkpoint_every=4, validate_every=2, val_size=16, sample_every=1000,
+                progress=False, log_every=2)
     return TrainConfig.from_preset("tiny", **{**base, **over})
 
 
