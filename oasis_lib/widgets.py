@@ -46,6 +46,7 @@ FORWARD_FIGSIZE = (11.0, 3.4)
 REVERSE_FIGSIZE = (7.0, 4.0)
 SLICE_FIGSIZE = (8.0, 4.4)
 DPI = 100  # fixed, so the "<Figure size WxH ...>" text nbval compares never depends on rc
+GREY = {"cmap": "gray", "interpolation": "nearest"}  # crisp pixels, small PNGs
 
 
 def _image(x: Tensor) -> Tensor:
@@ -115,7 +116,7 @@ def forward_figure(frame: dict):
     panels = (("clean x_0", frame["x0"], (-1, 1)), ("noise eps", frame["noise"], (-3, 3)),
               (f"x_t at t = {frame['t']}", frame["x_t"], (-1, 1)))  # x_0's grey scale
     for ax, (title, img, (lo, hi)) in zip(axes, panels, strict=False):
-        ax.imshow(_image(img)[0].numpy(), cmap="gray", vmin=lo, vmax=hi)
+        ax.imshow(_image(img)[0].numpy(), vmin=lo, vmax=hi, **GREY)
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
     curve = np.asarray(frame["alpha_bar_curve"], dtype=np.float64)
@@ -170,8 +171,8 @@ def reverse_figure(frame: dict):
     final = frame["t"] < 0
     left = "final image x_0" if final else f"x_t (t = {frame['t']})"
     right = "final image x_0" if final else "predicted x_0"
-    axes[0].imshow(to_display(frame["x_t"]), cmap="gray", vmin=0, vmax=1)  # [-1, 1], clipped
-    axes[1].imshow(to_display(frame["x0_pred"]), cmap="gray", vmin=0, vmax=1)
+    axes[0].imshow(to_display(frame["x_t"]), vmin=0, vmax=1, **GREY)  # [-1, 1], clipped
+    axes[1].imshow(to_display(frame["x0_pred"]), vmin=0, vmax=1, **GREY)
     for ax, title in zip(axes, (left, right), strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()

@@ -1,0 +1,134 @@
+"""Every notebook of the series follows one skeleton (STYLE.md sections 8-10).
+
+Title and "What you will learn" first, an "Open in Colab" badge, a setup cell that installs
+oasis_lib only when it cannot be imported, imports with versions printed, one config cell of cost
+knobs read from the environment, short cells, figures with captions, and stored outputs that
+come from one clean top-to-bottom run without errors (what nbval compares against).
+These checks read the JSON only; running the notebooks is ``make test-notebooks``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+MAX_LINES = 25
+COLAB = "https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}"
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _has_figure(cell) -> bool:
+    return any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+
+
+def test_series_is_numbered_and_complete():
+    names = [p.stem for p in NOTEBOOKS]
+    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(1, len(names) + 1)]
+    assert len(names) >= 6, names
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def nb_path(request) -> Path:
+    return request.param
+
+
+def test_valid_notebook_format(nb_path):
+    nbformat.validate(_read(nb_path))
+
+
+def test_title_and_what_you_will_learn_first(nb_path):
+    first = _read(nb_path).cells[0]
+    assert first.cell_type == "markdown"
+    assert first.source.startswith("# "), "the first cell starts with a '# ' title"
+    assert "What you will learn" in first.source
+    assert "Prerequisites" in first.source
+
+
+def test_open_in_colab_badge(nb_path):
+    first = _read(nb_path).cells[0].source
+    match = re.search(COLAB.format(repo=r"[\w.-]+/[\w.-]+", name=re.escape(nb_path.name)), first)
+    assert match, f"no Open in Colab link to notebooks/{nb_path.name} in the first cell"
+
+
+def test_setup_cell_installs_only_when_missing(nb_path):
+    setup = _code(_read(nb_path))[0].source
+    assert re.search(r"^try:\n\s+import oasis_lib\nexcept ImportError:\n\s+%pip install ", setup,
+                     re.MULTILINE), "the first code cell is the guarded install"
+
+
+def test_imports_cell_uses_inline_backend_and_prints_versions(nb_path):
+    imports = _code(_read(nb_path))[1]
+    assert imports.source.startswith("%matplotlib inline")  # same backend under nbval and Lab
+    text = "".join(o.get("text", "") for o in imports.outputs)
+    assert re.search(r"^versions: python \S+ \| torch \S+ .*oasis_lib \S+", text, re.MULTILINE)
+
+
+def test_one_config_cell_reading_the_environment(nb_path):
+    cells = _code(_read(nb_path))
+    configs = [c for c in cells if c.source.startswith("# Config")]
+    assert len(configs) == 1, "exactly one cell starts with '# Config'"
+    config = configs[0].source
+    uses_ci = any(re.search(r"\bCI\b", c.source) for c in cells if c is not configs[0])
+    if uses_ci:  # CI shrinks cost through the environment, never through edits (STYLE.md 9)
+        assert 'CI = os.environ.get("OASIS_CI"' in config
+    for c in cells:
+        if c is not configs[0]:
+            assert "os.environ" not in c.source, "only the config cell reads the environment"
+
+
+def test_cells_are_short(nb_path):
+    long = {i: len(c.source.splitlines()) for i, c in enumerate(_read(nb_path).cells)
+            if c.cell_type == "code" and len(c.source.splitlines()) > MAX_LINES}
+    assert not long, f"code cells longer than {MAX_LINES} lines (cell: lines): {long}"
+
+
+def test_executed_top_to_bottom_without_errors(nb_path):
+    cells = _code(_read(nb_path))
+    counts = [c.execution_count for c in cells]
+    assert None not in counts, "every code cell has been executed"
+    assert counts == list(range(1, len(cells) + 1)), "outputs come from one run, in order"
+    errors = [i for i, c in enumerate(cells) for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"stored error outputs in code cells {errors}"
+
+
+def test_figures_are_embedded_and_captioned(nb_path):
+    cells = _read(nb_path).cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code":
+            continue
+        for o in cell.outputs:
+            plain = "".join(o.get("data", {}).get("text/plain", ""))
+            if plain.startswith("<Figure size"):
+                assert "image/png" in o.data, f"cell {i}: figure stored without its PNG"
+        if _has_figure(cell):
+            around = [cells[j] for j in (i - 1, i + 1) if 0 <= j < len(cells)]
+            assert any(c.cell_type == "markdown" for c in around), f"cell {i}: figure without " \
+                "a caption in a markdown cell right before or after it"
+
+
+def test_sliders_are_one_line_and_ignored_by_nbval(nb_path):
+    for i, cell in enumerate(_code(_read(nb_path))):
+        if re.search(r"\b\w+_slider\(|\binteract(ive)?\(", cell.source):
+            lines = cell.source.splitlines()
+            assert lines[0] == "# NBVAL_IGNORE_OUTPUT", f"code cell {i}: slider without marker"
+            assert len(lines) == 2, f"code cell {i}: a slider cell is the marker and one call"
+
+
+def test_no_semicolon_to_hide_output(nb_path):
+    """nbval runs cells without storing history, so IPython ignores a trailing ';' there and the
+    value is shown anyway (a mismatch with the stored output): assign to a name instead."""
+    for i, cell in enumerate(_code(_read(nb_path))):
+        lines = [ln for ln in cell.source.splitlines() if ln.strip()]
+        assert not (lines and lines[-1].rstrip().endswith(";")), f"code cell {i} ends with ';'"
