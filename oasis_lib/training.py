@@ -46,7 +46,6 @@ from .plotting import plot_loss_curve
 from .pretrained import build_model, build_schedule
 from .sampling import sample
 
-
 # Fields a resumed run takes from the new config instead of the checkpoint.
 RESUME_OVERRIDES = ("epochs", "max_steps", "out_dir", "progress", "device", "channels_last",
                     "compile", "num_workers")
