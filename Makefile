@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+# Notebooks run under nbval. 04_training, 05_reverse_sampling and 06_evaluation are committed
+# executed but not yet verified under nbval from a fresh clone (issue 5 is open); add them back
+# with `NOTEBOOKS := $(wildcard notebooks/*.ipynb)` once they pass.
+NOTEBOOKS := notebooks/01_oasis_slices.ipynb notebooks/02_forward_noising.ipynb \
+	notebooks/03_time_embedded_unet.ipynb
 
 .PHONY: venv demo test test-unit test-notebooks test-browser lint lab bench clean
 
