@@ -3,11 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Notebooks run under nbval. 04_training, 05_reverse_sampling and 06_evaluation are committed
-# executed but not yet verified under nbval from a fresh clone (issue 5 is open); add them back
-# with `NOTEBOOKS := $(wildcard notebooks/*.ipynb)` once they pass.
-NOTEBOOKS := notebooks/01_oasis_slices.ipynb notebooks/02_forward_noising.ipynb \
-	notebooks/03_time_embedded_unet.ipynb
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 .PHONY: venv demo test test-unit test-notebooks test-browser lint lab bench clean
 
