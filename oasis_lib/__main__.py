@@ -21,17 +21,12 @@ def _cmd_make_demo(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-    from .data import load_split, resolve_data_root, summarize
-    from .plotting import slices_with_masks
+    from .data import resolve_data_root, summarize
+    from .demo import draw_validate_overlays
 
     root = resolve_data_root(args.data_root)
     print(summarize(root))
-    ds = load_split("validate", root, image_size=256, with_masks=True, augment=False)
-    picks = [len(ds) * k // 8 for k in range(8)][::2]
-    imgs, masks = zip(*(ds[i] for i in picks), strict=True)
-    titles = [f"case {ds.items[i][0]:03d} slice {ds.items[i][1]}" for i in picks]
-    out = Path(args.out) / "slices_with_masks.png"
-    slices_with_masks(imgs, masks, titles=titles, save_to=out)
+    out = draw_validate_overlays(root, Path(args.out) / "slices_with_masks.png")
     print(f"wrote {out}")
     return 0
 
@@ -107,7 +102,10 @@ def _cmd_export(args) -> int:
 
     ckpt = load_checkpoint(args.checkpoint)
     state = ckpt["ema"]["model"] if not args.live else ckpt["model"]
-    out = export_safetensors(state, args.out, config=ckpt["config"])
+    # The shared file carries the recipe, not this machine's paths.
+    config = {**ckpt["config"], "out_dir": f"runs/{Path(ckpt['config']['out_dir']).name}",
+              "data_root": None}
+    out = export_safetensors(state, args.out, config=config)
     size_mb = Path(out).stat().st_size / 2**20
     print(f"wrote {'live' if args.live else 'EMA'} weights of step {ckpt['step']} to {out} "
           f"(fp16, {size_mb:.1f} MB)")

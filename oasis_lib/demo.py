@@ -23,6 +23,16 @@ from .sampling import sample
 from .training import train
 
 
+def draw_validate_overlays(root: Path, path: Path, n: int = 4) -> Path:
+    """Draw ``n`` validate slices spread over the split, with their tissue masks, to ``path``."""
+    val = load_split("validate", root, image_size=256, with_masks=True, augment=False)
+    picks = [(len(val) * k // n + 16) % len(val) for k in range(n)]  # mid-case slices
+    imgs, masks = zip(*(val[i] for i in picks), strict=True)
+    titles = [f"case {val.items[i][0]:03d} slice {val.items[i][1]}" for i in picks]
+    slices_with_masks(imgs, masks, titles=titles, save_to=path)
+    return path
+
+
 def run_demo(out: str | Path = "outputs", *, train_steps: int = 300,
              checkpoint: str | Path | None = None) -> list[Path]:
     out = Path(out)
@@ -32,12 +42,7 @@ def run_demo(out: str | Path = "outputs", *, train_steps: int = 300,
 
     root = resolve_data_root()
     print(summarize(root))
-    val = load_split("validate", root, image_size=256, with_masks=True, augment=False)
-    picks = [len(val) * k // 4 + 16 for k in range(4)]
-    imgs, masks = zip(*(val[i] for i in picks), strict=True)
-    titles = [f"case {val.items[i][0]:03d} slice {val.items[i][1]}" for i in picks]
-    slices_with_masks(imgs, masks, titles=titles, save_to=out / "slices_with_masks.png")
-    written.append(out / "slices_with_masks.png")
+    written.append(draw_validate_overlays(root, out / "slices_with_masks.png"))
 
     run = out / "demo_run"
     shutil.rmtree(run, ignore_errors=True)

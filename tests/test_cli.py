@@ -41,6 +41,8 @@ def test_train_resume_export_sample(demo_root, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(run / "last.pt"), "--out", str(weights)]) == 0
     tensors, cfg = load_safetensors(weights)
     assert cfg["preset"] == "tiny"
+    assert cfg["out_dir"] == "runs/run"  # no machine paths in a shared file
+    assert cfg["data_root"] is None
     assert all(t.dtype == torch.float16 for t in tensors.values())
 
     grid = tmp_path / "grid.png"
