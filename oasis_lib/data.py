@@ -269,7 +269,7 @@ class OASISDataset(Dataset):
     def _warn_converted(self) -> None:
         if self._converted and not self._warned:
             self._warned = True
-            path, mode = self._converted[0]
+            path, mode = min(self._converted)  # decode threads append in any order
             warnings.warn(f"{path} is a mode {mode!r} PNG, not 8-bit grey; converted it (and "
                           f"{len(self._converted) - 1} more file(s) so far in this dataset) to "
                           "8-bit grey", UserWarning, stacklevel=3)
