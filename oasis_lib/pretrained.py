@@ -22,6 +22,23 @@ from .unet import UNet, UNetConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo_cpu64_ema.safetensors"
+REPO_URL = "https://github.com/oasis-ddpm/oasis-ddpm-tutorial"  # also in pyproject and notebooks
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The path of a weights file shipped in the repository's ``checkpoints/`` folder.
+
+    The weights travel with the repository, not with a pip-installed package: a missing file
+    raises :class:`CheckpointError` that says where it was looked for and how to get it.
+    """
+    path = REPO_ROOT / "checkpoints" / name
+    if not path.is_file():
+        raise CheckpointError(
+            f"the shipped weights {path} are missing: they come with a clone of the repository "
+            f"({REPO_URL}), not with a pip install of oasis_lib. Clone it and run "
+            "`pip install -e .` there (the notebooks' setup cell does this on Colab), or pass "
+            "the path of your own checkpoint")
+    return path
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -49,7 +66,7 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
         device: passed to :func:`oasis_lib.device.get_device`.
         use_ema: for ``.pt`` files, take the EMA weights (default) or the live ones.
     """
-    path = Path(path) if path is not None else DEMO_CHECKPOINT
+    path = Path(path) if path is not None else shipped_checkpoint(DEMO_CHECKPOINT.name)
     dev = get_device(device)
     if path.suffix == ".safetensors":
         state, cfg_dict = load_safetensors(path)

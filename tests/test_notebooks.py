@@ -15,6 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from oasis_lib.pretrained import REPO_URL
+
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 MAX_LINES = 25
@@ -58,14 +60,36 @@ def test_title_and_what_you_will_learn_first(nb_path):
 
 def test_open_in_colab_badge(nb_path):
     first = _read(nb_path).cells[0].source
-    match = re.search(COLAB.format(repo=r"[\w.-]+/[\w.-]+", name=re.escape(nb_path.name)), first)
-    assert match, f"no Open in Colab link to notebooks/{nb_path.name} in the first cell"
+    repo = REPO_URL.removeprefix("https://github.com/")
+    match = re.search(COLAB.format(repo=re.escape(repo), name=re.escape(nb_path.name)), first)
+    assert match, f"no Open in Colab link to {repo}/notebooks/{nb_path.name} in the first cell"
 
 
-def test_setup_cell_installs_only_when_missing(nb_path):
+def test_setup_cell_clones_and_installs_only_when_missing(nb_path):
     setup = _code(_read(nb_path))[0].source
-    assert re.search(r"^try:\n\s+import oasis_lib\nexcept ImportError:\n\s+%pip install ", setup,
-                     re.MULTILINE), "the first code cell is the guarded install"
+    assert re.search(r"^try:\n\s+import oasis_lib\nexcept ImportError:\n", setup, re.MULTILINE), \
+        "the first code cell is the guarded install"
+    # The clone carries checkpoints/ (a pip install of the package would not), from our URL.
+    assert f"git clone -q --depth 1 {REPO_URL}.git" in setup
+    assert "%pip install -q -e oasis-ddpm-tutorial" in setup
+
+
+def test_setup_cell_is_valid_ipython():
+    """What IPython makes of the setup cell: shell and magic calls inside the except branch."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    setup = _code(_read(NOTEBOOKS[0]))[0].source
+    python = TransformerManager().transform_cell(setup)
+    compile(python, "setup-cell", "exec")  # raises SyntaxError if the transform went wrong
+    branch = python.split("except ImportError:")[1]
+    assert "get_ipython().system(" in branch
+    assert "get_ipython().run_line_magic('pip', 'install -q -e oasis-ddpm-tutorial')" in branch
+    assert all(_code(_read(nb))[0].source == setup for nb in NOTEBOOKS), "one setup cell for all"
+
+
+def test_repository_url_is_the_one_in_pyproject():
+    toml = (NOTEBOOK_DIR.parent / "pyproject.toml").read_text()
+    assert f'Repository = "{REPO_URL}"' in toml
 
 
 def test_imports_cell_uses_inline_backend_and_prints_versions(nb_path):
