@@ -58,6 +58,8 @@ class TrainConfig:
     # --- optimisation
     epochs: int = 30  # passes over the training split
     max_steps: int | None = None  # stop after this many optimiser steps (None: run all epochs)
+    max_minutes: float | None = None  # stop after this much time in optimiser steps, summed
+    #   over resumes (validation and sample grids not counted); None: no time limit
     batch_size: int = 16
     optimizer: str = "adamw"  # adamw | adam
     lr: float = 2e-4  # peak learning rate (the seed's 1e-3 is too high for diffusion)
@@ -137,6 +139,18 @@ class TrainConfig:
 def _choice(name: str, value: Any, valid: tuple) -> None:
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; choose one of {valid}")
+
+
+# The seed project's recipe (docs in ../shared/seed) as TrainConfig overrides: its 62.6M
+# SimpleUNet, quadratic betas at T = 500, eps-prediction with an L1 loss, Adam at a constant
+# 1e-3, no warm-up, no clipping, no EMA (decay 0 keeps the live weights). The baseline that
+# benchmarks/bench_recipes.py compares with DEMO_RECIPE at the same training-time budget.
+SEED_RECIPE: dict[str, Any] = {
+    "arch": "simple", "optimizer": "adam", "lr": 1e-3, "warmup_steps": 0, "grad_clip": 0.0,
+    "ema_decay": 0.0, "diffusion": {"schedule": "quadratic", "timesteps": 500,
+                                    "loss_type": "l1", "prediction_type": "eps"}}
+# What trained the shipped demo checkpoint (checkpoints/README.md), as overrides of `cpu`.
+DEMO_RECIPE: dict[str, Any] = {"lr": 3e-4, "diffusion": {"min_snr_gamma": 5.0}}
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {

@@ -47,8 +47,8 @@ from .pretrained import build_model, build_schedule
 from .sampling import sample
 
 # Fields a resumed run takes from the new config instead of the checkpoint.
-RESUME_OVERRIDES = ("epochs", "max_steps", "out_dir", "progress", "device", "channels_last",
-                    "compile", "num_workers")
+RESUME_OVERRIDES = ("epochs", "max_steps", "max_minutes", "out_dir", "progress", "device",
+                    "channels_last", "compile", "num_workers")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -127,6 +127,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)  # t, noise and flips
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_val: float | None = None
+        self.train_seconds = 0.0  # time spent in optimiser steps (max_minutes counts this)
         self._fixed_validation_batch()
         if ckpt is not None:
             self._restore(ckpt)
@@ -140,6 +141,7 @@ class Trainer:
                 "optimizer": self.opt.state_dict(), "lr_scheduler": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
+                "train_seconds": self.train_seconds,
                 "rng": get_rng_state(self.gen), "config": self.cfg.to_dict()}
 
     def _restore(self, ckpt: dict) -> None:
@@ -150,6 +152,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.batch_in_epoch, self.best_val = int(ckpt["batch_in_epoch"]), ckpt["best_val_loss"]
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
         set_rng_state(ckpt["rng"], self.gen)
         # Metric lines written after this checkpoint belong to lost work: drop them.
         log = self.out / "metrics.jsonl"
@@ -254,7 +257,9 @@ class Trainer:
         return float(loss.detach())
 
     def _done(self) -> bool:
-        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+        c = self.cfg
+        return ((c.max_steps is not None and self.step >= c.max_steps)
+                or (c.max_minutes is not None and self.train_seconds >= 60 * c.max_minutes))
 
     def fit(self) -> TrainResult:
         c = self.cfg
@@ -274,7 +279,9 @@ class Trainer:
                                     generator=torch.Generator().manual_seed(epoch))
                 bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not c.progress)
                 for batch in bar:
+                    t_step = time.perf_counter()
                     loss = self.train_step(_images(batch))
+                    self.train_seconds += time.perf_counter() - t_step
                     self.batch_in_epoch += 1
                     images += c.batch_size
                     if self.step % c.log_every == 0:

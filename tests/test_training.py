@@ -13,7 +13,7 @@ from synthetic import BlobSlices
 
 from oasis_lib.checkpoint import load_checkpoint
 from oasis_lib.config import TrainConfig
-from oasis_lib.pretrained import load_model
+from oasis_lib.pretrained import build_model, build_schedule, load_model
 from oasis_lib.training import NonFiniteLossError, Trainer, train
 
 TESTS = Path(__file__).resolve().parent
@@ -140,3 +140,34 @@ def test_load_model_uses_ema_and_matches_trainer(tmp_path):
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 500])
     with torch.no_grad():
         torch.testing.assert_close(model(x, t), trainer.ema.model(x, t))
+
+
+def test_time_budget_stops_training_and_carries_over_a_resume(tmp_path):
+    # A budget smaller than one step: exactly one optimiser step runs, and its time is saved.
+    first = Trainer(tiny_config(tmp_path, max_minutes=1e-9), **data())
+    first.fit()
+    assert first.step == 1
+    spent = load_checkpoint(tmp_path / "last.pt")["train_seconds"]
+    assert spent == first.train_seconds > 0
+    # Resumed with the same budget: already spent, so nothing more runs.
+    again = Trainer(tiny_config(tmp_path, max_minutes=1e-9), resume=True, **data())
+    again.fit()
+    assert again.step == 1
+    # A larger budget continues from the time already spent, up to the step limit.
+    more = Trainer(tiny_config(tmp_path, max_minutes=10, max_steps=3), resume=True, **data())
+    more.fit()
+    assert more.step == 3
+    assert more.train_seconds > spent
+
+
+def test_seed_recipe_builds_the_seed_baseline():
+    from oasis_lib.config import SEED_RECIPE
+    from oasis_lib.simple_unet import SimpleUNet
+
+    cfg = TrainConfig.from_preset("cpu", **SEED_RECIPE)
+    assert isinstance(build_model(cfg), SimpleUNet)
+    schedule = build_schedule(cfg, warn=False)
+    assert schedule.timesteps == 500
+    assert float(schedule.alpha_bar[-1]) == pytest.approx(0.027, abs=0.001)  # the seed's pitfall
+    recipe = (cfg.optimizer, cfg.lr, cfg.ema_decay, cfg.diffusion.loss_type)
+    assert recipe == ("adam", 1e-3, 0, "l1")
