@@ -36,6 +36,7 @@ def _train_config(args):
 
     over = {k: v for k, v in {
         "image_size": args.image_size, "epochs": args.epochs, "max_steps": args.max_steps,
+        "max_minutes": args.max_minutes, "optimizer": args.optimizer, "grad_clip": args.grad_clip,
         "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
         "device": args.device, "seed": args.seed, "data_root": args.data_root,
         "checkpoint_every": args.checkpoint_every, "arch": args.arch,
@@ -119,6 +120,37 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_train_segmenter(args) -> int:
+    from .segmenter import train_segmenter
+
+    metrics = train_segmenter(args.data, image_size=args.size, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              out=args.out, device=args.device, progress=not args.no_progress)
+    print(f"trained the segmenter ({metrics['parameters']:,} parameters) in "
+          f"{metrics['train_seconds']:.0f} s at {metrics['images_per_second']:.1f} images/s; "
+          f"wrote {args.out}")
+    print("validate Dice: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["dice"].items()))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate, format_report
+
+    t0 = time.perf_counter()
+    report = evaluate(args.checkpoint, n=args.n, sampler=args.sampler, steps=args.steps,
+                      seed=args.seed, out=args.out, data_root=args.data,
+                      segmenter_path=args.segmenter, inception_weights=args.inception_weights,
+                      batch_size=args.batch_size, device=args.device,
+                      progress=not args.no_progress, n_boot=args.n_boot)
+    meta = report["meta"]
+    print(format_report(report))
+    print(f"{meta['n']} samples ({meta['sampler']}, {meta['seconds_per_image']:.3f} s/image), "
+          f"real slices {meta['reference_seconds']:.1f} s, metrics {meta['metric_seconds']:.1f} s, "
+          f"total {time.perf_counter() - t0:.0f} s; "
+          f"wrote {Path(args.out) / 'report.json'} and figures")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m oasis_lib",
                                 description="DDPM on OASIS brain MRI slices: data, training, "
@@ -145,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=None)
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much time in optimiser steps (a fair time budget)")
+    t.add_argument("--optimizer", default=None, choices=("adamw", "adam"))
+    t.add_argument("--grad-clip", type=float, default=None, help="max grad norm; 0 disables")
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--prediction", default=None, choices=("eps", "x0", "v"))
@@ -193,6 +229,43 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="outputs")
     d.add_argument("--train-steps", type=int, default=300)
     d.set_defaults(func=_cmd_demo)
+
+    g = sub.add_parser("train-segmenter",
+                       help="train the tissue segmenter used to evaluate samples")
+    g.add_argument("--data", "--data-root", dest="data", default=None,
+                   help="OASIS root (default $OASIS_DATA or demo)")
+    g.add_argument("--size", type=int, default=64, help="image size (default 64)")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=2e-3)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    g.add_argument("--out", default="runs/segmenter64.safetensors",
+                   help="the .safetensors file to write (default runs/segmenter64.safetensors)")
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(func=_cmd_train_segmenter)
+
+    v = sub.add_parser("evaluate", help="sample from a checkpoint and score the samples offline "
+                                        "(segmenter Fréchet/KID, tissue, diversity, copying)")
+    v.add_argument("--checkpoint", default=None,
+                   help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
+    v.add_argument("--n", type=int, default=500, help="number of samples (default 500)")
+    v.add_argument("--sampler", default="ddim", choices=SAMPLER_CHOICES)
+    v.add_argument("--steps", type=int, default=50)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--data", "--data-root", dest="data", default=None,
+                   help="OASIS root (default $OASIS_DATA or demo)")
+    v.add_argument("--segmenter", default=None,
+                   help="segmenter weights (default: the shipped segmenter_demo64)")
+    v.add_argument("--inception-weights", default=None,
+                   help="a local torchvision Inception-v3 state dict for the standard FID "
+                        "(optional; nothing is downloaded)")
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    v.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    v.add_argument("--out", default="outputs/eval", help="folder for report.json and figures")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=_cmd_evaluate)
     return p
 
 
