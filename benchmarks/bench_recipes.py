@@ -1,7 +1,9 @@
 """Our `cpu` recipe against the seed's recipe at the same training-time budget (a benchmark).
 
-Both recipes train from scratch on the same data for ``--minutes`` of optimiser-step time each
-(``TrainConfig.max_minutes``: validation and sample grids are not counted), then draw ``--n``
+Both recipes train from scratch on the same data for ``--minutes`` of CPU time in optimiser
+steps each (``TrainConfig.max_minutes`` with ``budget_clock="cpu"``: the process's CPU seconds,
+all threads, so that other jobs on the machine do not shorten one recipe's budget; validation
+and sample grids are not counted), then draw ``--n``
 samples with the same sampler and seed, scored by :func:`oasis_lib.evaluate_samples` against
 the real slices, next to the real-vs-real floor.
 
@@ -14,7 +16,7 @@ the real slices, next to the real-vs-real floor.
 Both use batch 16 at 64x64 with random flips, fp32, and DDIM with 50 steps for sampling (the
 seed itself ran all 500 ancestral steps; DDIM keeps the comparison about training).
 
-    python benchmarks/bench_recipes.py                    # 15 minutes per recipe, n = 100
+    python benchmarks/bench_recipes.py                    # 15 CPU-minutes per recipe, n = 100
     python benchmarks/bench_recipes.py --minutes 2 --n 32 # a quick look
 
 Run folders (resumable checkpoints, metrics, evaluation figures) go to ``--work``
@@ -51,9 +53,9 @@ METRICS = (("frechet_segmenter", "Fréchet (segmenter features)", 1.0, 2),
 def recipe_config(name: str, out: Path, minutes: float, data_root, seed: int) -> TrainConfig:
     recipe = dict(RECIPES[name])
     return TrainConfig.from_preset(
-        "cpu", **recipe, max_minutes=minutes, epochs=10_000, out_dir=str(out / name),
-        data_root=data_root, seed=seed, validate_every=10_000, sample_every=10_000,
-        checkpoint_every=100, progress=True)
+        "cpu", **recipe, max_minutes=minutes, budget_clock="cpu", epochs=10_000,
+        out_dir=str(out / name), data_root=data_root, seed=seed, validate_every=10_000,
+        sample_every=10_000, checkpoint_every=100, progress=True)
 
 
 def main(argv=None) -> None:

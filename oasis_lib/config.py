@@ -60,6 +60,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (None: run all epochs)
     max_minutes: float | None = None  # stop after this much time in optimiser steps, summed
     #   over resumes (validation and sample grids not counted); None: no time limit
+    budget_clock: str = "wall"  # what max_minutes counts: wall (seconds elapsed) | cpu (this
+    #   process's CPU seconds, all threads: a fair budget on a machine shared with other jobs)
     batch_size: int = 16
     optimizer: str = "adamw"  # adamw | adam
     lr: float = 2e-4  # peak learning rate (the seed's 1e-3 is too high for diffusion)
@@ -94,6 +96,7 @@ class TrainConfig:
         _choice("preset", self.preset, tuple(UNET_PRESETS))
         _choice("arch", self.arch, ARCHS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("budget_clock", self.budget_clock, ("wall", "cpu"))
         _choice("precision", self.precision, PRECISIONS)
         _choice("sampler", self.sampler, SAMPLERS_FOR_GRID)
         self.diffusion.validate()

@@ -47,8 +47,8 @@ from .pretrained import build_model, build_schedule
 from .sampling import sample
 
 # Fields a resumed run takes from the new config instead of the checkpoint.
-RESUME_OVERRIDES = ("epochs", "max_steps", "max_minutes", "out_dir", "progress", "device",
-                    "channels_last", "compile", "num_workers")
+RESUME_OVERRIDES = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress",
+                    "device", "channels_last", "compile", "num_workers")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -128,6 +128,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_val: float | None = None
         self.train_seconds = 0.0  # time spent in optimiser steps (max_minutes counts this)
+        self._clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
         self._fixed_validation_batch()
         if ckpt is not None:
             self._restore(ckpt)
@@ -279,9 +280,9 @@ class Trainer:
                                     generator=torch.Generator().manual_seed(epoch))
                 bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not c.progress)
                 for batch in bar:
-                    t_step = time.perf_counter()
+                    t_step = self._clock()
                     loss = self.train_step(_images(batch))
-                    self.train_seconds += time.perf_counter() - t_step
+                    self.train_seconds += self._clock() - t_step
                     self.batch_in_epoch += 1
                     images += c.batch_size
                     if self.step % c.log_every == 0:

@@ -160,6 +160,15 @@ def test_time_budget_stops_training_and_carries_over_a_resume(tmp_path):
     assert more.train_seconds > spent
 
 
+def test_cpu_clock_budget_counts_process_time(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, max_minutes=1e-9, budget_clock="cpu"), **data())
+    assert trainer._clock is time.process_time
+    trainer.fit()
+    assert trainer.step == 1
+    with pytest.raises(ValueError, match=r"unknown budget_clock 'gpu'; choose one of"):
+        tiny_config(tmp_path, budget_clock="gpu")
+
+
 def test_seed_recipe_builds_the_seed_baseline():
     from oasis_lib.config import SEED_RECIPE
     from oasis_lib.simple_unet import SimpleUNet
