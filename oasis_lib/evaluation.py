@@ -458,7 +458,7 @@ def metrics_table(report: dict, *, digits: int = 3) -> str:
 
 
 def plot_segmentation(images: Tensor, true_masks: Tensor, pred_masks: Tensor, *,
-                      figsize: tuple[float, float] = (11.0, 6.0), save_to=None):
+                      figsize: tuple[float, float] = (10.0, 5.6), save_to=None):
     """Slices (top row), their true tissue masks (middle) and the segmenter's masks (bottom),
     one column per slice, titled with the slice's Dice (mean of CSF, grey, white)."""
     from matplotlib.colors import ListedColormap
