@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: venv demo test test-unit test-notebooks test-browser lint lab bench clean
+.PHONY: venv demo test test-unit test-notebooks test-browser test-browser-if-available lint lab \
+        bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,10 +35,22 @@ else
 	@echo "no notebooks yet"
 endif
 
+# The sliders as a reader uses them: JupyterLab in headless Chromium (tests/test_browser.py).
+# Needs Debian's Chromium: apt-get install chromium chromium-driver (never `playwright install`).
+# Screenshots, the server log and timings.json go to test-artifacts/browser/.
+# OASIS_BROWSER_ALL=1 also runs the long notebooks 04 and 06 in the browser.
 test-browser: $(STAMP)
-	$(BIN)/python -m pytest -q -m browser tests
+	$(BIN)/python -m pytest -q -s -rs -m browser -p no:cacheprovider tests
 
-test: lint test-unit test-notebooks  ## ruff, unit tests, notebooks under nbval
+# `make test` runs the browser tests where Chromium is installed, and says so where it is not.
+test-browser-if-available: $(STAMP)
+	@if command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium; then \
+		$(MAKE) --no-print-directory test-browser; \
+	else \
+		echo "skipping browser tests: /usr/bin/chromium not found (apt-get install chromium)"; \
+	fi
+
+test: lint test-unit test-notebooks test-browser-if-available  ## ruff, tests, nbval, browser
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks
