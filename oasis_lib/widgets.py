@@ -122,7 +122,7 @@ def forward_figure(frame: dict):
     curve = np.asarray(frame["alpha_bar_curve"], dtype=np.float64)
     ax = axes[3]
     ax.plot(np.arange(len(curve)), curve, color="C0", lw=1.5)
-    ax.plot([frame["t"]], [frame["alpha_bar"]], "o", color="C3", ms=7)
+    ax.plot([frame["t"]], [frame["alpha_bar"]], "o", color="C3", ms=7, clip_on=False)
     ax.axvline(frame["t"], color="C3", lw=0.8, ls="--")
     ax.set(xlim=(0, len(curve) - 1), ylim=(-0.03, 1.03), xlabel="t",
            title=f"alpha_bar_t = {frame['alpha_bar']:.4f}")
@@ -239,12 +239,13 @@ def slice_figure(frame: dict):
 def slice_slider(dataset, *, case: int | None = None, slice_: int | None = None):
     """Two sliders, case (over ``dataset.case_ids``) and slice (0..31), redrawing
     :func:`slice_figure`."""
-    from ipywidgets import SelectionSlider, interactive
+    from ipywidgets import Layout, SelectionSlider, interactive
 
     cases = list(dataset.case_ids)
     slices = sorted({s for _, s, *_rest in dataset.items})
     case_w = SelectionSlider(options=cases, value=cases[0] if case is None else case,
-                             description="case", continuous_update=False)
+                             description="case", continuous_update=False,
+                             layout=Layout(width="60%"), style={"description_width": "initial"})
     mid = slices[len(slices) // 2] if slice_ is None else slice_
 
     def draw(case: int, slice_index: int):
