@@ -117,7 +117,8 @@ def denoising_strip(xs: torch.Tensor, x0s: torch.Tensor, timesteps: Sequence[int
     fig, axes = plt.subplots(2, len(cols), figsize=figsize, squeeze=False)
     for j, c in enumerate(cols):
         axes[0, j].imshow(to_display(xs[c, index]), cmap="gray", vmin=0, vmax=1)
-        axes[0, j].set_title(f"t={int(timesteps[c])}", fontsize=9)
+        t = int(timesteps[c])  # -1 marks the state after the last step: the sample itself
+        axes[0, j].set_title(f"t={t}" if t >= 0 else "final x_0", fontsize=9)
         axes[1, j].imshow(to_display(x0s[c, index]), cmap="gray", vmin=0, vmax=1)
     axes[0, 0].set_ylabel("x_t")
     axes[1, 0].set_ylabel("predicted x0")
