@@ -14,14 +14,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .objectives import LOSS_TYPES, PREDICTION_TYPES
-from .schedule import SCHEDULE_KINDS
-from .unet import UNET_PRESETS
+from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
+from .diffusion.sampling import SAMPLERS
+from .diffusion.schedule import SCHEDULE_KINDS
+from .models.unet_config import UNET_PRESETS
 
 ARCHS = ("unet", "simple")  # our UNet, or the seed's SimpleUNet baseline
 OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA when supported, else fp32
-SAMPLERS_FOR_GRID = ("ddpm", "ddim", "dpm++2m")
+BUDGET_CLOCKS = ("wall", "cpu")
 
 
 @dataclass
@@ -89,16 +90,21 @@ class TrainConfig:
     sample_every: int = 1  # epochs between sample grids from the EMA model
     sample_n: int = 16
     sampler: str = "ddim"  # sampler of the progress grids
-    sample_steps: int = 50
+    sample_steps: int | None = None  # network calls of the grid; None: the sampler's default
+    #   (all T for ddpm, which accepts no other value; 50 for the fast samplers)
     progress: bool = True  # tqdm bars
 
     def validate(self) -> None:
         _choice("preset", self.preset, tuple(UNET_PRESETS))
         _choice("arch", self.arch, ARCHS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("budget_clock", self.budget_clock, ("wall", "cpu"))
+        _choice("budget_clock", self.budget_clock, BUDGET_CLOCKS)
         _choice("precision", self.precision, PRECISIONS)
-        _choice("sampler", self.sampler, SAMPLERS_FOR_GRID)
+        _choice("sampler", self.sampler, SAMPLERS)
+        if (self.sampler == "ddpm" and self.sample_steps is not None
+                and self.sample_steps != self.diffusion.timesteps):
+            raise ValueError(f"sampler 'ddpm' runs all T={self.diffusion.timesteps} steps; "
+                             f"sample_steps must be None, got {self.sample_steps}")
         self.diffusion.validate()
         for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "validate_every",
                      "sample_every", "image_size"):

@@ -64,7 +64,7 @@ def fake_root(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """The demo dataset with 2 train, 1 validate and 1 test case (built once per session)."""
-    from oasis_lib.demo_data import build_demo_dataset
+    from oasis_lib.data.demo import build_demo_dataset
 
     return build_demo_dataset(tmp_path_factory.mktemp("demo"), cases=(2, 1, 1), progress=False)
 

@@ -11,7 +11,7 @@ from oasis_lib.checkpoint import (
     load_state_strict,
     set_rng_state,
 )
-from oasis_lib.unet import UNet, UNetConfig
+from oasis_lib.models.unet import UNet, UNetConfig
 
 
 def test_atomic_save_round_trip_with_weights_only(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oasis_lib import pretrained
+from oasis_lib import paths, pretrained
 from oasis_lib.checkpoint import CheckpointError
 
 
@@ -16,7 +16,7 @@ def test_shipped_checkpoint_is_found_in_the_repository():
 
 def test_missing_shipped_weights_say_where_to_get_them(tmp_path, monkeypatch):
     # What a pip install without the repository looks like: no checkpoints/ next to the package.
-    monkeypatch.setattr(pretrained, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     with pytest.raises(CheckpointError, match=r"demo_cpu64_ema.safetensors are missing.*"
                        r"clone of the repository \(https://github.com/.*pip install -e"):
         pretrained.load_model()

@@ -1,0 +1,289 @@
+"""Command line: ``python -m oasis_lib {make-demo,summary,train,sample,export,demo,...} --help``.
+
+Every ``choices=`` comes from the library's own constants, so a new sampler, schedule or
+prediction type appears here by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..config import ARCHS, OPTIMIZERS, PRECISIONS, TRAIN_PRESETS
+from ..diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
+from ..diffusion.sampling import SAMPLERS
+from ..diffusion.schedule import SCHEDULE_KINDS
+
+
+def _cmd_make_demo(args) -> int:
+    from ..data.demo import build_demo_dataset
+
+    t0 = time.perf_counter()
+    out = build_demo_dataset(args.out, cases=tuple(args.cases), seed=args.seed,
+                             overwrite=args.overwrite)
+    print(f"demo dataset written to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from ..data import resolve_data_root, summarize
+    from .demo import draw_validate_overlays
+
+    root = resolve_data_root(args.data_root)
+    print(summarize(root))
+    out = draw_validate_overlays(root, Path(args.out) / "slices_with_masks.png")
+    print(f"wrote {out}")
+    return 0
+
+
+def _train_config(args):
+    from ..config import TrainConfig
+
+    over = {k: v for k, v in {
+        "image_size": args.image_size, "epochs": args.epochs, "max_steps": args.max_steps,
+        "max_minutes": args.max_minutes, "optimizer": args.optimizer, "grad_clip": args.grad_clip,
+        "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
+        "device": args.device, "seed": args.seed, "data_root": args.data_root,
+        "checkpoint_every": args.checkpoint_every, "arch": args.arch,
+        "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
+        "validate_every": args.validate_every, "sample_every": args.sample_every,
+    }.items() if v is not None}
+    if args.channels_last:
+        over["channels_last"] = True
+    if args.compile:
+        over["compile"] = True
+    if args.no_progress:
+        over["progress"] = False
+    diff = {k: v for k, v in {"prediction_type": args.prediction, "schedule": args.schedule,
+                              "timesteps": args.timesteps, "loss_type": args.loss,
+                              "min_snr_gamma": args.min_snr_gamma}.items()
+            if v is not None}
+    return TrainConfig.from_preset(args.preset, out_dir=args.out, diffusion=diff, **over)
+
+
+def _cmd_train(args) -> int:
+    from ..training.trainer import train
+    from ..viz.plotting import plot_loss_curve
+
+    cfg = _train_config(args)
+    result = train(cfg, resume=args.resume)
+    metrics = Path(result.out_dir) / "metrics.jsonl"
+    if metrics.is_file():
+        plot_loss_curve(metrics, save_to=Path(result.out_dir) / "loss_curve.png")
+    print(f"trained to step {result.step} (epoch {result.epoch}) at "
+          f"{result.images_per_second:.1f} images/s; best EMA val loss "
+          f"{result.best_val_loss}; checkpoints in {result.out_dir}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from ..pretrained import load_model
+
+    pipe = load_model(args.checkpoint, device=args.device)
+    device = pipe.device
+    t0 = time.perf_counter()
+    x = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                    generator=torch.Generator().manual_seed(args.seed),
+                    progress=not args.no_progress)
+    x = (x.float().cpu().clamp(-1, 1) + 1) / 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(x, out, nrow=args.nrow or int(args.n ** 0.5 + 0.5), padding=2, pad_value=1.0)
+    print(f"wrote {out} ({args.n} samples, {args.sampler}, "
+          f"{time.perf_counter() - t0:.1f} s on {device.type})")
+    if args.individual:
+        folder = out.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(x):
+            save_image(img, folder / f"sample_{i:03d}.png")
+        print(f"wrote {args.n} PNGs to {folder}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from ..checkpoint import export_safetensors, load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    state = ckpt["ema"]["model"] if not args.live else ckpt["model"]
+    # The shared file carries the recipe, not this machine's paths.
+    config = {**ckpt["config"], "out_dir": f"runs/{Path(ckpt['config']['out_dir']).name}",
+              "data_root": None}
+    out = export_safetensors(state, args.out, config=config)
+    size_mb = Path(out).stat().st_size / 2**20
+    print(f"wrote {'live' if args.live else 'EMA'} weights of step {ckpt['step']} to {out} "
+          f"(fp16, {size_mb:.1f} MB)")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(out=args.out, train_steps=args.train_steps)
+    return 0
+
+
+def _cmd_train_segmenter(args) -> int:
+    from ..evaluation.segmenter import train_segmenter
+
+    metrics = train_segmenter(args.data, image_size=args.size, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              out=args.out, device=args.device, progress=not args.no_progress)
+    print(f"trained the segmenter ({metrics['parameters']:,} parameters) in "
+          f"{metrics['train_seconds']:.0f} s at {metrics['images_per_second']:.1f} images/s; "
+          f"wrote {args.out}")
+    print("validate Dice: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["dice"].items()))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from ..evaluation.report import evaluate, format_report
+
+    t0 = time.perf_counter()
+    report = evaluate(args.checkpoint, n=args.n, sampler=args.sampler, steps=args.steps,
+                      seed=args.seed, out=args.out, data_root=args.data,
+                      segmenter_path=args.segmenter, inception_weights=args.inception_weights,
+                      batch_size=args.batch_size, device=args.device,
+                      progress=not args.no_progress, n_boot=args.n_boot)
+    meta = report["meta"]
+    print(format_report(report))
+    print(f"{meta['n']} samples ({meta['sampler']}, {meta['seconds_per_image']:.3f} s/image), "
+          f"real slices {meta['reference_seconds']:.1f} s, metrics {meta['metric_seconds']:.1f} s, "
+          f"total {time.perf_counter() - t0:.0f} s; "
+          f"wrote {Path(args.out) / 'report.json'} and figures")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m oasis_lib",
+                                description="DDPM on OASIS brain MRI slices: data, training, "
+                                            "sampling.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("make-demo", help="build the offline demo dataset in the OASIS layout")
+    m.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
+    m.add_argument("--cases", type=int, nargs=3, default=(60, 8, 4),
+                   metavar=("TRAIN", "VALIDATE", "TEST"), help="cases per split (60 8 4)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--overwrite", action="store_true", help="replace an existing demo build")
+    m.set_defaults(func=_cmd_make_demo)
+
+    s = sub.add_parser("summary", help="print a data summary and draw slices with masks")
+    s.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
+    s.add_argument("--out", default="outputs")
+    s.set_defaults(func=_cmd_summary)
+
+    t = sub.add_parser("train", help="train a diffusion model (resumable)")
+    t.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
+    t.add_argument("--preset", default="cpu", choices=tuple(TRAIN_PRESETS))
+    t.add_argument("--arch", default=None, choices=ARCHS)
+    t.add_argument("--image-size", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this much time in optimiser steps (a fair time budget)")
+    t.add_argument("--optimizer", default=None, choices=OPTIMIZERS)
+    t.add_argument("--grad-clip", type=float, default=None, help="max grad norm; 0 disables")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--prediction", default=None, choices=PREDICTION_TYPES)
+    t.add_argument("--schedule", default=None, choices=SCHEDULE_KINDS)
+    t.add_argument("--timesteps", type=int, default=None)
+    t.add_argument("--loss", default=None, choices=LOSS_TYPES)
+    t.add_argument("--min-snr-gamma", type=float, default=None,
+                   help="min-SNR-gamma loss weighting (e.g. 5); off by default")
+    t.add_argument("--ema-decay", type=float, default=None)
+    t.add_argument("--warmup-steps", type=int, default=None)
+    t.add_argument("--validate-every", type=int, default=None, help="epochs between validations")
+    t.add_argument("--sample-every", type=int, default=None, help="epochs between sample grids")
+    t.add_argument("--precision", default=None, choices=PRECISIONS)
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--compile", action="store_true")
+    t.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    a = sub.add_parser("sample", help="sample a grid from a checkpoint")
+    a.add_argument("--checkpoint", default=None,
+                   help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
+    a.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    a.add_argument("--steps", type=int, default=None,
+                   help="network calls (default: all T for ddpm, which takes no other value; "
+                        "50 for the others)")
+    a.add_argument("--eta", type=float, default=0.0,
+                   help="DDIM eta in [0, 1] (ddim only; other samplers refuse it)")
+    a.add_argument("--n", type=int, default=16)
+    a.add_argument("--nrow", type=int, default=None)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default=None)
+    a.add_argument("--out", default="outputs/samples.png")
+    a.add_argument("--individual", action="store_true", help="also write one PNG per sample")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=_cmd_sample)
+
+    e = sub.add_parser("export", help="export a checkpoint's EMA weights to fp16 safetensors")
+    e.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
+    e.add_argument("--out", required=True, help="the .safetensors file to write")
+    e.add_argument("--live", action="store_true", help="export the live weights, not the EMA")
+    e.set_defaults(func=_cmd_export)
+
+    d = sub.add_parser("demo", help="the whole pipeline in minutes on a CPU (make demo)")
+    d.add_argument("--out", default="outputs")
+    d.add_argument("--train-steps", type=int, default=300)
+    d.set_defaults(func=_cmd_demo)
+
+    g = sub.add_parser("train-segmenter",
+                       help="train the tissue segmenter used to evaluate samples")
+    g.add_argument("--data", "--data-root", dest="data", default=None,
+                   help="OASIS root (default $OASIS_DATA or demo)")
+    g.add_argument("--size", type=int, default=64, help="image size (default 64)")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=2e-3)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    g.add_argument("--out", default="runs/segmenter64.safetensors",
+                   help="the .safetensors file to write (default runs/segmenter64.safetensors)")
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(func=_cmd_train_segmenter)
+
+    v = sub.add_parser("evaluate", help="sample from a checkpoint and score the samples offline "
+                                        "(segmenter Fréchet/KID, tissue, diversity, copying)")
+    v.add_argument("--checkpoint", default=None,
+                   help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
+    v.add_argument("--n", type=int, default=500, help="number of samples (default 500)")
+    v.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    v.add_argument("--steps", type=int, default=None,
+                   help="network calls (default: all T for ddpm; 50 for the others)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--data", "--data-root", dest="data", default=None,
+                   help="OASIS root (default $OASIS_DATA or demo)")
+    v.add_argument("--segmenter", default=None,
+                   help="segmenter weights (default: the shipped segmenter_demo64)")
+    v.add_argument("--inception-weights", default=None,
+                   help="a local torchvision Inception-v3 state dict for the standard FID "
+                        "(optional; nothing is downloaded)")
+    v.add_argument("--batch-size", type=int, default=64)
+    v.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    v.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    v.add_argument("--out", default="outputs/eval", help="folder for report.json and figures")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=_cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

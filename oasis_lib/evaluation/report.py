@@ -1,0 +1,277 @@
+"""Evaluate a diffusion model offline: generate samples, score them against real slices.
+
+:func:`evaluate` loads a checkpoint as a pipeline, generates ``n`` samples and calls
+:func:`evaluate_samples`, which any caller (e.g. a benchmark comparing samplers) can also use
+on samples it made itself. Every metric (:mod:`oasis_lib.evaluation.sample_metrics`) comes with
+a real-vs-real **reference** (``floor`` in the report): the same number for real held-out
+slices (validate) against the training slices, so "how good is 3.1?" is answered by "real
+held-out data scores 2.4". It is a reference, not a lower bound: samples can score below it.
+
+Sets: *train* = the slices the diffusion model learned from (train + test splits, as
+:func:`oasis_lib.data.load_splits`), *validate* = held-out subjects. Feature-space metrics use
+the tissue segmenter's features (:mod:`oasis_lib.evaluation.segmenter`), trained on brain
+slices, instead of ImageNet Inception features. The Fréchet distance depends on set size, so
+samples and validate slices are compared with train at one matched size
+``min(n, len(validate))``. Real slices and their segmenter outputs are cached per (data root,
+image size, segmenter), so repeated calls only pay for the samples.
+
+The result is an :class:`EvaluationReport`: it keeps the arrays behind the numbers (the
+samples' masks, tissue fractions, in-brain intensities, nearest training slices) for figures
+and notebooks, and serialises to the JSON of ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..device import get_device
+from ..seeding import cpu_generator
+from .reference import RealReference, real_reference, segment
+from .sample_metrics import (
+    _distribution_metrics,
+    _entry,
+    _feature_metrics,
+    _inception,
+    _memorization,
+)
+from .segmenter import load_segmenter
+
+REPORT_NAME = "report.json"
+FIGURES = ("samples.png", "memorization_gallery.png", "tissue_fractions.png",
+           "intensity_histogram.png")
+
+
+# --------------------------------------------------------------------------- the report
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate_samples` found, with the arrays behind every number.
+
+    ``report["meta"]``, ``report["metrics"]`` and ``report["verdict"]`` read the JSON view
+    (:meth:`to_dict`), so the report can be used like the dict that ``report.json`` holds.
+    """
+
+    meta: dict
+    metrics: dict  # name -> entry (value, floor, interval, direction, explanation, ...)
+    verdict: str
+    samples: Tensor  # float32 [n, 1, S, S] in [-1, 1], CPU
+    sample_masks: Tensor  # long [n, S, S]: the segmenter's masks of the samples
+    reference: RealReference = field(repr=False)
+
+    # ---- arrays kept for figures (the JSON drops them)
+    @property
+    def fractions(self) -> dict[str, np.ndarray]:
+        """Per-slice CSF/grey/white fractions [N, 3] of ``samples``, ``train``, ``validate``."""
+        return self.metrics["tissue_fractions"]["_fractions"]
+
+    @property
+    def intensities(self) -> dict[str, np.ndarray]:
+        """In-brain intensities of ``samples``, ``train`` and ``validate`` (seeded subsets)."""
+        i_s, i_t, i_v = self.metrics["intensity_histogram"]["_intensities"]
+        return {"samples": i_s, "train": i_t, "validate": i_v}
+
+    def nearest_neighbours(self, space: str = "pixel") -> dict[str, Any]:
+        """Each sample's nearest training slice: ``distance`` [n], ``index`` [n] into
+        ``references`` (pixel space: train slices and their mirror images), and the validate
+        slices' own nearest distances ``validate_distance``."""
+        d_s, i_s, d_v, refs = self.metrics[f"memorization_{space}"]["_nn"]
+        return {"distance": d_s, "index": i_s, "validate_distance": d_v, "references": refs}
+
+    # ---- views
+    def to_dict(self) -> dict:
+        """The JSON-ready report (numbers only; arrays dropped)."""
+        return _clean({"meta": self.meta, "metrics": self.metrics, "verdict": self.verdict})
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def to_json(self, path) -> Path:
+        """Write :meth:`to_dict` to ``path`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(tmp, path)
+        return path
+
+    def table(self, *, digits: int = 3) -> str:
+        """The metrics as a table (value, reference, 95% bootstrap interval, direction), rounded
+        to ``digits`` significant digits so a notebook's table reproduces across CPUs."""
+        return metrics_table(self.to_dict(), digits=digits)
+
+    def __str__(self) -> str:
+        return format_report(self.to_dict())
+
+
+# --------------------------------------------------------------------------- sampling
+def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | None = None,
+                     seed: int = 0, batch_size: int = 64,
+                     progress: bool = True) -> tuple[Tensor, float]:
+    """``n`` samples (CPU float32 [n, C, H, W]) of a :class:`~oasis_lib.diffusion.pipeline.
+    DiffusionPipeline`, from one seeded generator, in batches; returns them with the
+    wall-clock seconds per image."""
+    g = cpu_generator(seed)
+    out = []
+    t0 = time.perf_counter()
+    with tqdm(total=n, desc=f"sampling ({sampler})", unit="img", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = pipeline.sample(b, sampler=sampler, steps=steps, generator=g, progress=False)
+            out.append(x.float().cpu())
+            bar.update(b)
+    return torch.cat(out), (time.perf_counter() - t0) / n
+
+
+# --------------------------------------------------------------------------- scoring
+def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segmenter_path=None,
+                     out=None, inception_weights=None, batch_size: int = 64, device=None,
+                     seed: int = 0, n_boot: int = 200, meta: dict | None = None,
+                     progress: bool = True) -> EvaluationReport:
+    """Score generated ``samples`` [n, 1, S, S] in [-1, 1] against real slices at size S.
+
+    Args:
+        segmenter: a :class:`~oasis_lib.evaluation.segmenter.TissueSegmenter` (else loaded
+            from ``segmenter_path``; None: the shipped one) on ``device``.
+        out: folder for ``report.json`` and the figures (None: write nothing).
+        inception_weights: a local Inception-v3 state dict for the optional standard FID.
+        n_boot: bootstrap resamples for the intervals. meta: extra fields for the report.
+
+    Returns an :class:`EvaluationReport`; its JSON view is ``{"meta": {...}, "metrics": {name:
+    {"value", "floor", "interval", "direction", "explanation", ...}}, "verdict": str}``.
+    """
+    t0 = time.perf_counter()
+    if samples.ndim != 4 or samples.shape[1] != 1 or len(samples) < 2:
+        raise ValueError(f"samples must be [n >= 2, 1, S, S], got {tuple(samples.shape)}")
+    samples = samples.detach().float().cpu().clamp(-1, 1)
+    dev = get_device(device)
+    if segmenter is None:
+        segmenter = load_segmenter(segmenter_path, device=dev)
+    ref = real_reference(segmenter, samples.shape[-1], data_root=data_root,
+                         batch_size=batch_size, progress=progress)
+    t_ref = time.perf_counter() - t0  # ~0 when cached
+    out_s = segment(segmenter, samples, batch_size=batch_size)
+    dice = dict(zip(("background", "csf", "grey_matter", "white_matter"), ref.dice,
+                    strict=True))
+    metrics = {"segmenter_dice": _entry(
+        float(np.mean(ref.dice[1:])), None, "higher",
+        "segmenter Dice on validate (mean of CSF/grey/white): how far to trust the "
+        "segmenter-based metrics", per_class=dice)}
+    metrics |= _feature_metrics(out_s["features"], ref, seed=seed, n_boot=n_boot)
+    metrics |= _distribution_metrics(samples, out_s, ref, seed=seed, n_boot=n_boot)
+    metrics |= _memorization(samples, out_s["features"], ref)
+    metrics["inception_fid"] = _inception(samples, ref, inception_weights, dev, seed)
+    report = EvaluationReport(
+        meta={"n": len(samples), "image_size": samples.shape[-1], "n_train": len(ref.train),
+              "n_validate": len(ref.validate), "seed": seed, "n_boot": n_boot, **(meta or {}),
+              "reference_seconds": round(t_ref, 2),
+              "metric_seconds": round(time.perf_counter() - t0 - t_ref, 2)},
+        metrics=metrics,
+        verdict=(f"pixels: {metrics['memorization_pixel']['verdict']}; segmenter "
+                 f"features: {metrics['memorization_features']['verdict']}"),
+        samples=samples, sample_masks=out_s["masks"], reference=ref)
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int | None = 50,
+             seed: int = 0, out="outputs/eval", data_root=None, segmenter_path=None,
+             segmenter=None, inception_weights=None, batch_size: int = 64, device=None,
+             progress: bool = True, n_boot: int = 200) -> EvaluationReport:
+    """Generate ``n`` samples from ``checkpoint`` (a path, a loaded pipeline, or None for the
+    shipped demo model) with ``sampler``/``steps`` from ``seed`` and score them
+    (:func:`evaluate_samples`); writes ``report.json`` and the figures to ``out`` (None:
+    nothing written)."""
+    from ..diffusion.pipeline import DiffusionPipeline
+    from ..paths import DEMO_CHECKPOINT
+    from ..pretrained import load_model
+
+    if sampler == "ddpm":
+        steps = None  # ddpm runs all T steps; the report says so
+    pipe = checkpoint if isinstance(checkpoint, DiffusionPipeline) else load_model(
+        checkpoint, device=device)
+    name = ("(pipeline)" if isinstance(checkpoint, DiffusionPipeline)
+            else str(checkpoint or DEMO_CHECKPOINT.name))
+    samples, spi = generate_samples(pipe, n, sampler=sampler, steps=steps, seed=seed,
+                                    batch_size=batch_size, progress=progress)
+    meta = {"checkpoint": name, "sampler": sampler, "steps": steps, "device": pipe.device.type,
+            "seconds_per_image": round(spi, 4), "sampling_seconds": round(spi * n, 1)}
+    return evaluate_samples(samples, data_root=data_root, segmenter=segmenter,
+                            segmenter_path=segmenter_path, out=out,
+                            inception_weights=inception_weights, batch_size=batch_size,
+                            device=pipe.device, seed=seed, n_boot=n_boot, meta=meta,
+                            progress=progress)
+
+
+# --------------------------------------------------------------------------- output
+def _clean(x):
+    """JSON-ready copy: numpy to python, NaN to None, private ``_*`` keys dropped."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items() if not str(k).startswith("_")}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic | Tensor):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def format_report(report: dict) -> str:
+    """A compact table: metric, value, reference (real vs real), direction; then the verdict."""
+    def num(v):
+        return "-" if v is None else f"{v:.4g}"
+
+    rows = [f"{'metric':<22}{'value':>11}{'floor':>11}  direction"]
+    for name, e in report["metrics"].items():
+        rows.append(f"{name:<22}{num(e['value']):>11}{num(e['floor']):>11}  {e['direction']}")
+    for space in ("pixel", "features"):
+        verdict = report["metrics"][f"memorization_{space}"]["verdict"]
+        rows.append(f"memorization ({space}): {verdict}")
+    return "\n".join(rows)
+
+
+def metrics_table(report: dict, *, digits: int = 3) -> str:
+    """The report's metrics as a table: metric, value, floor (the real-vs-real reference),
+    95% bootstrap interval, direction; numbers rounded to ``digits`` significant digits.
+    :func:`format_report` is the CLI's longer version."""
+    def num(v):
+        return "-" if v is None else f"{v:.{digits}g}"
+
+    rows = [f"{'metric':<22}{'value':>9}{'floor':>9}  {'interval':<20}direction"]
+    for name, e in report["metrics"].items():
+        iv = e.get("interval")
+        span = "-" if iv is None else f"[{num(iv[0])}, {num(iv[1])}]"
+        rows.append(f"{name:<22}{num(e['value']):>9}{num(e['floor']):>9}  {span:<20}"
+                    f"{e['direction']}")
+    return "\n".join(rows)
+
+
+def write_report(report: EvaluationReport, out) -> Path:
+    """``report.json`` and the four figures (:data:`FIGURES`) in ``out``."""
+    from ..viz.evaluation import plot_fractions, plot_histograms, plot_memorization
+    from ..viz.plotting import image_grid
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = report.samples
+    image_grid(samples[:64], nrow=8, title=f"{len(samples)} samples (first 64)",
+               save_to=out / "samples.png")
+    nn = report.nearest_neighbours("pixel")
+    plot_memorization(samples, nn["references"], nn["distance"], nn["index"],
+                      float(nn["validate_distance"].min()),
+                      save_to=out / "memorization_gallery.png")
+    plot_fractions(report.fractions, save_to=out / "tissue_fractions.png")
+    plot_histograms(report.intensities, "in-brain intensity",
+                    save_to=out / "intensity_histogram.png")
+    return report.to_json(out / REPORT_NAME)

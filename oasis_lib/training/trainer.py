@@ -1,0 +1,318 @@
+"""The trainer: a DDPM training loop a student can leave running overnight and trust.
+
+One optimiser step (Ho et al. 2020, Algorithm 1): draw x0 from the data, t ~ U{0..T-1} and
+eps ~ N(0, I); form x_t = q_sample(x0, t, eps); regress the network output on the target
+(eps, x0 or v). The loss and the sample grids are the run's
+:class:`~oasis_lib.diffusion.DiffusionPipeline`'s (``pipeline.loss``, ``pipeline.sample``).
+Around it:
+
+* AdamW with linear warm-up, gradient clipping, an EMA of the weights (``training.ema``);
+* validation on fixed slices, fixed timesteps and fixed noise, so the number is comparable
+  between epochs; ``best.pt`` is chosen by the EMA's validation loss (metrics go to
+  ``metrics.jsonl``; drawing them is :func:`oasis_lib.viz.plotting.plot_loss_curve`'s job);
+* a sample grid from the EMA model with fixed seed noise every ``sample_every`` epochs;
+* ``last.pt`` written atomically every ``checkpoint_every`` steps and at each epoch end;
+  ``--resume`` continues from it. Every random draw of the loop (data order, flips, t, noise)
+  comes from generators whose state is in the checkpoint, so on the CPU a killed-and-resumed
+  run ends with the same weights as an uninterrupted one;
+* a non-finite loss stops training with the step named; the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from ..checkpoint import (
+    atomic_save,
+    get_rng_state,
+    load_checkpoint,
+    load_state_strict,
+    set_rng_state,
+)
+from ..config import TrainConfig
+from ..data import load_splits
+from ..device import get_device
+from ..diffusion.objectives import validation_draws
+from ..models.factory import build_pipeline
+from ..seeding import cpu_generator, seed_everything
+from .ema import EMA
+
+# Fields a resumed run takes from the new config instead of the checkpoint.
+RESUME_OVERRIDES = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress",
+                    "device", "channels_last", "compile", "num_workers")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; training stopped without overwriting the last checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    best_val_loss: float | None
+    out_dir: Path
+    images_per_second: float
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision choice on a device (``None``: plain fp32)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs CUDA (it uses a grad scaler); "
+                         "use 'bf16' or 'fp32'")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _images(batch):
+    return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+class Trainer:
+    """Train ``config``; ``Trainer(cfg).fit()``. Pass datasets to skip loading from disk."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, train_set=None,
+                 val_set=None):
+        config.validate()
+        self.out = Path(config.out_dir)
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        ckpt = None
+        if resume:
+            if not self.last_path.is_file():
+                raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
+            ckpt = load_checkpoint(self.last_path)
+            saved = TrainConfig.from_dict(ckpt["config"])
+            # The run's recipe comes from the checkpoint; its length and the speed knobs
+            # (which do not change the maths) come from the caller.
+            for name in RESUME_OVERRIDES:
+                setattr(saved, name, getattr(config, name))
+            config = saved
+        self.cfg = cfg = config
+        seed_everything(cfg.seed)
+        self.device = get_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        if train_set is None or val_set is None:
+            train_set, val_set = load_splits(cfg.data_root, image_size=cfg.image_size,
+                                             augment=False)
+        self.train_set, self.val_set = train_set, val_set
+        self.pipeline = build_pipeline(cfg)
+        self.schedule = self.pipeline.schedule
+        self.raw_model = self.pipeline.model.to(self.device)
+        if cfg.channels_last:
+            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
+        self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup)
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        self.opt = opt_cls(self.raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = max(cfg.warmup_steps, 1)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.gen = cpu_generator(cfg.seed)  # t, noise and flips
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_val: float | None = None
+        self.train_seconds = 0.0  # time spent in optimiser steps (max_minutes counts this)
+        self._clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
+        self._fixed_validation_batch()
+        if ckpt is not None:
+            self._restore(ckpt)
+        elif self.out.exists() and self.last_path.exists():
+            raise FileExistsError(f"{self.out} already holds a run (last.pt); pass resume=True "
+                                  "(--resume) to continue it or choose another out_dir")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.opt.state_dict(), "lr_scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
+                "train_seconds": self.train_seconds,
+                "rng": get_rng_state(self.gen), "config": self.cfg.to_dict()}
+
+    def _restore(self, ckpt: dict) -> None:
+        load_state_strict(self.raw_model, ckpt["model"], source=str(self.last_path))
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["lr_scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        self.batch_in_epoch, self.best_val = int(ckpt["batch_in_epoch"]), ckpt["best_val_loss"]
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
+        set_rng_state(ckpt["rng"], self.gen)
+        # Metric lines written after this checkpoint belong to lost work: drop them.
+        log = self.out / "metrics.jsonl"
+        if log.exists():
+            keep = [ln for ln in log.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+            log.write_text("".join(ln + "\n" for ln in keep))
+
+    def save(self, path: Path | None = None) -> Path:
+        return atomic_save(self.state_dict(), path or self.last_path)
+
+    # ------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _log(self, record: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _fixed_validation_batch(self) -> None:
+        """Fixed validate slices (spread over all cases), timesteps and noise
+        (:func:`~oasis_lib.diffusion.objectives.validation_draws`)."""
+        n = min(self.cfg.val_size, len(self.val_set))
+        idx = torch.linspace(0, len(self.val_set) - 1, n).round().long().tolist()
+        self.val_x0 = torch.stack([_images(self.val_set[i]) for i in idx])
+        self.val_t, self.val_noise = validation_draws(
+            self.schedule, (n, *self.pipeline.sample_shape), seed=self.cfg.seed + 1)
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches: a permutation seeded by (seed, epoch), last partial dropped."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.train_set), generator=g).tolist()
+        bs = self.cfg.batch_size
+        return [perm[i:i + bs] for i in range(0, len(perm) - bs + 1, bs)]
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation loss of the live and EMA weights on the fixed batch."""
+        out = {}
+        for name, net in (("val_loss", self.model), ("val_loss_ema", self.ema.model)):
+            was_training = net.training
+            net.eval()
+            total = 0.0
+            for i in range(0, len(self.val_x0), 64):
+                sl = slice(i, i + 64)
+                with self._autocast():
+                    loss = self.pipeline.loss(self._to_device(self.val_x0[sl]), model=net,
+                                              t=self.val_t[sl], noise=self.val_noise[sl])
+                total += float(loss) * len(self.val_x0[sl])
+            net.train(was_training)
+            out[name] = total / len(self.val_x0)
+        return out
+
+    def sample_grid(self, path: Path) -> Path:
+        """A grid of EMA samples from fixed seed noise, saved as PNG."""
+        c = self.cfg
+        x = self.pipeline.sample(c.sample_n, model=self.ema.model, sampler=c.sampler,
+                                 steps=c.sample_steps,
+                                 generator=cpu_generator(c.seed), progress=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image((x.float().cpu() + 1) / 2, path, nrow=int(c.sample_n ** 0.5 + 0.5), padding=1)
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def train_step(self, x0: torch.Tensor) -> float:
+        c = self.cfg
+        if c.hflip:  # drawn from the trainer's generator so that resuming is exact
+            flip = torch.rand(x0.shape[0], generator=self.gen) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        x0 = self._to_device(x0)
+        with self._autocast():
+            loss = self.pipeline.loss(x0, model=self.model, generator=self.gen)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "
+                f"stopped without saving; the last good checkpoint is {self.last_path}")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if c.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        self.ema.update(self.raw_model)
+        self.step += 1
+        return float(loss.detach())
+
+    def _done(self) -> bool:
+        c = self.cfg
+        return ((c.max_steps is not None and self.step >= c.max_steps)
+                or (c.max_minutes is not None and self.train_seconds >= 60 * c.max_minutes))
+
+    def fit(self) -> TrainResult:
+        c = self.cfg
+        self.model.train()
+        t0, images = time.perf_counter(), 0
+        t_log = t0
+        epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not c.progress,
+                      initial=self.epoch, total=c.epochs)
+        try:
+            for epoch in epochs:
+                if self._done():
+                    break
+                self.epoch = epoch
+                all_batches = self._epoch_batches(epoch)
+                batches = all_batches[self.batch_in_epoch:]
+                loader = DataLoader(self.train_set, batch_sampler=batches,
+                                    num_workers=c.num_workers,
+                                    generator=torch.Generator().manual_seed(epoch))
+                # Epochs are counted from 1 in everything a person reads (bars, logs, files);
+                # self.epoch is the number of finished epochs.
+                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
+                           disable=not c.progress)
+                for batch in bar:
+                    t_step = self._clock()
+                    loss = self.train_step(_images(batch))
+                    self.train_seconds += self._clock() - t_step
+                    self.batch_in_epoch += 1
+                    images += c.batch_size
+                    if self.step % c.log_every == 0:
+                        now = time.perf_counter()
+                        rate = c.log_every * c.batch_size / max(now - t_log, 1e-9)
+                        t_log = now
+                        self._log({"step": self.step, "epoch": epoch + 1, "loss": loss,
+                                   "lr": self.sched.get_last_lr()[0],
+                                   "images_per_s": round(rate, 2)})
+                        bar.set_postfix(loss=f"{loss:.4f}")
+                    if self.step % c.checkpoint_every == 0:
+                        self.save()
+                    if self._done():
+                        break
+                # The epoch ran to its end (also when the budget ran out on its last batch):
+                # validate and draw its grid before saving.
+                if self.batch_in_epoch == len(all_batches):
+                    self.epoch, self.batch_in_epoch = epoch + 1, 0
+                    self._end_of_epoch(epoch)
+                self.save()
+        except KeyboardInterrupt:
+            self.save()  # an interrupted run keeps everything up to the last finished step
+            raise
+        seconds = time.perf_counter() - t0
+        return TrainResult(self.step, self.epoch, self.best_val, self.out,
+                           images / seconds if seconds > 0 else 0.0)
+
+    def _end_of_epoch(self, epoch: int) -> None:
+        c = self.cfg
+        if (epoch + 1) % c.validate_every == 0:
+            val = self.validate()
+            self._log({"step": self.step, "epoch": epoch + 1, **val})
+            if self.best_val is None or val["val_loss_ema"] < self.best_val:
+                self.best_val = val["val_loss_ema"]
+                atomic_save(self.state_dict(), self.best_path)
+        if (epoch + 1) % c.sample_every == 0:
+            self.sample_grid(self.out / "samples" / f"epoch_{epoch + 1:04d}.png")
+
+
+def train(config: TrainConfig, *, resume: bool = False, **datasets) -> TrainResult:
+    """Train a run described by ``config`` (see :class:`Trainer`)."""
+    return Trainer(config, resume=resume, **datasets).fit()

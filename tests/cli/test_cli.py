@@ -1,0 +1,79 @@
+"""Smoke runs of ``python -m oasis_lib`` on the tiny preset and a 2-case demo dataset."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from oasis_lib.cli import build_parser, main
+from oasis_lib.checkpoint import load_checkpoint, load_safetensors
+
+
+@pytest.mark.parametrize("command", ["make-demo", "summary", "train", "sample", "export", "demo"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m oasis_lib" in capsys.readouterr().out
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "oasis_lib", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for command in ("make-demo", "summary", "train", "sample", "export", "demo"):
+        assert command in out
+
+
+def test_train_resume_export_sample(demo_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["train", "--data-root", str(demo_root), "--preset", "tiny", "--out", str(run),
+              "--no-progress", "--checkpoint-every", "3"]
+    assert main([*common, "--max-steps", "4"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 4
+    assert main([*common, "--max-steps", "6", "--resume"]) == 0
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["step"] == 6
+    assert ckpt["config"]["image_size"] == 32
+
+    weights = tmp_path / "ema.safetensors"
+    assert main(["export", "--checkpoint", str(run / "last.pt"), "--out", str(weights)]) == 0
+    tensors, cfg = load_safetensors(weights)
+    assert cfg["preset"] == "tiny"
+    assert cfg["out_dir"] == "runs/run"  # no machine paths in a shared file
+    assert cfg["data_root"] is None
+    assert all(t.dtype == torch.float16 for t in tensors.values())
+
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(weights), "--sampler", "ddim", "--steps", "3",
+                 "--n", "4", "--seed", "0", "--out", str(grid), "--individual",
+                 "--no-progress"]) == 0
+    assert Image.open(grid).size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)  # 2x2 grid, padding 2
+    singles = sorted((tmp_path / "grid").glob("sample_*.png"))
+    assert len(singles) == 4
+    assert Image.open(singles[0]).size == (32, 32)
+    grid2 = tmp_path / "grid2.png"
+    assert main(["sample", "--checkpoint", str(run / "last.pt"), "--sampler", "dpm++2m",
+                 "--steps", "3", "--n", "4", "--out", str(grid2), "--no-progress"]) == 0
+    assert grid2.is_file()
+    out = capsys.readouterr().out
+    assert "trained to step 6" in out
+    assert f"wrote {grid}" in out
+
+
+def test_summary_writes_the_overlay_figure(demo_root, tmp_path, capsys):
+    assert main(["summary", "--data-root", str(demo_root), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "slices_with_masks.png").is_file()
+    out = capsys.readouterr().out
+    assert "validate" in out
+    assert "wrote" in out
+
+
+def test_train_refuses_an_existing_run_without_resume(demo_root, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--data-root", str(demo_root), "--preset", "tiny", "--out", str(run),
+            "--no-progress", "--max-steps", "2"]
+    assert main(args) == 0
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        main(args)

@@ -1,0 +1,157 @@
+"""End-to-end evaluation with an untrained tiny diffusion model and segmenter on fake slices."""
+
+import json
+
+import pytest
+import torch
+
+from oasis_lib.evaluation import report as E
+from oasis_lib.cli import build_parser, main
+from oasis_lib.checkpoint import export_safetensors
+from oasis_lib.config import TrainConfig
+from oasis_lib.models.factory import build_model
+from oasis_lib.evaluation.segmenter import SEGMENTER_KIND, TissueSegmenter
+
+SIZE = 32
+METRICS = ("segmenter_dice", "frechet_segmenter", "kid_segmenter", "tissue_fractions",
+           "intensity_histogram", "diversity_ssim", "memorization_pixel",
+           "memorization_features", "inception_fid")
+ENTRY_KEYS = {"value", "floor", "interval", "direction", "explanation"}
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    """Fake OASIS folders of 32x32 slices: 16 train+test slices, 8 validate slices."""
+    from conftest import write_fake_split
+
+    root = tmp_path_factory.mktemp("eval_data")
+    write_fake_split(root, "train", {1: 6, 2: 6}, size=SIZE)
+    write_fake_split(root, "validate", {402: 4, 403: 4}, size=SIZE)
+    write_fake_split(root, "test", {441: 4}, size=SIZE)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained ``tiny`` U-Net at 32x32, exported like a shared checkpoint."""
+    torch.manual_seed(0)
+    cfg = TrainConfig.from_preset("tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return export_safetensors(build_model(cfg).state_dict(), path, config=cfg.to_dict(),
+                              dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.manual_seed(0)
+    return TissueSegmenter(channels=(8, 16), image_size=SIZE).eval()
+
+
+@pytest.fixture(scope="module")
+def segmenter_file(segmenter, tmp_path_factory):
+    path = tmp_path_factory.mktemp("seg") / "seg.safetensors"
+    meta = {"kind": SEGMENTER_KIND, "segmenter": segmenter.config.to_dict()}
+    return export_safetensors(segmenter.state_dict(), path, config=meta, dtype=torch.float32)
+
+
+def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter, tmp_path):
+    out = tmp_path / "eval"
+    report = E.evaluate(tiny_model, n=6, steps=2, seed=0, out=out, data_root=fake_data,
+                        segmenter=segmenter, batch_size=4, device="cpu", progress=False,
+                        n_boot=5)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report.to_dict()))
+    # The report keeps the arrays behind its numbers (notebooks draw from them).
+    assert report.samples.shape == (6, 1, SIZE, SIZE)
+    assert report.sample_masks.shape == (6, SIZE, SIZE)
+    assert report.fractions["samples"].shape == (6, 3)
+    nn = report.nearest_neighbours("pixel")
+    assert len(nn["distance"]) == 6
+    assert len(nn["references"]) == 2 * 16  # the train slices and their mirror images
+    assert float(nn["distance"].min()) == pytest.approx(
+        report["metrics"]["memorization_pixel"]["sample_min"], rel=1e-5)
+    assert tuple(on_disk["metrics"]) == METRICS
+    for name, entry in on_disk["metrics"].items():
+        assert ENTRY_KEYS <= set(entry), name
+        assert not any(k.startswith("_") for k in entry), name
+    m, meta = on_disk["metrics"], on_disk["meta"]
+    assert meta["n"] == 6
+    assert meta["n_train"] == 16
+    assert meta["n_validate"] == 8
+    assert meta["sampler"] == "ddim"
+    assert meta["seconds_per_image"] > 0
+    assert m["frechet_segmenter"]["n_compared"] == 6  # min(n, validate)
+    lo, hi = m["frechet_segmenter"]["interval"]
+    assert lo <= hi
+    assert set(m["segmenter_dice"]["per_class"]) == {"background", "csf", "grey_matter",
+                                                     "white_matter"}
+    assert m["inception_fid"]["value"] is None
+    assert "skipped" in m["inception_fid"]["explanation"]
+    assert m["memorization_pixel"]["copies_training_data"] is False  # noise is no copy
+    for fig in E.FIGURES:
+        assert (out / fig).stat().st_size > 0
+    assert "memorization (pixel):" in E.format_report(report)
+
+
+def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data)
+    copies = ref.train[:5].clone()
+    report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_boot=5)
+    assert E.real_reference(segmenter, SIZE, data_root=fake_data) is ref  # cached
+    mem = report["metrics"]["memorization_pixel"]
+    assert mem["copies_training_data"]
+    assert mem["exact_copies"] == 5
+    assert report["verdict"].startswith("pixels: COPIES")
+
+
+def test_evaluate_samples_rejects_bad_shapes(segmenter):
+    with pytest.raises(ValueError, match=r"\[n >= 2, 1, S, S\]"):
+        E.evaluate_samples(torch.zeros(4, 3, SIZE, SIZE), segmenter=segmenter)
+
+
+def test_evaluate_command_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["evaluate", "--help"])
+    assert exit_info.value.code == 0
+    assert "--inception-weights" in capsys.readouterr().out
+
+
+def test_evaluate_cli_prints_the_table(fake_data, tiny_model, segmenter_file, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["evaluate", "--checkpoint", str(tiny_model), "--n", "4", "--steps", "2",
+                 "--data", str(fake_data), "--segmenter", str(segmenter_file), "--out", str(out),
+                 "--batch-size", "4", "--n-boot", "5", "--device", "cpu", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for name in ("metric", "frechet_segmenter", "memorization (features)", "report.json"):
+        assert name in text
+    assert json.loads((out / "report.json").read_text())["meta"]["n"] == 4
+
+
+def test_metrics_table_rounds_and_lists_every_metric():
+    report = {"metrics": {
+        "frechet_segmenter": {"value": 0.350212, "floor": 0.29295, "interval": [0.3450, 0.56283],
+                              "direction": "lower"},
+        "inception_fid": {"value": None, "floor": None, "interval": None,
+                          "direction": "lower"}}}
+    lines = E.metrics_table(report).splitlines()
+    assert lines[0].split()[:3] == ["metric", "value", "floor"]
+    assert lines[1].split() == ["frechet_segmenter", "0.35", "0.293", "[0.345,", "0.563]",
+                                "lower"]
+    assert lines[2].split() == ["inception_fid", "-", "-", "-", "lower"]
+
+
+def test_plot_segmentation_shows_slices_true_and_predicted_masks(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    images = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
+    masks = torch.randint(0, 4, (3, SIZE, SIZE))
+    from oasis_lib.viz.evaluation import plot_segmentation
+
+    fig = plot_segmentation(images, masks, masks, figsize=(6.0, 5.0))
+    assert len(fig.axes) == 9
+    assert tuple(fig.get_size_inches()) == (6.0, 5.0)
+    assert fig.axes[0].get_title() == "Dice 1.00"  # identical masks
+    path = tmp_path / "seg.png"
+    plot_segmentation(images, masks, masks, save_to=path)
+    assert path.stat().st_size > 0
