@@ -45,8 +45,8 @@ VARIANTS = ((False, False), (True, False), (False, True), (True, True))  # (chan
 
 
 def build_model(name: str) -> torch.nn.Module:
-    from oasis_lib.simple_unet import SimpleUNet
-    from oasis_lib.unet import UNet
+    from oasis_lib.models.simple_unet import SimpleUNet
+    from oasis_lib.models.unet import UNet
 
     return SimpleUNet() if name == "simple" else UNet(name)
 
@@ -105,7 +105,7 @@ def run_child(spec: dict) -> dict:
     """Measure one (model, size, channels_last, bf16) variant in this process."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from oasis_lib.unet import count_parameters
+    from oasis_lib.models.unet import count_parameters
 
     torch.manual_seed(0)
     rss_before = current_rss_mb()

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
-from oasis_lib import evaluation
 from oasis_lib.config import DEMO_RECIPE, SEED_RECIPE, TrainConfig
+from oasis_lib.evaluation import report as evaluation
+from oasis_lib.evaluation.segmenter import load_segmenter
+from oasis_lib.models.unet import count_parameters
 from oasis_lib.pretrained import load_model
-from oasis_lib.segmenter import load_segmenter
 from oasis_lib.training import train
-from oasis_lib.unet import count_parameters
 
 RECIPES = {"cpu": DEMO_RECIPE, "seed": SEED_RECIPE}
 METRICS = (("frechet_segmenter", "Fréchet (segmenter features)", 1.0, 2),
@@ -82,16 +82,16 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         result = train(cfg, resume=args.resume and (work / name / "last.pt").exists())
         wall = time.perf_counter() - t0
-        model, schedule, config = load_model(work / name / "last.pt")  # EMA weights
-        device = next(model.parameters()).device
+        pipe = load_model(work / name / "last.pt")  # EMA weights
+        device = pipe.device
         samples, spi = evaluation.generate_samples(
-            model, schedule, config, args.n, sampler="ddim", steps=args.steps, seed=args.seed,
-            batch_size=args.batch_size, device=device)
+            pipe, args.n, sampler="ddim", steps=args.steps, seed=args.seed,
+            batch_size=args.batch_size)
         report = evaluation.evaluate_samples(
             samples, data_root=args.data, segmenter=load_segmenter(device=device),
             out=work / name / "eval", device=device, seed=args.seed, progress=False,
             meta={"recipe": name, "sampler": "ddim", "steps": args.steps})
-        results[name] = {"params": count_parameters(model), "steps": result.step,
+        results[name] = {"params": count_parameters(pipe.model), "steps": result.step,
                          "images_per_s": result.images_per_second, "train_wall_seconds": wall,
                          "seconds_per_image": spi, "metrics": report["metrics"]}
         print(f"{name}: {result.step} steps, {result.images_per_second:.2f} img/s, "

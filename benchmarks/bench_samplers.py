@@ -33,9 +33,9 @@ from pathlib import Path
 
 import torch
 
-from oasis_lib import evaluation
+from oasis_lib.evaluation import report as evaluation
+from oasis_lib.evaluation.segmenter import load_segmenter
 from oasis_lib.pretrained import load_model
-from oasis_lib.segmenter import load_segmenter
 
 RUNS = ("ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100",
         "dpm++2m:10", "dpm++2m:15", "dpm++2m:25")
@@ -77,8 +77,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     runs = [parse_run(r) for r in args.runs]
 
-    model, schedule, config = load_model(args.checkpoint)
-    device = next(model.parameters()).device
+    pipe = load_model(args.checkpoint)
+    device = pipe.device
     segmenter = load_segmenter(device=device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,12 +92,12 @@ def main(argv=None) -> None:
         n = args.ddpm_n if sampler == "ddpm" else args.n
         t0 = time.perf_counter()
         samples, spi = evaluation.generate_samples(
-            model, schedule, config, n, sampler=sampler, steps=steps, seed=args.seed,
-            batch_size=args.batch_size, device=device, progress=True)
+            pipe, n, sampler=sampler, steps=steps,
+            seed=args.seed, batch_size=args.batch_size, progress=True)
         report = evaluation.evaluate_samples(
             samples, data_root=args.data, segmenter=segmenter, device=device, seed=args.seed,
             meta={"sampler": sampler, "steps": steps}, progress=False)
-        nfe = schedule.timesteps if sampler == "ddpm" else steps
+        nfe = pipe.schedule.T if sampler == "ddpm" else steps
         results.append({"sampler": sampler, "steps": steps, "nfe": nfe, "n": n,
                         "seconds_per_image": spi, "metrics": report["metrics"],
                         "total_seconds": time.perf_counter() - t0})

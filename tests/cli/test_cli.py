@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from oasis_lib.cli import build_parser, main
 from oasis_lib.checkpoint import load_checkpoint, load_safetensors
+from oasis_lib.cli import build_parser, main
 
 
 @pytest.mark.parametrize("command", ["make-demo", "summary", "train", "sample", "export", "demo"])

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from oasis_lib import data, paths
+from oasis_lib import paths
 from oasis_lib.data import (
     DataError,
     OASISDataset,

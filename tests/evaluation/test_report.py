@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from oasis_lib.evaluation import report as E
-from oasis_lib.cli import build_parser, main
 from oasis_lib.checkpoint import export_safetensors
+from oasis_lib.cli import build_parser, main
 from oasis_lib.config import TrainConfig
-from oasis_lib.models.factory import build_model
+from oasis_lib.evaluation import report as E
 from oasis_lib.evaluation.segmenter import SEGMENTER_KIND, TissueSegmenter
+from oasis_lib.models.factory import build_model
 
 SIZE = 32
 METRICS = ("segmenter_dice", "frechet_segmenter", "kid_segmenter", "tissue_fractions",

@@ -8,10 +8,9 @@ import torch
 from synthetic import BlobSlices
 from torch.utils.data import Dataset
 
-from oasis_lib.cli import build_parser, main
 from oasis_lib.checkpoint import CheckpointError, export_safetensors
+from oasis_lib.cli import build_parser, main
 from oasis_lib.data import load_split
-from oasis_lib.pretrained import DEMO_CHECKPOINT
 from oasis_lib.evaluation.segmenter import (
     SEGMENTER_CHECKPOINT,
     SegmenterConfig,
@@ -21,6 +20,7 @@ from oasis_lib.evaluation.segmenter import (
     tissue_fractions,
     train_segmenter,
 )
+from oasis_lib.pretrained import DEMO_CHECKPOINT
 
 
 class BlobsWithMasks(Dataset):

@@ -1,4 +1,4 @@
-"""Tests for oasis_lib.models.unet and oasis_lib.models.embeddings (fast: tiny shapes, gpu preset built once)."""
+"""Tests for oasis_lib.models.unet and .embeddings (fast: tiny shapes, gpu preset built once)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from oasis_lib.viz import nbplots  # noqa: E402
 from oasis_lib.diffusion.schedule import NoiseSchedule  # noqa: E402
+from oasis_lib.viz import nbplots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

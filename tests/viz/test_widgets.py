@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from oasis_lib.viz import widgets  # noqa: E402
 from oasis_lib.data import OASISDataset, image_dir, mask_dir  # noqa: E402
 from oasis_lib.diffusion.sampling import sample  # noqa: E402
 from oasis_lib.diffusion.schedule import NoiseSchedule  # noqa: E402
+from oasis_lib.viz import widgets  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
