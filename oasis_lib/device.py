@@ -24,7 +24,9 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """
     if isinstance(prefer, torch.device):
         prefer = str(prefer)
-    choice = (prefer or os.environ.get("OASIS_DEVICE") or "auto").lower()
+    choice = (prefer or "auto").lower()
+    if choice == "auto":  # the environment overrides "auto" (and only "auto")
+        choice = (os.environ.get("OASIS_DEVICE") or "auto").lower()
     if choice == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -11,12 +11,40 @@ from oasis_lib.checkpoint import load_checkpoint, load_safetensors
 from oasis_lib.cli import build_parser, main
 
 
-@pytest.mark.parametrize("command", ["make-demo", "summary", "train", "sample", "export", "demo"])
-def test_every_command_has_help(command, capsys):
+@pytest.mark.parametrize(("command", "option"), [
+    ("make-demo", "--cases"), ("summary", "--data-root"), ("train", "--resume"),
+    ("sample", "--sampler"), ("export", "--live"), ("demo", "--train-steps"),
+    ("train-segmenter", "--size"), ("evaluate", "--inception-weights")])
+def test_every_command_has_help_with_its_options(command, option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
     assert exit_info.value.code == 0
-    assert "usage: python -m oasis_lib" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: python -m oasis_lib {command}")
+    assert option in text
+
+
+def test_choices_come_from_the_library_constants():
+    from oasis_lib.config import PRECISIONS, TRAIN_PRESETS
+    from oasis_lib.diffusion import PREDICTION_TYPES, SAMPLERS, SCHEDULE_KINDS
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    def choices(command, dest):
+        return next(a.choices for a in sub[command]._actions if a.dest == dest)
+    assert tuple(choices("sample", "sampler")) == SAMPLERS
+    assert tuple(choices("evaluate", "sampler")) == SAMPLERS
+    assert tuple(choices("train", "schedule")) == SCHEDULE_KINDS
+    assert tuple(choices("train", "prediction")) == PREDICTION_TYPES
+    assert tuple(choices("train", "precision")) == PRECISIONS
+    assert tuple(choices("train", "preset")) == tuple(TRAIN_PRESETS)
+
+
+def test_bad_sampler_options_are_refused_before_sampling(capsys):
+    # ddpm runs all T steps; eta belongs to ddim only: both refused, never silently dropped.
+    with pytest.raises(ValueError, match="ddpm.*all T=1000"):
+        main(["sample", "--sampler", "ddpm", "--steps", "10", "--n", "1", "--no-progress"])
+    with pytest.raises(ValueError, match="eta only applies to sampler='ddim'"):
+        main(["sample", "--sampler", "dpm++2m", "--eta", "0.5", "--n", "1", "--no-progress"])
 
 
 def test_module_entry_point_runs():

@@ -73,7 +73,6 @@ def test_preset_parameter_counts(name):
 def test_gpu_preset_parameter_count_and_forward():
     model = UNet("gpu")  # the only time the big preset is built
     assert count_parameters(model) == PRESET_PARAMS["gpu"]
-    assert 30e6 <= PRESET_PARAMS["gpu"] <= 60e6
     assert model.config.image_size == 128
     out = model.eval()(torch.randn(1, 1, 128, 128), torch.tensor([10]))
     assert out.shape == (1, 1, 128, 128)
@@ -82,7 +81,6 @@ def test_gpu_preset_parameter_count_and_forward():
 def test_defaults_are_cpu_preset():
     assert UNetConfig() == UNET_PRESETS["cpu"]
     assert UNet().config == UNET_PRESETS["cpu"]
-    assert PRESET_PARAMS["tiny"] < 1_000_000
     cfg = UNetConfig.preset("tiny", dropout=0.1)
     assert cfg.dropout == 0.1
     assert UNET_PRESETS["tiny"].dropout == 0.0  # presets are not modified

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -54,6 +55,10 @@ def test_schedule_curves_handles_zero_terminal_snr():
     fig = nbplots.schedule_curves(schedules)
     assert _size(fig) == (1100, 380)
     assert len(fig.axes) == 2
+    # The left panel draws alpha_bar itself, and the legend carries alpha_bar_T.
+    line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), schedules["cosine"].alpha_bar.double().numpy())
+    assert f"{schedules['cosine'].alpha_bar_T:.3g}" in line.get_label()
     assert len(fig.axes[1].lines[1].get_xdata()) == 99  # log-SNR = -inf at t = T is left out
 
 
@@ -61,7 +66,13 @@ def test_terminal_comparison():
     fig = nbplots.terminal_comparison(torch.zeros(1, 16, 16), torch.randn(1, 16, 16),
                                       NoiseSchedule("quadratic", 50, warn=False), sigma=2)
     assert _size(fig) == (1100, 360)
-    assert len(fig.axes) == 4
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "x_T at the last training step\n(quadratic, T = 50)"
+    assert "sigma = 2 px" in titles[2]
+    # x0 = 0 everywhere: x_T is sqrt(1 - alpha_bar_T) * noise, shown as the first panel.
+    s = NoiseSchedule("quadratic", 50, warn=False)
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert float(shown.std()) == pytest.approx((1 - s.alpha_bar_T) ** 0.5, rel=0.15)
 
 
 def test_gaussian_blur_keeps_constants_and_shrinks_noise():
@@ -73,9 +84,16 @@ def test_gaussian_blur_keeps_constants_and_shrinks_noise():
 
 
 def test_embedding_heatmap():
+    from oasis_lib.models.embeddings import sinusoidal_embedding
+
     fig = nbplots.embedding_heatmap(50, 8)
     assert _size(fig) == (1100, 380)
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 4  # two panels and their colour bars
+    heat = np.asarray(fig.axes[0].images[0].get_array())
+    expected = sinusoidal_embedding(torch.arange(50), 8).double().T.numpy()
+    np.testing.assert_allclose(heat, expected, rtol=1e-6)
+    sim = np.asarray(fig.axes[1].images[0].get_array())
+    np.testing.assert_allclose(sim.diagonal(), 1.0, rtol=1e-6)  # E(t) is nearest to itself
 
 
 def test_parameter_bars():
