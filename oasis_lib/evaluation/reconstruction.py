@@ -55,7 +55,8 @@ def reconstruction_metrics(original: Tensor, recon: Tensor, *, brain_mask: Tenso
     region = brain_region(brain_mask, a.shape)
     pixels = region.flatten(1).sum(1)
     if (pixels == 0).any():
-        raise ValueError(f"brain_mask is empty for image(s) {(pixels == 0).nonzero()[:, 0].tolist()}")
+        empty = (pixels == 0).nonzero()[:, 0].tolist()
+        raise ValueError(f"brain_mask is empty for image(s) {empty}")
     mse = ((a - b)[:, 0].pow(2) * region).flatten(1).sum(1) / pixels
     psnr = [10 * math.log10(data_range**2 / m) if m > 0 else math.inf for m in mse.tolist()]
     r = (win_size - 1) // 2  # the SSIM map covers the 'valid' window centres only

@@ -58,7 +58,7 @@ def test_bad_masks_raise():
     x, y = _pair(0.1)
     with pytest.raises(ValueError, match="brain_mask must be"):
         reconstruction_metrics(x, y, brain_mask=torch.ones(3, 16, 16))
+    mask = torch.ones(3, 32, 32)
+    mask[1] = 0
     with pytest.raises(ValueError, match=r"empty for image\(s\) \[1\]"):
-        mask = torch.ones(3, 32, 32)
-        mask[1] = 0
         reconstruction_metrics(x, y, brain_mask=mask)
