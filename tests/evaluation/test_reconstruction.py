@@ -62,3 +62,17 @@ def test_bad_masks_raise():
     mask[1] = 0
     with pytest.raises(ValueError, match=r"empty for image\(s\) \[1\]"):
         reconstruction_metrics(x, y, brain_mask=mask)
+
+
+def test_ssim_map_mean_is_ssim_and_differentiable():
+    from oasis_lib.evaluation.metrics import ssim_map
+
+    x, y = _pair(0.2)
+    y = y.clone().requires_grad_(True)
+    m = ssim_map(x, y)
+    assert m.shape == (3, 1, 22, 22)
+    assert m.dtype == torch.float32
+    torch.testing.assert_close(m.double().flatten(1).mean(1), ssim(x, y.detach()),
+                               rtol=1e-5, atol=1e-6)
+    (1 - m.mean()).backward()
+    assert y.grad.abs().sum() > 0
