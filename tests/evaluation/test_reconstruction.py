@@ -13,8 +13,8 @@ from oasis_lib.evaluation.reconstruction import reconstruction_metrics
 
 def _pair(sigma: float, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(3, 1, 32, 32, generator=g) - 0.5  # in [-0.5, 0.5]: no clamping
-    signs = torch.randint(0, 2, x.shape, generator=g) * 2 - 1
+    x = torch.rand(3, 1, 32, 32, generator=g, dtype=torch.float64) - 0.5  # no clamping
+    signs = (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).double()
     return x, x + sigma * signs  # every error is exactly +-sigma
 
 
@@ -71,7 +71,7 @@ def test_ssim_map_mean_is_ssim_and_differentiable():
     y = y.clone().requires_grad_(True)
     m = ssim_map(x, y)
     assert m.shape == (3, 1, 22, 22)
-    assert m.dtype == torch.float32
+    assert m.dtype == torch.float64  # the inputs' dtype
     torch.testing.assert_close(m.double().flatten(1).mean(1), ssim(x, y.detach()),
                                rtol=1e-5, atol=1e-6)
     (1 - m.mean()).backward()
