@@ -179,22 +179,27 @@ def _blur(x: Tensor, g: Tensor) -> Tensor:
     return band(x.shape[-2]) @ x @ band(x.shape[-1]).T
 
 
-def _ssim_from_stats(mu_a, mu_b, ex2_a, ex2_b, ex_ab, c1: float, c2: float) -> Tensor:
-    """Mean of the SSIM map from local moments (E[a], E[b], E[a^2], E[b^2], E[ab])."""
+def _ssim_map_from_stats(mu_a, mu_b, ex2_a, ex2_b, ex_ab, c1: float, c2: float) -> Tensor:
+    """The SSIM map from local moments (E[a], E[b], E[a^2], E[b^2], E[ab])."""
     var_a, var_b = ex2_a - mu_a**2, ex2_b - mu_b**2
     cov = ex_ab - mu_a * mu_b
     luminance = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
     structure = (2 * cov + c2) / (var_a + var_b + c2)
-    return (luminance * structure).flatten(1).mean(1)
+    return luminance * structure
 
 
-def _check_images(x: Tensor, win_size: int) -> Tensor:
+def _ssim_from_stats(mu_a, mu_b, ex2_a, ex2_b, ex_ab, c1: float, c2: float) -> Tensor:
+    """Mean of the SSIM map from local moments (E[a], E[b], E[a^2], E[b^2], E[ab])."""
+    return _ssim_map_from_stats(mu_a, mu_b, ex2_a, ex2_b, ex_ab, c1, c2).flatten(1).mean(1)
+
+
+def _check_images(x: Tensor, win_size: int, *, detach: bool = True) -> Tensor:
     if x.ndim != 4:
         raise ValueError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}")
     if min(x.shape[-2:]) < win_size:
         raise ValueError(f"images of {tuple(x.shape[-2:])} are smaller than the "
                          f"{win_size}x{win_size} SSIM window")
-    return x.detach().double()
+    return x.detach().double() if detach else x
 
 
 def ssim(a: Tensor, b: Tensor, *, data_range: float = 2.0, win_size: int = 11,
@@ -213,6 +218,22 @@ def ssim(a: Tensor, b: Tensor, *, data_range: float = 2.0, win_size: int = 11,
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     return _ssim_from_stats(_blur(a, g), _blur(b, g), _blur(a * a, g), _blur(b * b, g),
                             _blur(a * b, g), c1, c2)
+
+
+def ssim_map(a: Tensor, b: Tensor, *, data_range: float = 2.0, win_size: int = 11,
+             sigma: float = 1.5) -> Tensor:
+    """The SSIM map of :func:`ssim` (Wang et al. 2004, eq. 13), differentiable and in the
+    inputs' dtype: ``[B, C, H - win_size + 1, W - win_size + 1]``, one value per window centre
+    ('valid' windows only). Its mean over H and W is :func:`ssim`; a loss can use ``1 -
+    ssim_map(a, b).mean()``, a region-restricted score its mean over selected centres."""
+    if a.shape != b.shape:
+        raise ValueError(f"ssim_map needs two tensors of one shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    a, b = _check_images(a, win_size, detach=False), _check_images(b, win_size, detach=False)
+    g = _gaussian_window(win_size, sigma)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return _ssim_map_from_stats(_blur(a, g), _blur(b, g), _blur(a * a, g), _blur(b * b, g),
+                                _blur(a * b, g), c1, c2)
 
 
 def pairwise_ssim(images: Tensor, *, max_pairs: int | None = 2000, seed: int = 0,
