@@ -11,18 +11,20 @@ match the U-Net presets (``tiny`` for tests and CI, ``cpu`` for a laptop CPU at 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from .diffusion.sampling import SAMPLERS
 from .diffusion.schedule import SCHEDULE_KINDS
+from .models.autoencoder_config import AUTOENCODER_PRESETS, AutoencoderConfig
 from .models.unet_config import UNET_PRESETS
 
 ARCHS = ("unet", "simple")  # our UNet, or the seed's SimpleUNet baseline
 OPTIMIZERS = ("adamw", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA when supported, else fp32
 BUDGET_CLOCKS = ("wall", "cpu")
+PERCEPTUAL_NETS = ("segmenter", "lpips", "none")
 
 
 @dataclass
@@ -45,17 +47,15 @@ class DiffusionConfig:
 
 
 @dataclass
-class TrainConfig:
-    """One training run. Every cost knob is here; the CLI and notebooks override fields."""
+class RunConfig:
+    """What every training run has, whatever it trains: optimisation, speed, bookkeeping.
 
-    # --- model and data
-    preset: str = "cpu"  # U-Net preset: tiny | cpu | gpu
-    arch: str = "unet"  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline)
+    :class:`TrainConfig` (a diffusion model) and :class:`AutoencoderTrainConfig` (the latent
+    autoencoder) add what their model needs; the Trainer reads only these fields."""
+
     image_size: int = 64  # slices are resized from 256 to this
     data_root: str | None = None  # None: $OASIS_DATA, else the demo dataset in data/demo
     hflip: bool = True  # random horizontal flips of training slices (drawn by the trainer)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    unet_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.1}
     # --- optimisation
     epochs: int = 30  # passes over the training split
     max_steps: int | None = None  # stop after this many optimiser steps (None: run all epochs)
@@ -82,30 +82,19 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers (slices are cached in memory already)
     # --- bookkeeping
     seed: int = 0  # seeds python, numpy and torch, and the trainer's own generator
-    out_dir: str = "runs/cpu"
+    out_dir: str = "runs/run"
     checkpoint_every: int = 200  # steps between `last.pt` writes (the most work a crash loses)
     log_every: int = 10  # steps between metric lines
     validate_every: int = 1  # epochs between validation passes (best.pt chosen by EMA val loss)
     val_size: int = 256  # validate slices used, each with a fixed t and fixed noise
     sample_every: int = 1  # epochs between sample grids from the EMA model
-    sample_n: int = 16
-    sampler: str = "ddim"  # sampler of the progress grids
-    sample_steps: int | None = None  # network calls of the grid; None: the sampler's default
-    #   (all T for ddpm, which accepts no other value; 50 for the fast samplers)
     progress: bool = True  # tqdm bars
 
+
     def validate(self) -> None:
-        _choice("preset", self.preset, tuple(UNET_PRESETS))
-        _choice("arch", self.arch, ARCHS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("budget_clock", self.budget_clock, BUDGET_CLOCKS)
         _choice("precision", self.precision, PRECISIONS)
-        _choice("sampler", self.sampler, SAMPLERS)
-        if (self.sampler == "ddpm" and self.sample_steps is not None
-                and self.sample_steps != self.diffusion.timesteps):
-            raise ValueError(f"sampler 'ddpm' runs all T={self.diffusion.timesteps} steps; "
-                             f"sample_steps must be None, got {self.sample_steps}")
-        self.diffusion.validate()
         for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "validate_every",
                      "sample_every", "image_size"):
             if getattr(self, name) < 1:
@@ -114,35 +103,135 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """A named preset (``tiny``, ``cpu``, ``gpu``) with fields overridden."""
-        _choice("preset", name, tuple(TRAIN_PRESETS))
-        base = dataclasses.asdict(TRAIN_PRESETS[name])
-        diff = overrides.pop("diffusion", {})
-        if isinstance(diff, DiffusionConfig):
-            diff = dataclasses.asdict(diff)
-        return cls.from_dict({**base, **overrides, "diffusion": {**base["diffusion"], **diff}})
+    def from_preset(cls, name: str, **overrides: Any):
+        """A named preset of this class (``tiny``, ``cpu``, ``gpu``) with fields overridden;
+        nested configs (e.g. ``diffusion``) are merged field by field."""
+        presets = cls.presets()
+        _choice("preset", name, tuple(presets))
+        base = dataclasses.asdict(presets[name])
+        for key, value in list(overrides.items()):
+            if dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            if isinstance(base.get(key), dict) and isinstance(value, dict):
+                overrides[key] = {**base[key], **value}
+        return cls.from_dict({**base, **overrides})
+
+    @classmethod
+    def presets(cls) -> dict[str, RunConfig]:
+        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any]):
+        """Rebuild a config (e.g. from a checkpoint), refusing unknown fields by name."""
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
         if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields: {sorted(known)}")
-        diff = d.pop("diffusion", {})
-        if not isinstance(diff, DiffusionConfig):
-            dknown = {f.name for f in dataclasses.fields(DiffusionConfig)}
-            bad = sorted(set(diff) - dknown)
-            if bad:
-                raise ValueError(f"unknown DiffusionConfig fields {bad}; valid: {sorted(dknown)}")
-            diff = DiffusionConfig(**diff)
-        cfg = cls(**d, diffusion=diff)
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid fields: "
+                             f"{sorted(fields)}")
+        for name, f in fields.items():  # nested dataclasses arrive as dicts
+            if name in d and isinstance(d[name], dict) and f.default_factory is not MISSING:
+                nested = f.default_factory()
+                if dataclasses.is_dataclass(nested):
+                    known = {g.name for g in dataclasses.fields(nested)}
+                    bad = sorted(set(d[name]) - known)
+                    if bad:
+                        raise ValueError(f"unknown {type(nested).__name__} fields {bad}; "
+                                         f"valid: {sorted(known)}")
+                    d[name] = type(nested)(**d[name])
+        cfg = cls(**d)
         cfg.validate()
         return cfg
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """One diffusion training run. Every cost knob is here; the CLI and notebooks override
+    fields. Presets: :data:`TRAIN_PRESETS`."""
+
+    # --- model and data
+    preset: str = "cpu"  # U-Net preset: tiny | cpu | gpu
+    arch: str = "unet"  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    unet_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.1}
+    # --- progress grids
+    sample_n: int = 16
+    sampler: str = "ddim"  # sampler of the progress grids
+    sample_steps: int | None = None  # network calls of the grid; None: the sampler's default
+    #   (all T for ddpm, which accepts no other value; 50 for the fast samplers)
+
+    def validate(self) -> None:
+        super().validate()
+        _choice("preset", self.preset, tuple(UNET_PRESETS))
+        _choice("arch", self.arch, ARCHS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        if (self.sampler == "ddpm" and self.sample_steps is not None
+                and self.sample_steps != self.diffusion.timesteps):
+            raise ValueError(f"sampler 'ddpm' runs all T={self.diffusion.timesteps} steps; "
+                             f"sample_steps must be None, got {self.sample_steps}")
+        self.diffusion.validate()
+
+    @classmethod
+    def presets(cls) -> dict[str, TrainConfig]:
+        return TRAIN_PRESETS
+
+
+@dataclass(frozen=True)
+class AutoencoderLossConfig:
+    """Weights of the terms of :func:`oasis_lib.training.ae_losses.autoencoder_loss` (0 switches
+    a term off)."""
+
+    l1: float = 1.0  # mean absolute error per pixel (LDM's reconstruction term)
+    ssim: float = 0.2  # 1 - SSIM: local structure and contrast, which L1 underweights
+    kl: float = 1e-6  # KL per pixel, as LDM's 1e-6 (only keeps the latent scale in check)
+    perceptual: float = 0.1  # feature-space distance (segmenter features or LPIPS)
+    adversarial: float = 0.0  # hinge GAN with a PatchDiscriminator; off on CPU
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"loss weight {f.name} must be a number >= 0, got {value!r}")
+
+
+@dataclass
+class AutoencoderTrainConfig(RunConfig):
+    """Training the latent autoencoder (Rombach et al. 2022, sec. 3): random crops of the
+    native slices (the network is convolutional, so crops make CPU training affordable),
+    validated on whole slices. Presets: :data:`AUTOENCODER_TRAIN_PRESETS`."""
+
+    preset: str = "cpu"  # autoencoder preset: tiny | cpu | gpu (models.autoencoder)
+    autoencoder_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. latent_channels
+    crop_size: int | None = 64  # side of the random training crops; None: whole slices
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    perceptual_net: str = "segmenter"  # segmenter (ours, shipped) | lpips (a local file) | none
+    perceptual_weights: str | None = None  # None: the shipped segmenter; lpips: required
+    sample_n: int = 8  # validate slices drawn over their reconstructions in the progress grids
+
+    def validate(self) -> None:
+        super().validate()
+        _choice("preset", self.preset, tuple(AUTOENCODER_PRESETS))
+        _choice("perceptual_net", self.perceptual_net, PERCEPTUAL_NETS)
+        if self.perceptual_net == "lpips" and not self.perceptual_weights:
+            raise ValueError("perceptual_net 'lpips' needs perceptual_weights (a local LPIPS "
+                             "weights file); nothing is downloaded")
+        if self.perceptual_net == "none" and self.loss.perceptual > 0:
+            raise ValueError("perceptual_net 'none' needs loss.perceptual = 0")
+        f = AutoencoderConfig.preset(self.preset, **self.autoencoder_overrides).downsampling_factor
+        for name in ("image_size", "crop_size"):
+            size = getattr(self, name)
+            if size is not None and (size < f or size % f):
+                raise ValueError(f"{name} must be a multiple of the downsampling factor f={f}, "
+                                 f"got {size}")
+        if self.crop_size is not None and self.crop_size > self.image_size:
+            raise ValueError(f"crop_size {self.crop_size} exceeds image_size {self.image_size}")
+
+    @classmethod
+    def presets(cls) -> dict[str, AutoencoderTrainConfig]:
+        return AUTOENCODER_TRAIN_PRESETS
 
 
 def _choice(name: str, value: Any, valid: tuple) -> None:
@@ -173,4 +262,23 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "gpu": TrainConfig(preset="gpu", image_size=128, batch_size=32, epochs=200, lr=1e-4,
                        ema_decay=0.9999, warmup_steps=1000, checkpoint_every=1000,
                        out_dir="runs/gpu"),
+}
+
+
+AUTOENCODER_TRAIN_PRESETS: dict[str, AutoencoderTrainConfig] = {
+    # Seconds: tests and CI (the tiny autoencoder on 32x32 slices, 16x16 crops).
+    "tiny": AutoencoderTrainConfig(preset="tiny", image_size=32, crop_size=16, epochs=1,
+                                   batch_size=8, warmup_steps=10, checkpoint_every=20,
+                                   val_size=16, sample_n=4, ema_decay=0.99, lr=1e-3,
+                                   loss=AutoencoderLossConfig(perceptual=0.0),
+                                   perceptual_net="none", out_dir="runs/ae_tiny"),
+    # A laptop CPU: native 256x256 slices, 64x64 crops, validated on 64 whole slices.
+    "cpu": AutoencoderTrainConfig(preset="cpu", image_size=256, crop_size=64, epochs=20,
+                                  batch_size=16, lr=1e-3, warmup_steps=100, val_size=64,
+                                  ema_decay=0.999, out_dir="runs/ae"),
+    # A real GPU: 128x128 crops, the larger autoencoder.
+    "gpu": AutoencoderTrainConfig(preset="gpu", image_size=256, crop_size=128, epochs=100,
+                                  batch_size=32, lr=4.5e-6 * 32, warmup_steps=1000,
+                                  checkpoint_every=1000, val_size=256, ema_decay=0.9999,
+                                  out_dir="runs/ae_gpu"),
 }

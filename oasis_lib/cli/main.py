@@ -11,7 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ARCHS, OPTIMIZERS, PRECISIONS, TRAIN_PRESETS
+from ..config import (
+    ARCHS,
+    AUTOENCODER_TRAIN_PRESETS,
+    BUDGET_CLOCKS,
+    OPTIMIZERS,
+    PRECISIONS,
+    TRAIN_PRESETS,
+)
 from ..diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from ..diffusion.sampling import SAMPLERS
 from ..diffusion.schedule import SCHEDULE_KINDS
@@ -61,6 +68,36 @@ def _train_config(args):
                               "min_snr_gamma": args.min_snr_gamma}.items()
             if v is not None}
     return TrainConfig.from_preset(args.preset, out_dir=args.out, diffusion=diff, **over)
+
+
+def _cmd_train_autoencoder(args) -> int:
+    from ..config import AutoencoderTrainConfig
+    from ..training.autoencoder import train_autoencoder
+    from ..viz.plotting import plot_loss_curve
+
+    over = {k: v for k, v in {
+        "image_size": args.image_size, "crop_size": args.crop_size, "epochs": args.epochs,
+        "max_steps": args.max_steps, "max_minutes": args.max_minutes,
+        "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
+        "device": args.device, "seed": args.seed, "data_root": args.data_root,
+        "checkpoint_every": args.checkpoint_every, "budget_clock": args.budget_clock,
+    }.items() if v is not None}
+    if args.latent_channels is not None or args.channel_mult is not None:
+        over["autoencoder_overrides"] = {k: v for k, v in {
+            "latent_channels": args.latent_channels,
+            "channel_mult": tuple(args.channel_mult) if args.channel_mult else None}.items()
+            if v is not None}
+    if args.no_progress:
+        over["progress"] = False
+    cfg = AutoencoderTrainConfig.from_preset(args.preset, out_dir=args.out, **over)
+    result = train_autoencoder(cfg, resume=args.resume)
+    metrics = Path(result.out_dir) / "metrics.jsonl"
+    if metrics.is_file():
+        plot_loss_curve(metrics, save_to=Path(result.out_dir) / "loss_curve.png")
+    print(f"trained the autoencoder to step {result.step} (epoch {result.epoch}) at "
+          f"{result.images_per_second:.1f} images/s; best EMA val loss {result.best_val_loss}; "
+          f"checkpoints in {result.out_dir}")
+    return 0
 
 
 def _cmd_train(args) -> int:
@@ -210,6 +247,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    k = sub.add_parser("train-autoencoder",
+                       help="train the latent autoencoder on crops of native slices (resumable)")
+    k.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
+    k.add_argument("--preset", default="cpu", choices=tuple(AUTOENCODER_TRAIN_PRESETS))
+    k.add_argument("--image-size", type=int, default=None, help="slice size (preset: 256)")
+    k.add_argument("--crop-size", type=int, default=None, help="training crop side (cpu: 64)")
+    k.add_argument("--latent-channels", type=int, default=None)
+    k.add_argument("--channel-mult", type=int, nargs="+", default=None,
+                   help="width multipliers per level; f = 2**(levels-1), e.g. 1 2 4 (f=4)")
+    k.add_argument("--epochs", type=int, default=None)
+    k.add_argument("--max-steps", type=int, default=None)
+    k.add_argument("--max-minutes", type=float, default=None)
+    k.add_argument("--budget-clock", default=None, choices=BUDGET_CLOCKS)
+    k.add_argument("--batch-size", type=int, default=None)
+    k.add_argument("--lr", type=float, default=None)
+    k.add_argument("--precision", default=None, choices=PRECISIONS)
+    k.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    k.add_argument("--seed", type=int, default=None)
+    k.add_argument("--checkpoint-every", type=int, default=None)
+    k.add_argument("--out", required=True, help="run folder, e.g. runs/ae")
+    k.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    k.add_argument("--no-progress", action="store_true")
+    k.set_defaults(func=_cmd_train_autoencoder)
 
     a = sub.add_parser("sample", help="sample a grid from a checkpoint")
     a.add_argument("--checkpoint", default=None,

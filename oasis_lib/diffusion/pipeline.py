@@ -116,7 +116,9 @@ class DiffusionPipeline:
         """Pixel images -> what the network denoises (``scale_factor * z``; identity in pixels)."""
         if self.autoencoder is None:
             return images
-        return self.autoencoder.encode(images) * self.scale_factor
+        z = self.autoencoder.encode(images)
+        z = z.mode() if hasattr(z, "mode") else z  # a KL autoencoder's posterior: its mean
+        return z * self.scale_factor
 
     def decode(self, z: Tensor) -> Tensor:
         """The inverse of :meth:`encode`: model space -> pixel images."""

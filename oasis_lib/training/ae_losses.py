@@ -19,17 +19,16 @@ trainer, which knows the step, owns such schedules.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError
+from ..config import AutoencoderLossConfig
 from ..evaluation.metrics import ssim_map
 from ..models.autoencoder import DiagonalGaussian
 from ..models.discriminator import hinge_d_loss, hinge_g_loss
@@ -42,23 +41,6 @@ SEGMENTER_LAYERS = ("down.0", "down.1", "down.2", "down.3")  # TissueSegmenter e
 LPIPS_VGG_CHANNELS = (64, 128, 256, 512, 512)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 _VGG_TAPS = (3, 8, 15, 22, 29)  # indices of those ReLUs in torchvision's vgg16().features
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class AutoencoderLossConfig:
-    """Weights of the terms of :func:`autoencoder_loss` (0 switches a term off)."""
-
-    l1: float = 1.0  # mean absolute error per pixel (LDM's reconstruction term)
-    ssim: float = 0.2  # 1 - SSIM: local structure and contrast, which L1 underweights
-    kl: float = 1e-6  # KL per pixel, as LDM's 1e-6 (only keeps the latent scale in check)
-    perceptual: float = 0.1  # feature-space distance (segmenter features or LPIPS)
-    adversarial: float = 0.0  # hinge GAN with a PatchDiscriminator; off on CPU
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"loss weight {f.name} must be a number >= 0, got {value!r}")
 
 
 class _Captured(Exception):  # noqa: N818 (control flow, not an error)

@@ -83,6 +83,8 @@ def _images(batch):
 class Trainer:
     """Train ``config``; ``Trainer(cfg).fit()``. Pass datasets to skip loading from disk."""
 
+    needs_masks = False  # load the tissue masks with the slices (a subclass's validation may)
+
     def __init__(self, config: TrainConfig, *, resume: bool = False, train_set=None,
                  val_set=None):
         config.validate()
@@ -93,7 +95,7 @@ class Trainer:
             if not self.last_path.is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
             ckpt = load_checkpoint(self.last_path)
-            saved = TrainConfig.from_dict(ckpt["config"])
+            saved = type(config).from_dict(ckpt["config"])
             # The run's recipe comes from the checkpoint; its length and the speed knobs
             # (which do not change the maths) come from the caller.
             for name in RESUME_OVERRIDES:
@@ -105,11 +107,9 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         if train_set is None or val_set is None:
             train_set, val_set = load_splits(cfg.data_root, image_size=cfg.image_size,
-                                             augment=False)
+                                             augment=False, with_masks=self.needs_masks)
         self.train_set, self.val_set = train_set, val_set
-        self.pipeline = build_pipeline(cfg)
-        self.schedule = self.pipeline.schedule
-        self.raw_model = self.pipeline.model.to(self.device)
+        self.raw_model = self.build().to(self.device)
         if cfg.channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
         self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
@@ -130,6 +130,19 @@ class Trainer:
         elif self.out.exists() and self.last_path.exists():
             raise FileExistsError(f"{self.out} already holds a run (last.pt); pass resume=True "
                                   "(--resume) to continue it or choose another out_dir")
+
+    # ------------------------------------------------------------------ what is trained
+    # A subclass that trains another model (training/autoencoder.py) overrides these four:
+    # build, compute_loss, _fixed_validation_batch / validate, and sample_grid.
+    def build(self) -> torch.nn.Module:
+        """The network to optimise (here: the diffusion pipeline's), before moving it."""
+        self.pipeline = build_pipeline(self.cfg)
+        self.schedule = self.pipeline.schedule
+        return self.pipeline.model
+
+    def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch (on the device), drawing from ``self.gen``."""
+        return self.pipeline.loss(x0, model=self.model, generator=self.gen)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -227,7 +240,7 @@ class Trainer:
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         x0 = self._to_device(x0)
         with self._autocast():
-            loss = self.pipeline.loss(x0, model=self.model, generator=self.gen)
+            loss = self.compute_loss(x0)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "

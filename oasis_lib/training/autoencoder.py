@@ -1,0 +1,127 @@
+"""Training the latent autoencoder with the shared Trainer (no second training loop).
+
+:class:`AutoencoderTrainer` is a :class:`~oasis_lib.training.trainer.Trainer` that optimises an
+:class:`~oasis_lib.models.autoencoder.AutoencoderKL` instead of a diffusion U-Net. Everything
+around the step is the Trainer's own: AdamW with warm-up and clipping, the EMA (which is what
+``best.pt`` keeps and what latent diffusion encodes with), atomic checkpoints, exact
+kill-and-resume (the crops are drawn from the Trainer's generator, whose state is in the
+checkpoint), the time budget and the metrics log. It overrides only what is trained:
+
+* ``compute_loss``: a random ``crop_size`` crop of each native slice (one offset per batch,
+  drawn from the Trainer's generator), encoded with a posterior *sample* (as LDM trains), then
+  :func:`~oasis_lib.training.ae_losses.autoencoder_loss` (L1 + SSIM + tiny KL + perceptual);
+* ``validate``: whole validate slices through the posterior *mean*, the same loss with its
+  parts, and PSNR / SSIM inside the brain (:mod:`oasis_lib.evaluation.reconstruction`);
+* ``sample_grid``: validate slices (top) above the EMA's reconstructions (bottom).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from ..config import AutoencoderTrainConfig
+from ..evaluation.reconstruction import reconstruction_metrics
+from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
+from .ae_losses import autoencoder_loss, load_lpips, segmenter_perceptual_loss
+from .trainer import Trainer, TrainResult, _images
+
+
+class AutoencoderTrainer(Trainer):
+    """Train ``AutoencoderTrainConfig``: ``AutoencoderTrainer(cfg).fit()``."""
+
+    def __init__(self, config: AutoencoderTrainConfig, **kwargs):
+        if not isinstance(config, AutoencoderTrainConfig):
+            raise TypeError(f"AutoencoderTrainer needs an AutoencoderTrainConfig, got "
+                            f"{type(config).__name__}")
+        super().__init__(config, **kwargs)
+
+    # ------------------------------------------------------------------ what is trained
+    def build(self) -> torch.nn.Module:
+        c = self.cfg
+        self.pipeline = self.schedule = None  # nothing to diffuse here
+        if c.perceptual_net == "segmenter" and c.loss.perceptual > 0:
+            self.perceptual = segmenter_perceptual_loss(c.perceptual_weights)
+        elif c.perceptual_net == "lpips" and c.loss.perceptual > 0:
+            self.perceptual = load_lpips(c.perceptual_weights)
+        else:
+            self.perceptual = None
+        if self.perceptual is not None:
+            self.perceptual.to(self.device)
+        return AutoencoderKL(AutoencoderConfig.preset(c.preset, **c.autoencoder_overrides))
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.cfg.crop_size
+        if size is None or size >= x.shape[-1]:
+            return x
+        top, left = (int(v) for v in torch.randint(0, x.shape[-1] - size + 1, (2,),
+                                                   generator=self.gen))
+        return x[..., top:top + size, left:left + size]
+
+    def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
+        x = self._crop(x0)
+        recon, posterior = self.model(x, generator=self.gen)
+        loss, _ = autoencoder_loss(recon, x, posterior, config=self.cfg.loss,
+                                   perceptual=self.perceptual)
+        return loss
+
+    # ------------------------------------------------------------------ validation
+    def _fixed_validation_batch(self) -> None:
+        """Whole validate slices spread over all cases, with their masks when present."""
+        n = min(self.cfg.val_size, len(self.val_set))
+        idx = torch.linspace(0, len(self.val_set) - 1, n).round().long().tolist()
+        items = [self.val_set[i] for i in idx]
+        self.val_x0 = torch.stack([_images(item) for item in items])
+        has_masks = isinstance(items[0], list | tuple) and len(items[0]) > 1
+        self.val_masks = torch.stack([item[1] for item in items]) if has_masks else None
+
+    @torch.no_grad()
+    def reconstruct(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Reconstructions through the posterior mean, in batches, on the CPU."""
+        out = []
+        for i in range(0, len(x), 16):
+            with self._autocast():
+                recon, _ = net(self._to_device(x[i:i + 16]), sample_posterior=False)
+            out.append(recon.float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss (posterior mean, whole slices) of the live and EMA weights, and the EMA's PSNR
+        and SSIM inside the brain (mask > 0 where masks are loaded, else the whole slice)."""
+        out = {}
+        for name, net in (("val_loss", self.model), ("val_loss_ema", self.ema.model)):
+            was_training = net.training
+            net.eval()
+            total = 0.0
+            for i in range(0, len(self.val_x0), 16):
+                x = self._to_device(self.val_x0[i:i + 16])
+                with self._autocast():
+                    recon, posterior = net(x, sample_posterior=False)
+                    loss, _ = autoencoder_loss(recon.float(), x, posterior, config=self.cfg.loss,
+                                               perceptual=self.perceptual)
+                total += float(loss) * len(x)
+            net.train(was_training)
+            out[name] = total / len(self.val_x0)
+        recon = self.reconstruct(self.ema.model.eval(), self.val_x0)
+        brain = self.val_masks if self.val_masks is not None else None
+        quality = reconstruction_metrics(self.val_x0, recon, brain_mask=brain)
+        out["val_psnr_ema"] = round(float(quality["psnr"]), 3)
+        out["val_ssim_ema"] = round(float(quality["ssim"]), 4)
+        return out
+
+    def sample_grid(self, path: Path) -> Path:
+        """Validate slices (top row) over the EMA's reconstructions (bottom row), as PNG."""
+        x = self.val_x0[: self.cfg.sample_n]
+        recon = self.reconstruct(self.ema.model.eval(), x)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image((torch.cat([x, recon]).clamp(-1, 1) + 1) / 2, path, nrow=len(x), padding=1)
+        return path
+
+
+def train_autoencoder(config: AutoencoderTrainConfig, *, resume: bool = False,
+                      **datasets) -> TrainResult:
+    """Train the autoencoder a config describes (see :class:`AutoencoderTrainer`)."""
+    return AutoencoderTrainer(config, resume=resume, **datasets).fit()

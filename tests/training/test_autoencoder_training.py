@@ -1,0 +1,67 @@
+"""The autoencoder trains through the shared Trainer: loss falls, files, exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from synthetic import BlobSlices
+
+from oasis_lib.checkpoint import load_checkpoint
+from oasis_lib.config import AutoencoderTrainConfig
+from oasis_lib.training.autoencoder import AutoencoderTrainer
+
+
+def data():
+    return {"train_set": BlobSlices(48, size=32, seed=0), "val_set": BlobSlices(16, size=32, seed=1)}
+
+
+def tiny(out, **kw) -> AutoencoderTrainConfig:
+    return AutoencoderTrainConfig.from_preset("tiny", out_dir=str(out), progress=False,
+                                              precision="fp32", **kw)
+
+
+def test_autoencoder_loss_falls_and_reconstructions_improve(tmp_path):
+    trainer = AutoencoderTrainer(tiny(tmp_path, max_steps=40, epochs=20), **data())
+    before = trainer.validate()
+    result = trainer.fit()
+    after = trainer.validate()
+    assert result.step == 40
+    assert after["val_loss"] < 0.7 * before["val_loss"]
+    assert after["val_psnr_ema"] > before["val_psnr_ema"]
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "samples/epoch_0006.png"):
+        assert (tmp_path / name).is_file(), name
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["config"]["crop_size"] == 16
+    assert "scale_factor" in ckpt["ema"]["model"]
+
+
+def test_crops_come_from_the_trainers_generator(tmp_path):
+    trainer = AutoencoderTrainer(tiny(tmp_path), **data())
+    x = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32)
+    state = trainer.gen.get_state()
+    a = trainer._crop(x)
+    trainer.gen.set_state(state)
+    assert torch.equal(a, trainer._crop(x))
+    assert a.shape == (1, 1, 16, 16)
+
+
+def test_resume_equals_a_straight_run(tmp_path):
+    straight = AutoencoderTrainer(tiny(tmp_path / "a", max_steps=12, epochs=20), **data())
+    straight.fit()
+    first = AutoencoderTrainer(tiny(tmp_path / "b", max_steps=7, epochs=20), **data())
+    first.fit()
+    resumed = AutoencoderTrainer(tiny(tmp_path / "b", max_steps=12, epochs=20), resume=True,
+                                 **data())
+    resumed.fit()
+    for (k, a), b in zip(straight.raw_model.state_dict().items(),
+                         resumed.raw_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_bad_autoencoder_configs_are_refused():
+    with pytest.raises(ValueError, match="multiple of the downsampling factor"):
+        AutoencoderTrainConfig.from_preset("tiny", crop_size=18)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        AutoencoderTrainConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="needs perceptual_weights"):
+        AutoencoderTrainConfig.from_preset("cpu", perceptual_net="lpips")
