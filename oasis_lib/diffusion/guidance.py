@@ -41,8 +41,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..objectives import check_prediction_type, model_output_to_x0_eps, v_target
-from ..objectives import predict_eps_from_x0
+from ..objectives import (
+    check_prediction_type,
+    model_output_to_x0_eps,
+    predict_eps_from_x0,
+    v_target,
+)
 from ..schedule import NoiseSchedule
 
 RESCALE_SPACES = ("x0", "output")

@@ -86,7 +86,8 @@ def check_mask(mask: Tensor) -> None:
 def check_slice_index(slice_index: Tensor) -> None:
     """Raise ValueError unless ``slice_index`` is an integer tensor ``[B]`` with values 0..31."""
     if not isinstance(slice_index, Tensor):
-        raise ValueError(f"slice_index must be a torch.Tensor [B], got {type(slice_index).__name__}")
+        raise ValueError("slice_index must be a torch.Tensor [B], got "
+                         f"{type(slice_index).__name__}")
     if slice_index.dtype.is_floating_point or slice_index.dtype == torch.bool:
         raise ValueError(f"slice_index must be an integer (long) tensor, got {slice_index.dtype}")
     if slice_index.ndim != 1:
