@@ -97,7 +97,7 @@ def check_slice_index(slice_index: Tensor) -> None:
         raise ValueError(f"slice_index must be in 0..{NUM_SLICES - 1}; found {bad[:8].tolist()}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Condition:
     """What a conditional model is asked for, validated on construction.
 
@@ -196,6 +196,7 @@ def encode_mask(
     batch_size: int | None = None,
     size: int | tuple[int, int] | None = None,
     pooling: str | None = None,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Mask -> float channels ``[B, mask_channels(encoding), h, w]`` for concatenation to x_t.
 
@@ -205,8 +206,8 @@ def encode_mask(
     - ``"onehot"``: channels k = 0, 1, 2 are [mask == 1], [mask == 2], [mask == 3] (CSF, grey,
       white); background is implied by all three being 0. Classes are unordered categories, so
       the network gets no false "CSF < grey < white" ordering.
-    - ``"scalar"``: one channel mask / 3 in {0, 1/3, 2/3, 1} (the seed-style single channel of
-      Konz et al.'s ``segmentation_channel_mode="single"``), cheaper but ordinal.
+    - ``"scalar"``: one channel mask / 3 in {0, 1/3, 2/3, 1}, a single channel of class codes
+      like Konz et al.'s single-channel mode; cheaper, but it imposes an order on the classes.
 
     Resizing to a latent grid ``size`` (after encoding). ``pooling`` (``POOLINGS``):
     ``"area"`` averages each cell (integer factors only), so one-hot channels become the tissue
@@ -216,7 +217,8 @@ def encode_mask(
     turn CSF next to white matter into "grey"). Default (None): ``"area"`` for one-hot,
     ``"nearest"`` for scalar.
 
-    ``mask=None`` gives the null encoding (zeros) and then needs ``batch_size`` and ``size``.
+    ``mask=None`` gives the null encoding (zeros, on ``device``) and then needs ``batch_size``
+    and ``size``.
     """
     _check_choice("mask encoding", encoding, MASK_ENCODINGS)
     if pooling is None:
@@ -227,7 +229,7 @@ def encode_mask(
     if mask is None:
         if batch_size is None or size is None:
             raise ValueError("encode_mask(None) (the null mask) needs batch_size and size")
-        return torch.zeros(batch_size, mask_channels(encoding), *size)
+        return torch.zeros(batch_size, mask_channels(encoding), *size, device=device)
     check_mask(mask)
     b, h, w = mask.shape
     if encoding == "onehot":
@@ -331,7 +333,8 @@ def training_condition(
     generator: torch.Generator | None = None,
 ) -> Condition:
     """The condition a training step sees: class ablation of the mask first (one [B, 3] draw,
-    only when a mask is set), then condition dropout (:func:`drop_condition` draws)."""
+    made when a mask is set and ``ablation_p > 0``), then condition dropout (the draws of
+    :func:`drop_condition`, always made)."""
     if cond.mask is not None and ablation_p > 0:
         cond = replace(cond, mask=ablate_classes(cond.mask, ablation_p, generator=generator)[0])
     return drop_condition(cond, p_uncond, mode=mode, generator=generator)
@@ -401,3 +404,39 @@ class SliceEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, kind={self.kind!r}, tokens=0..{NULL_SLICE} ({NULL_SLICE} = null)"
+
+
+# --------------------------------------------------------------------------- network inputs
+def condition_inputs(
+    cond: Condition | None,
+    x: Tensor,
+    *,
+    use_mask: bool,
+    use_slice: bool,
+    mask_encoding: str = "onehot",
+    pooling: str | None = None,
+) -> tuple[Tensor | None, Tensor | None]:
+    """What a conditional network gets for x_t ``[B, C, h, w]``: ``(mask channels
+    [B, mask_channels, h, w] or None, slice tokens [B] or None)``, on x's device.
+
+    The mask is encoded and pooled to x's grid (latent models: :func:`encode_mask`); an absent
+    condition (``cond`` None, a None field, or a False presence flag) becomes the null
+    encoding the network was trained with. Raises ValueError for a mask or slice given to a
+    network that does not use it, and for a batch size other than x's.
+    """
+    cond = Condition() if cond is None else cond
+    b = x.shape[0]
+    if cond.batch_size is not None and cond.batch_size != b:
+        raise ValueError(f"the condition has batch size {cond.batch_size} but x_t has {b}")
+    if cond.mask is not None and not use_mask:
+        raise ValueError("a mask was given, but this model is not mask-conditioned")
+    if cond.slice_index is not None and not use_slice:
+        raise ValueError("a slice index was given, but this model is not slice-conditioned")
+    channels = tokens = None
+    if use_mask:
+        channels = encode_mask(cond.mask, encoding=mask_encoding, present=cond.mask_present,
+                               batch_size=b, size=tuple(x.shape[-2:]), pooling=pooling,
+                               device=x.device).to(device=x.device, dtype=x.dtype)
+    if use_slice:
+        tokens = slice_tokens(cond, batch_size=b).to(x.device)
+    return channels, tokens

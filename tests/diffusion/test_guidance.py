@@ -191,3 +191,23 @@ def test_bad_options_and_inputs():
         ClassifierFreeGuidance(net, cond, uncond, scale=2.0)(x[:2], t[:2])
     with pytest.raises(TypeError, match="cannot batch conditions"):
         cat_conditions(cond, [1, 2])
+
+
+def test_batched_guidance_through_a_real_unet_matches_two_passes():
+    """GroupNorm and attention act per sample, so one 2B batch equals two B batches."""
+    from oasis_lib.models.conditioning import mask_channels
+    from oasis_lib.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet("tiny", image_size=16, cond_channels=mask_channels("onehot")).eval()
+    nn.init.normal_(net.conv_out.weight, std=0.1)  # the untrained conv_out is exactly zero
+    x, t, cond, uncond = _inputs(torch.float32)
+    x = torch.randn(3, 1, 16, 16, generator=_gen(8))
+    m = torch.randint(0, 4, (3, 16, 16), generator=_gen(9))
+    cond = encode_mask(m)
+    uncond = encode_mask(m, present=torch.zeros(3, dtype=torch.bool))
+    with torch.no_grad():
+        one = ClassifierFreeGuidance(net, cond, uncond, scale=2.0)(x, t)
+        two = ClassifierFreeGuidance(net, cond, uncond, scale=2.0, batched=False)(x, t)
+    torch.testing.assert_close(one, two, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(net(x, t, cond), net(x, t, uncond))  # the mask matters

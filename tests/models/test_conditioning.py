@@ -12,6 +12,7 @@ from oasis_lib.models.conditioning import (
     Condition,
     SliceEmbedding,
     ablate_classes,
+    condition_inputs,
     decode_mask,
     drop_condition,
     encode_mask,
@@ -270,3 +271,29 @@ def test_sinusoidal_slice_embedding_is_smooth_in_the_index():
     near = (e[10] - e[11]).norm()
     far = (e[10] - e[25]).norm()
     assert near < 0.5 * far
+
+
+# --------------------------------------------------------------------------- network inputs
+def test_condition_inputs_pool_to_the_latent_grid_and_fill_nulls():
+    m = _mask(b=2, h=16, w=16, seed=6)
+    x = torch.zeros(2, 4, 4, 4, dtype=torch.float64)  # a latent [B, 4, 4, 4]
+    cond = Condition(mask=m, mask_present=torch.tensor([True, False]))
+    channels, tokens = condition_inputs(cond, x, use_mask=True, use_slice=True)
+    assert channels.shape == (2, 4, 4, 4)
+    assert channels.dtype == torch.float64
+    torch.testing.assert_close(channels[0], encode_mask(m[:1], size=4)[0].double())
+    assert torch.equal(channels[1], torch.zeros(4, 4, 4, dtype=torch.float64))
+    assert tokens.tolist() == [NULL_SLICE, NULL_SLICE]
+    nothing, _ = condition_inputs(None, x, use_mask=True, use_slice=False)
+    assert torch.equal(nothing, torch.zeros(2, 4, 4, 4, dtype=torch.float64))
+
+
+def test_condition_inputs_errors():
+    x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="not mask-conditioned"):
+        condition_inputs(Condition(mask=_mask(b=2)), x, use_mask=False, use_slice=True)
+    with pytest.raises(ValueError, match="not slice-conditioned"):
+        condition_inputs(Condition(slice_index=torch.tensor([1, 2])), x, use_mask=True,
+                         use_slice=False)
+    with pytest.raises(ValueError, match="batch size 3 but x_t has 2"):
+        condition_inputs(Condition(mask=_mask(b=3)), x, use_mask=True, use_slice=False)
