@@ -11,8 +11,7 @@ conditional output c at the same x_t and t, the guided output is
     g = u + s (c - u) = (1 + w) c - w u,   s = 1 + w        (Ho & Salimans 2022 eq. 6, w = s - 1)
 
 so ``scale = 1`` is the conditional model, ``scale = 0`` the unconditional one and s > 1
-extrapolates away from the unconditional prediction. (The issue's sweep "0, 0.5, 1, 2, 3, 5" is
-in this s.)
+extrapolates away from the unconditional prediction. Quote s (not w) wherever a scale is shown.
 
 Any prediction type (proof). At fixed x_t and t, the eps, x0 and v predictions are affine in each
 other with the same offset for both passes: any conversion is f(y) = A x_t + B y (e.g.
