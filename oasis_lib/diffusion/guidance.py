@@ -1,9 +1,9 @@
 """Classifier-free guidance (Ho & Salimans 2022) as a model wrapper the samplers can call.
 
 The samplers only ever call ``model(x_t, t)``. :class:`ClassifierFreeGuidance` holds a
-conditional network ``model(x, t, cond)``, the condition and its null twin, and is itself such a
-callable (an ``nn.Module``, so :func:`~oasis_lib.sampling.sample` finds its device and puts the
-wrapped network in eval mode).
+conditional network ``model(x, t, cond)``, the condition and its null twin, and is itself such
+a callable (an ``nn.Module``, so :func:`~oasis_lib.diffusion.sampling.sample` finds its device
+and puts the wrapped network in eval mode).
 
 Scale convention (diffusers' ``guidance_scale``): with the unconditional output u and the
 conditional output c at the same x_t and t, the guided output is
@@ -40,13 +40,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..objectives import (
+from .objectives import (
     check_prediction_type,
     model_output_to_x0_eps,
     predict_eps_from_x0,
     v_target,
 )
-from ..schedule import NoiseSchedule
+from .schedule import NoiseSchedule
 
 RESCALE_SPACES = ("x0", "output")
 

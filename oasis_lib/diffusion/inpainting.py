@@ -15,15 +15,17 @@ q(x_t | x_{t-1}) (eq. 2, ``schedule.q_step``) and denoises again, ``resample`` t
 that the generated part can adapt to the pasted part. ``resample = 1`` is plain DDPM with
 pasting; the paper uses jump_length = 10, resample = 10 with T = 250.
 
-Indexing follows :mod:`oasis_lib.sampling`: the chain holds x_h for h = T-1 (pure noise) down to
-h = -1 (the data); a reverse step at h goes to x_{h-1}, a forward jump step from x_{h-1} to x_h.
+Indexing follows :mod:`oasis_lib.diffusion.sampling`: the chain holds x_h for h = T-1 (pure
+noise) down to h = -1 (the data); a reverse step at h goes to x_{h-1}, a forward jump step from
+x_{h-1} to x_h.
 
 Random draws (CPU, ``torch.randn(shape, dtype=float32)``, then moved): ``generator`` draws x_T
 (unless given) and then the DDPM noise z of every reverse step with h > 0, in the order of
-:func:`~oasis_lib.sampling.sample` with ``sampler="ddpm"``; ``known_generator`` (default: the same
-``generator``) draws, right after each reverse step's z, the noise of the known region's
-``q_sample`` (when h - 1 >= 0), and one noise per forward jump step. With one generator the order
-is therefore: x_T, then per reverse step [z, known noise], per jump step [jump noise].
+:func:`~oasis_lib.diffusion.sampling.sample` with ``sampler="ddpm"``; ``known_generator``
+(default: the same ``generator``) draws, right after each reverse step's z, the noise of the
+known region's ``q_sample`` (when h - 1 >= 0), and one noise per forward jump step. With one
+generator the order is therefore: x_T, then per reverse step [z, known noise], per jump step
+[jump noise].
 
 Latent space: the region is first brought to the latent grid by :func:`latent_region`, which
 marks a latent cell as unknown if any of its pixels is in the region and then dilates by
@@ -44,9 +46,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..objectives import check_prediction_type
-from ..sampling import DDPM_VARIANCES, SampleResult, _eval_mode, _model_device, p_sample
-from ..schedule import NoiseSchedule
+from .objectives import check_prediction_type
+from .sampling import DDPM_VARIANCES, SampleResult, _eval_mode, _model_device, p_sample
+from .schedule import NoiseSchedule
 
 
 def repaint_timesteps(T: int, *, jump_length: int = 1, resample: int = 1) -> list[int]:
@@ -122,7 +124,7 @@ def repaint(
     Args:
         model: any network called as ``model(x_t, t)`` (wrap conditional ones, e.g. in
             :class:`~oasis_lib.diffusion.guidance.ClassifierFreeGuidance`). Eval mode and
-            ``torch.inference_mode()`` as in :func:`~oasis_lib.sampling.sample`.
+            ``torch.inference_mode()`` as in :func:`~oasis_lib.diffusion.sampling.sample`.
         schedule (NoiseSchedule): the model's schedule.
         image (Tensor [B, C, H, W]): the known content in [-1, 1] (its values inside the region
             are ignored).
@@ -131,14 +133,14 @@ def repaint(
         jump_length (int, default 1), resample (int, default 1): RePaint's j and r (see
             :func:`repaint_timesteps`); the cost is that many more network calls.
         prediction_type, ddpm_variance, clip_x0, device, x_T, return_intermediates, every,
-            progress, dtype: as in :func:`~oasis_lib.sampling.sample` (DDPM).
+            progress, dtype: as in :func:`~oasis_lib.diffusion.sampling.sample` (DDPM).
         generator, known_generator: CPU generators; the order of the draws is in the module
             docstring.
 
     Returns:
         The images [B, C, H, W], equal to ``image`` exactly where region = 0, or a
-        :class:`~oasis_lib.sampling.SampleResult` whose records are the network calls in order
-        (``timesteps`` then goes up at each jump; ``x0s`` are the raw x0 predictions).
+        :class:`~oasis_lib.diffusion.sampling.SampleResult` whose records are the network calls
+        in order (``timesteps`` then goes up at each jump; ``x0s`` are the raw x0 predictions).
     """
     check_prediction_type(prediction_type)
     if ddpm_variance not in DDPM_VARIANCES:

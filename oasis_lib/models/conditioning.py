@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..embeddings import sinusoidal_embedding
+from .embeddings import sinusoidal_embedding
 
 NUM_CLASSES = 4
 CLASS_NAMES = ("background", "CSF", "grey matter", "white matter")

@@ -6,15 +6,14 @@ import pytest
 import torch
 from torch import nn
 
+from oasis_lib import NoiseSchedule, UNet, sample
 from oasis_lib.diffusion.guidance import (
     ClassifierFreeGuidance,
     cat_conditions,
     rescale_guidance,
 )
-from oasis_lib.models.conditioning import Condition, encode_mask
-from oasis_lib.objectives import PREDICTION_TYPES, model_output_to_x0_eps
-from oasis_lib.sampling import sample
-from oasis_lib.schedule import NoiseSchedule
+from oasis_lib.diffusion.objectives import PREDICTION_TYPES, model_output_to_x0_eps
+from oasis_lib.models.conditioning import Condition, encode_mask, mask_channels
 
 T = 50
 SHAPE = (3, 1, 8, 8)
@@ -195,13 +194,10 @@ def test_bad_options_and_inputs():
 
 def test_batched_guidance_through_a_real_unet_matches_two_passes():
     """GroupNorm and attention act per sample, so one 2B batch equals two B batches."""
-    from oasis_lib.models.conditioning import mask_channels
-    from oasis_lib.unet import UNet
-
     torch.manual_seed(0)
     net = UNet("tiny", image_size=16, cond_channels=mask_channels("onehot")).eval()
     nn.init.normal_(net.conv_out.weight, std=0.1)  # the untrained conv_out is exactly zero
-    x, t, cond, uncond = _inputs(torch.float32)
+    _, t, _, _ = _inputs(torch.float32)
     x = torch.randn(3, 1, 16, 16, generator=_gen(8))
     m = torch.randint(0, 4, (3, 16, 16), generator=_gen(9))
     cond = encode_mask(m)

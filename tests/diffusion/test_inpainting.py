@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from oasis_lib import NoiseSchedule, SampleResult, sample
 from oasis_lib.diffusion.inpainting import (
     feather_mask,
     latent_region,
@@ -15,8 +16,7 @@ from oasis_lib.diffusion.inpainting import (
     repaint_latent,
     repaint_timesteps,
 )
-from oasis_lib.sampling import SampleResult, p_sample, sample
-from oasis_lib.schedule import NoiseSchedule
+from oasis_lib.diffusion.sampling import p_sample
 
 T = 20
 SHAPE = (2, 1, 8, 8)
