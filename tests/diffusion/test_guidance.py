@@ -13,7 +13,8 @@ from oasis_lib.diffusion.guidance import (
     rescale_guidance,
 )
 from oasis_lib.diffusion.objectives import PREDICTION_TYPES, model_output_to_x0_eps
-from oasis_lib.models.conditioning import Condition, encode_mask, mask_channels
+from oasis_lib.models.condition_encoding import encode_mask, mask_channels
+from oasis_lib.models.conditioning import Condition
 
 T = 50
 SHAPE = (3, 1, 8, 8)

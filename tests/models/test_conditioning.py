@@ -5,18 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oasis_lib.models.conditioning import (
+from oasis_lib.models.condition_encoding import (
     MASK_ENCODINGS,
-    NULL_SLICE,
     SLICE_EMBEDDINGS,
-    Condition,
     SliceEmbedding,
-    ablate_classes,
     condition_inputs,
     decode_mask,
-    drop_condition,
     encode_mask,
     mask_channels,
+)
+from oasis_lib.models.conditioning import (
+    NULL_SLICE,
+    Condition,
+    ablate_classes,
+    drop_condition,
     slice_tokens,
     training_condition,
 )
