@@ -250,8 +250,9 @@ def training_condition(
 
 
 def slice_tokens(cond: Condition, batch_size: int | None = None) -> Tensor:
-    """Long [B] tokens for :class:`SliceEmbedding`: the slice index, or ``NULL_SLICE`` (32)
-    where the slice is absent (all of them when ``cond.slice_index`` is None)."""
+    """Long [B] tokens for :class:`~oasis_lib.models.condition_encoding.SliceEmbedding`: the
+    slice index, or ``NULL_SLICE`` (32) where the slice is absent (all of them when
+    ``cond.slice_index`` is None)."""
     if cond.slice_index is None:
         b = cond.batch_size if cond.batch_size is not None else batch_size
         if b is None:
