@@ -266,7 +266,8 @@ def repaint_latent(
     feather: int | None = None,
     **kwargs,
 ) -> Tensor:
-    """RePaint in latent space: z = encode(image) (already scaled as the model expects),
+    """RePaint in latent space: z = encode(image) (already scaled as the model expects, e.g.
+    ``encode=pipeline.encode, decode=pipeline.decode`` of a latent ``DiffusionPipeline``),
     :func:`repaint` on the latent grid with ``latent_region(region, dilation=...)``, then
     ``paste_back(decode(z), image, region, feather=...)``; ``feather`` defaults to
     ``dilation * factor // 2`` pixels. ``kwargs`` go to :func:`repaint` (not
