@@ -157,6 +157,13 @@ class TrainConfig(RunConfig):
     arch: str = "unet"  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     unet_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.1}
+    # --- latent diffusion (Rombach et al. 2022): set `autoencoder` to train in its latent space
+    autoencoder: str | None = None  # a trained autoencoder (.pt run or .safetensors); None:
+    #   pixel space. image_size stays the *pixel* size; the U-Net sees image_size / f.
+    latent_scale_factor: float | None = None  # 1 / std of the training latents (LDM's
+    #   scale_by_std); None: computed once from the cached training latents when the run starts
+    #   and stored in this config, so checkpoints and exports carry it
+    latent_cache_dir: str = "runs/latent_cache"  # latents of the data, keyed by autoencoder+data
     # --- progress grids
     sample_n: int = 16
     sampler: str = "ddim"  # sampler of the progress grids
@@ -173,6 +180,11 @@ class TrainConfig(RunConfig):
             raise ValueError(f"sampler 'ddpm' runs all T={self.diffusion.timesteps} steps; "
                              f"sample_steps must be None, got {self.sample_steps}")
         self.diffusion.validate()
+        if self.autoencoder is not None and self.arch != "unet":
+            raise ValueError("latent diffusion needs arch 'unet' (the seed's SimpleUNet is "
+                             "1-channel only)")
+        if self.latent_scale_factor is not None and not self.latent_scale_factor > 0:
+            raise ValueError(f"latent_scale_factor must be > 0, got {self.latent_scale_factor}")
 
     @classmethod
     def presets(cls) -> dict[str, TrainConfig]:

@@ -19,11 +19,14 @@ from .checkpoint import CheckpointError, load_checkpoint, load_safetensors, load
 from .config import TrainConfig
 from .device import get_device
 from .diffusion.pipeline import DiffusionPipeline
-from .models.factory import build_model, build_pipeline, build_schedule
+from .models.factory import build_model, build_pipeline, build_schedule  # noqa: F401
 from .paths import DEMO_CHECKPOINT, REPO_URL, shipped_checkpoint
 
 __all__ = ["DEMO_CHECKPOINT", "REPO_URL", "build_model", "build_pipeline", "build_schedule",
-           "load_model", "shipped_checkpoint"]
+           "load_autoencoder", "load_model", "shipped_checkpoint"]
+
+AUTOENCODER_KIND = "autoencoder"  # metadata "kind" of an exported autoencoder
+AUTOENCODER_PREFIX = "autoencoder."  # its keys inside a latent diffusion export
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
@@ -40,15 +43,65 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
     """
     path = Path(path) if path is not None else shipped_checkpoint(DEMO_CHECKPOINT.name)
     dev = get_device(device)
+    autoencoder = None
     if path.suffix == ".safetensors":
         state, cfg_dict = load_safetensors(path)
         if not cfg_dict:
             raise CheckpointError(f"{path} carries no oasis_lib config in its metadata")
+        if cfg_dict.get("kind") == AUTOENCODER_KIND:
+            raise CheckpointError(f"{path} is an autoencoder, not a diffusion model: pass it as "
+                                  "`train --autoencoder` or to load_autoencoder()")
+        ae_cfg = cfg_dict.pop("autoencoder_config", None)
+        if ae_cfg is not None:  # a latent model exported with its autoencoder
+            from .models.autoencoder import AutoencoderConfig, AutoencoderKL
+
+            autoencoder = AutoencoderKL(AutoencoderConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in ae_cfg.items()}))
+            n = len(AUTOENCODER_PREFIX)
+            load_state_strict(autoencoder, {k[n:]: v for k, v in state.items()
+                                            if k.startswith(AUTOENCODER_PREFIX)},
+                              source=f"{path} (autoencoder)")
+            autoencoder = autoencoder.float().to(dev).eval().requires_grad_(False)
+            state = {k: v for k, v in state.items() if not k.startswith(AUTOENCODER_PREFIX)}
     else:
         ckpt = load_checkpoint(path)
         cfg_dict = ckpt["config"]
         state = ckpt["ema"]["model"] if use_ema and "ema" in ckpt else ckpt["model"]
     config = TrainConfig.from_dict(cfg_dict)
-    model = build_model(config)
+    if autoencoder is None and config.autoencoder is not None:
+        autoencoder = load_autoencoder(config.autoencoder, device=dev)
+    pipe = build_pipeline(config, autoencoder=autoencoder, warn=False)
+    load_state_strict(pipe.model, state, source=str(path))
+    return pipe.to(dev).eval()
+
+
+def load_autoencoder(path: str | os.PathLike, *, device: str | torch.device | None = None,
+                     use_ema: bool = True):
+    """A trained :class:`~oasis_lib.models.autoencoder.AutoencoderKL`, frozen, in eval mode.
+
+    ``path`` is an autoencoder training checkpoint (``runs/ae/best.pt``: its EMA weights) or a
+    safetensors export whose metadata has ``kind="autoencoder"``.
+    """
+    from .config import AutoencoderTrainConfig
+    from .models.autoencoder import AutoencoderConfig, AutoencoderKL
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state, meta = load_safetensors(path)
+        if meta.get("kind") != AUTOENCODER_KIND:
+            raise CheckpointError(f"{path} is not an autoencoder export: expected metadata "
+                                  f"kind={AUTOENCODER_KIND!r}, found keys {sorted(meta)}")
+        ae_config = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in meta["autoencoder"].items()})
+    else:
+        ckpt = load_checkpoint(path)
+        try:
+            run = AutoencoderTrainConfig.from_dict(ckpt["config"])
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{path} is not an autoencoder training checkpoint (made by "
+                                  f"`train-autoencoder`): {err}") from err
+        ae_config = AutoencoderConfig.preset(run.preset, **run.autoencoder_overrides)
+        state = ckpt["ema"]["model"] if use_ema and "ema" in ckpt else ckpt["model"]
+    model = AutoencoderKL(ae_config)
     load_state_strict(model, state, source=str(path))
-    return build_pipeline(config, model=model.to(dev), warn=False).eval()
+    return model.to(get_device(device)).eval().requires_grad_(False)

@@ -206,5 +206,10 @@ class DiffusionPipeline:
         if self.config is None:
             raise ValueError("this pipeline has no config to save with its weights; build it "
                              "with oasis_lib.models.factory.build_pipeline(config)")
-        return export_safetensors(self.model.state_dict(), path, config=self.config.to_dict(),
-                                  dtype=dtype)
+        state = dict(self.model.state_dict())
+        config = self.config.to_dict()
+        if self.autoencoder is not None:  # one file carries both networks
+            state |= {f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()}
+            config |= {"autoencoder": None, "latent_scale_factor": self.scale_factor,
+                       "autoencoder_config": self.autoencoder.config.to_dict()}
+        return export_safetensors(state, path, config=config, dtype=dtype)

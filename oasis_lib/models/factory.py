@@ -15,12 +15,18 @@ from .simple_unet import SimpleUNet
 from .unet import UNet, UNetConfig
 
 
-def build_model(config: TrainConfig) -> nn.Module:
-    """The network a config describes: our ``UNet`` preset, or the seed's ``SimpleUNet``."""
+def build_model(config: TrainConfig, *, latent_shape: tuple[int, int, int] | None = None
+                ) -> nn.Module:
+    """The network a config describes: our ``UNet`` preset, or the seed's ``SimpleUNet``.
+    For latent diffusion, ``latent_shape`` ``(c, h, w)`` sets its channels and size."""
     if config.arch == "simple":
         return SimpleUNet()
-    ucfg = UNetConfig.preset(config.preset, image_size=config.image_size,
-                             **config.unet_overrides)
+    size, channels = config.image_size, {}
+    if latent_shape is not None:
+        c, size = latent_shape[0], latent_shape[1]
+        channels = {"in_channels": c, "out_channels": c}
+    ucfg = UNetConfig.preset(config.preset, image_size=size,
+                             **{**channels, **config.unet_overrides})
     return UNet(ucfg)
 
 
@@ -31,13 +37,25 @@ def build_schedule(config: TrainConfig, *, warn: bool = True) -> NoiseSchedule:
                          warn=warn)
 
 
-def build_pipeline(config: TrainConfig, *, model: nn.Module | None = None,
+def build_pipeline(config: TrainConfig, *, model: nn.Module | None = None, autoencoder=None,
                    warn: bool = True) -> DiffusionPipeline:
     """The :class:`DiffusionPipeline` of ``config``: a new network (or ``model``), its schedule,
-    prediction type, loss and sample shape ``(1, image_size, image_size)``."""
+    prediction type, loss and sample shape: ``(1, image_size, image_size)`` in pixel space; the
+    autoencoder's latent shape and ``config.latent_scale_factor`` when ``config.autoencoder``
+    names one (or ``autoencoder`` passes it, already loaded)."""
     d = config.diffusion
+    if autoencoder is None and config.autoencoder is not None:
+        from ..pretrained import load_autoencoder
+
+        autoencoder = load_autoencoder(config.autoencoder)
+    shape = (1, config.image_size, config.image_size)
+    scale = 1.0
+    if autoencoder is not None:
+        shape = autoencoder.config.latent_shape(config.image_size)
+        scale = config.latent_scale_factor or 1.0  # None: the Trainer computes it first
     return DiffusionPipeline(
-        model=build_model(config) if model is None else model,
+        model=build_model(config, latent_shape=shape if autoencoder is not None else None)
+        if model is None else model,
         schedule=build_schedule(config, warn=warn), prediction_type=d.prediction_type,
-        sample_shape=(1, config.image_size, config.image_size), loss_type=d.loss_type,
-        min_snr_gamma=d.min_snr_gamma, config=config)
+        sample_shape=shape, loss_type=d.loss_type, min_snr_gamma=d.min_snr_gamma,
+        autoencoder=autoencoder, scale_factor=scale, config=config)

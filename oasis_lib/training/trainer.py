@@ -110,6 +110,13 @@ class Trainer:
                                              augment=False, with_masks=self.needs_masks)
         self.train_set, self.val_set = train_set, val_set
         self.raw_model = self.build().to(self.device)
+        self.encoded = self.pipeline is not None and self.pipeline.autoencoder is not None
+        if self.encoded:  # latent diffusion: train on cached, scaled latents
+            from .latents import latent_datasets
+
+            self.pipeline.to(self.device)
+            self.train_set, self.val_set, _ = latent_datasets(
+                self.pipeline, cfg, self.train_set, self.val_set, progress=cfg.progress)
         if cfg.channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
         self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
@@ -142,7 +149,8 @@ class Trainer:
 
     def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch (on the device), drawing from ``self.gen``."""
-        return self.pipeline.loss(x0, model=self.model, generator=self.gen)
+        return self.pipeline.loss(x0, model=self.model, generator=self.gen,
+                                  encoded=self.encoded)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -216,7 +224,8 @@ class Trainer:
                 sl = slice(i, i + 64)
                 with self._autocast():
                     loss = self.pipeline.loss(self._to_device(self.val_x0[sl]), model=net,
-                                              t=self.val_t[sl], noise=self.val_noise[sl])
+                                              t=self.val_t[sl], noise=self.val_noise[sl],
+                                              encoded=self.encoded)
                 total += float(loss) * len(self.val_x0[sl])
             net.train(was_training)
             out[name] = total / len(self.val_x0)
@@ -235,7 +244,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def train_step(self, x0: torch.Tensor) -> float:
         c = self.cfg
-        if c.hflip:  # drawn from the trainer's generator so that resuming is exact
+        if c.hflip and not self.encoded:  # drawn from the trainer's generator (exact resume)
             flip = torch.rand(x0.shape[0], generator=self.gen) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         x0 = self._to_device(x0)

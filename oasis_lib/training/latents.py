@@ -1,0 +1,34 @@
+"""Latent diffusion data: the training and validate slices as cached, scaled latents.
+
+A latent run (``TrainConfig.autoencoder`` set) trains on ``z = scale_factor * E(x)`` instead of
+the slices. The autoencoder is frozen, so each slice's latent is computed once
+(:func:`oasis_lib.data.latent_cache.cached_latents`: the posterior mean, on disk, keyed by the
+autoencoder's content hash and the data manifest) and the run reads tensors from then on.
+
+The scale factor (LDM's ``scale_by_std``, Rombach et al. 2022 sec. 4.3.2 and appendix G) is
+``1 / std`` of the training latents: the noise schedule assumes unit-variance data, so without it
+``x_T`` would not be close to N(0, I) and every signal-to-noise ratio of the schedule would be
+shifted. It is computed once from the cached training latents and stored in the run's config
+(``latent_scale_factor``), so a resumed run and an exported model use the very same number.
+Horizontal flips are not applied to latents (a flipped latent is not the latent of the flipped
+slice); the run's ``hflip`` is ignored in latent space.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import TensorDataset
+
+from ..data.latent_cache import cached_latents
+
+
+def latent_datasets(pipeline, config, train_set, val_set, *, progress: bool = False):
+    """``(train, validate)`` as :class:`TensorDataset` of model-space latents (scaled), and
+    the scale factor; sets ``config.latent_scale_factor`` and ``pipeline.scale_factor``."""
+    ae = pipeline.autoencoder
+    train = cached_latents(ae, train_set, config.latent_cache_dir, progress=progress).latents
+    val = cached_latents(ae, val_set, config.latent_cache_dir, progress=progress).latents
+    if config.latent_scale_factor is None:
+        config.latent_scale_factor = float(1.0 / train.double().std())
+    pipeline.scale_factor = config.latent_scale_factor
+    s = config.latent_scale_factor
+    return TensorDataset(train * s), TensorDataset(val * s), s
