@@ -5,7 +5,9 @@ row: parameters; GFLOP per 256x256 image for encode and for decode (counted by
 ``torch.utils.flop_counter.FlopCounterMode``; one multiply-add = 2 FLOP); encode+decode
 milliseconds per image (batch 16, fp32, ``torch.inference_mode``, median of ``--repeats`` timed
 runs after one warm-up); the latent shape; and the cost of the ``cpu`` diffusion U-Net preset on
-that latent (GFLOP per forward, the unit a sampler pays per step and image).
+that latent (GFLOP per forward, the unit a sampler pays per step and image); and the total of
+issue 11's speed target, 16 slices with 20 sampler steps plus their decoding
+(``16 x (20 x U-Net + decode)`` GFLOP).
 
 With ``--checkpoints`` (trained autoencoders: safetensors with the config in the metadata, or
 a ``.pt`` training checkpoint) it adds their reconstruction quality on validate slices at
@@ -94,8 +96,9 @@ def cost_row(name: str, ae: AutoencoderKL, batch: int, repeats: int) -> str:
         dec = gflop(ae.decode, torch.zeros(1, *latent))
     ms = time_ms(ae, batch, repeats) if repeats > 0 else float("nan")
     shape = "x".join(str(v) for v in latent)
+    unet = unet_gflop(latent)
     return (f"| {name} | {ae.downsampling_factor} | {params / 1e6:.3f} | {enc:.2f} | {dec:.2f} | "
-            f"{ms:.0f} | {shape} | {unet_gflop(latent):.2f} |")
+            f"{ms:.0f} | {shape} | {unet:.2f} | {16 * (20 * unet + dec):.0f} |")
 
 
 def load_autoencoder(path: Path) -> AutoencoderKL:
@@ -167,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nAutoencoder cost at {SIZE}x{SIZE}, fp32, batch {args.batch}, median of "
           f"{args.repeats} runs\n")
     print("| config | f | params (M) | encode GFLOP | decode GFLOP | enc+dec ms/image | latent "
-          "| cpu U-Net GFLOP/forward |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| cpu U-Net GFLOP/forward | 16 samples x 20 steps + decode, GFLOP |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.candidates:
         if name in CANDIDATES:
             config = CANDIDATES[name]

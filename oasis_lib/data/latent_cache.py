@@ -95,8 +95,8 @@ def autoencoder_hash(autoencoder: torch.nn.Module) -> str:
     for name, tensor in sorted(autoencoder.state_dict().items()):
         if name in _EXCLUDED:
             continue
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)  # 1-d: view(uint8) needs a dim
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 

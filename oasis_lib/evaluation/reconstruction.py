@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .metrics import ssim_map
+from .ssim import ssim_map
 
 __all__ = ["brain_region", "reconstruction_metrics"]
 
@@ -38,8 +38,8 @@ def reconstruction_metrics(original: Tensor, recon: Tensor, *, brain_mask: Tenso
 
     * PSNR = 10 log10(L^2 / MSE), the MSE over the region's pixels (L = ``data_range``, 2 for
       [-1, 1]); +inf for an exact reconstruction.
-    * SSIM (Wang et al. 2004, eq. 13): the mean of the SSIM map (:func:`oasis_lib.evaluation.
-      metrics.ssim_map`, 11x11 Gaussian windows) over the windows whose centre lies in the
+    * SSIM (Wang et al. 2004, eq. 13): the mean of the SSIM map (:func:`oasis_lib.evaluation.ssim.
+      ssim_map`, 11x11 Gaussian windows) over the windows whose centre lies in the
       region.
 
     ``recon`` is clamped to [-L/2, L/2] first (what a sampler shows). ``brain_mask``: tissue

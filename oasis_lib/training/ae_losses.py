@@ -29,7 +29,7 @@ from torch import nn
 
 from ..checkpoint import CheckpointError
 from ..config import AutoencoderLossConfig
-from ..evaluation.metrics import ssim_map
+from ..evaluation.ssim import ssim_map
 from ..models.autoencoder import DiagonalGaussian
 from ..models.discriminator import hinge_d_loss, hinge_g_loss
 

@@ -98,3 +98,13 @@ def test_sampled_latents_need_a_seed_and_are_keyed_by_it(setup):
     assert cached_latents(ae, dataset(), cache, use="sample", seed=1).hit
     mean = cached_latents(ae, dataset(), cache)
     assert not torch.equal(a.latents, mean.latents)
+
+
+def test_hash_sees_scalar_buffers_and_dtype():
+    m = torch.nn.Module()
+    m.register_buffer("level", torch.tensor(2.0))
+    before = autoencoder_hash(m)
+    m.level.fill_(3.0)
+    assert autoencoder_hash(m) != before
+    m.level = m.level.double().fill_(2.0)
+    assert autoencoder_hash(m) != before  # same value, other dtype
