@@ -36,12 +36,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .multistep import MULTISTEP_SAMPLERS, MultistepSolver, karras_timesteps
 from .objectives import check_prediction_type, model_output_to_x0_eps, predict_eps_from_x0
 from .schedule import NoiseSchedule
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", *MULTISTEP_SAMPLERS)
 DDPM_VARIANCES = ("beta", "posterior")
-SPACINGS = ("trailing", "leading")
+SPACINGS = ("trailing", "leading", "karras")
 #: Number of steps used by ddim and dpm++2m when ``steps=None`` (capped at T).
 DEFAULT_FAST_STEPS = 50
 
@@ -64,13 +65,20 @@ class SampleResult:
     nfe: int
 
 
-def sampling_timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
+def sampling_timesteps(T: int, steps: int, spacing: str = "trailing", *,
+                       schedule: NoiseSchedule | None = None) -> list[int]:
     """Descending 0-based timesteps for a ``steps``-step sampler (see the module docstring).
 
-    trailing: t_i = round(T (steps - i) / steps) - 1; leading: t_i = (steps - 1 - i) * (T // steps).
+    trailing: t_i = round(T (steps - i) / steps) - 1; leading: t_i = (steps - 1 - i) * (T // steps);
+    karras: EDM eq. 5 sigmas mapped to the nearest timesteps of ``schedule`` (needed), see
+    :func:`oasis_lib.diffusion.multistep.karras_timesteps`.
     """
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
+    if spacing == "karras":
+        if schedule is None or schedule.T != T:
+            raise ValueError(f"spacing='karras' needs the schedule (schedule=...) with T = {T}")
+        return karras_timesteps(schedule, steps)
     if int(steps) != steps or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in [1, T={T}], got {steps!r}")
     if spacing == "trailing":  # round half up, in integers
@@ -271,7 +279,8 @@ def sample(
         steps = T
     elif steps is None:
         steps = min(T, DEFAULT_FAST_STEPS)
-    ts = sampling_timesteps(T, steps, spacing)
+    ts = sampling_timesteps(T, steps, spacing, schedule=schedule)
+    solver = MultistepSolver(sampler, schedule, ts) if sampler in MULTISTEP_SAMPLERS else None
     shape = tuple(shape)
     device = torch.device(device) if device is not None else _model_device(model)
 
@@ -303,6 +312,10 @@ def sample(
                 noise = randn() if eta > 0 and t_prev >= 0 else None
                 x_new, x0 = ddim_step(output, x, t, t_prev, schedule, eta=eta, noise=noise,
                                       prediction_type=prediction_type, clip_x0=clip_x0)
+            elif solver is not None:  # oasis_lib.diffusion.multistep
+                x0, _ = _x0_eps(schedule, output, x, t, prediction_type, clip_x0)
+                noise = randn() if solver.stochastic and t_prev >= 0 else None
+                x_new = solver.step(i, x, x0, noise)
             else:
                 x0, _ = _x0_eps(schedule, output, x, t, prediction_type, clip_x0)
                 t_last = ts[i - 1] if i > 0 else None
