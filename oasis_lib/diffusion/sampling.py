@@ -1,6 +1,6 @@
 """Reverse process: generate images from noise with a trained network.
 
-One entry point, :func:`sample`, with three samplers (``SAMPLERS``):
+One entry point, :func:`sample`, with these samplers (``SAMPLERS``):
 
 - ``"ddpm"``: ancestral sampling over all T steps (Ho et al. 2020 Algorithm 2 / eq. 11, written in
   the posterior form of Nichol & Dhariwal 2021 eqs. 10-12): predict x0, clip it, take the mean of
@@ -9,21 +9,26 @@ One entry point, :func:`sample`, with three samplers (``SAMPLERS``):
   on any subsequence of timesteps.
 - ``"dpm++2m"``: DPM-Solver++(2M), Lu et al. 2022 Algorithm 2, a second-order multistep solver of
   the probability-flow ODE in data (x0) prediction; deterministic.
+- ``"dpm++2m-sde"``, ``"dpm++3m"``, ``"unipc"``: the multistep solvers of
+  :mod:`oasis_lib.diffusion.multistep` (DPM-Solver++(2M) SDE, stochastic; DPM-Solver++(3M);
+  UniPC, Zhao et al. 2023).
 
 Timesteps (``steps < T``): ``"trailing"`` spacing by default (Lin et al. 2024, "sample from the
 last timestep"): the first step is always t = T-1, e.g. T=1000, steps=10 -> 999, 899, ..., 99;
 ``"leading"`` (diffusers' DDIM default) gives 900, 800, ..., 0 and never starts from t = T-1,
-although x_T is drawn from pure noise. Every sampler's last step goes to the clean
-data, t = -1 (alpha_bar = 1), so the final image is the last x0 prediction for ddim/dpm++2m (and
-the t=0 posterior mean, which is the same thing, for ddpm).
+although x_T is drawn from pure noise; ``"karras"``: Karras et al. 2022 eq. 5 sigmas mapped to
+the nearest timesteps (:func:`~oasis_lib.diffusion.multistep.karras_timesteps`). Every sampler's
+last step goes to the clean data, t = -1 (alpha_bar = 1), so the final image is the last x0
+prediction for ddim/dpm++ (and the t=0 posterior mean, which is the same thing, for ddpm).
 
 Clipping: the predicted x0 is clipped to [-1, 1] when ``clip_x0`` (never x_t), and eps is then
 recomputed from the clipped x0 (diffusers' DDIM ``use_clipped_model_output=True``), so x0 and eps
 stay consistent with x_t; that also makes DDIM(eta=1, all T steps) equal DDPM exactly.
 
 Random draws: x_T first (unless given), then one draw per stochastic step (ddpm: every t > 0;
-ddim with eta > 0: every step except the last), each ``torch.randn(shape, generator=generator,
-dtype=torch.float32)`` on the CPU, then moved to the device and dtype. Same seed -> same draws.
+ddim with eta > 0 and dpm++2m-sde: every step except the last), each
+``torch.randn(shape, generator=generator, dtype=torch.float32)`` on the CPU, then moved to the
+device and dtype. Same seed -> same draws.
 """
 
 from __future__ import annotations
@@ -241,7 +246,7 @@ def sample(
             also on error) and run under ``torch.inference_mode()``. It is not moved.
         schedule (NoiseSchedule): the schedule the model was trained with.
         sampler (str, default ``"ddim"``): one of ``SAMPLERS``.
-        steps (int or None): network calls. ddpm: must be None or T. ddim / dpm++2m: any number
+        steps (int or None): network calls. ddpm: must be None or T. The others: any number
             in [1, T]; None means min(T, 50).
         eta (float, default 0): DDIM stochasticity in [0, 1]; must stay 0 for other samplers.
         prediction_type (str, default ``"eps"``): what the model outputs (``PREDICTION_TYPES``).
