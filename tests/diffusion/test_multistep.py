@@ -17,7 +17,7 @@ from oasis_lib.diffusion.multistep import (
     karras_sigmas,
     karras_timesteps,
 )
-from oasis_lib.sampling import sampling_timesteps
+from oasis_lib.diffusion.sampling import sampling_timesteps
 
 SHAPE = (2, 1, 8, 8)
 
