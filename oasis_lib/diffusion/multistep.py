@@ -1,24 +1,26 @@
 """Fast multistep solvers in data (x0) prediction, and Karras et al. 2022 time steps.
 
-Notation (Lu et al. 2022, DPM-Solver++, sec. 2): alpha_t = sqrt(alpha_bar_t), sigma_t =
+Notation (Lu et al. 2022, DPM-Solver++): alpha_t = sqrt(alpha_bar_t), sigma_t =
 sqrt(1 - alpha_bar_t), lambda_t = log(alpha_t / sigma_t) (half the log-SNR), and for a step from
 s = t_i to t = t_{i+1} < s, h = lambda_t - lambda_s > 0. ``m_k`` is the data prediction x0 at the
-k-th most recent timestep (m_0 at s). The exact solution of the probability-flow ODE is (their
-eq. 9 in data prediction)
+k-th most recent timestep (m_0 at s). The exact solution of the probability-flow ODE in data
+prediction (Lu et al. 2022, the variation-of-constants formula DPM-Solver++ starts from; "(*)"
+below) is
 
     x_t = (sigma_t / sigma_s) x_s + sigma_t int_{lambda_s}^{lambda_t} e^lambda x0(lambda) d lambda,
 
 and each solver replaces x0(lambda) by a polynomial through the last predictions (Taylor in
 lambda). Samplers (``MULTISTEP_SAMPLERS``):
 
-- ``"dpm++2m-sde"``: SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 and their code's
-  ``sde-dpmsolver++``, "midpoint" form, as k-diffusion's ``sample_dpmpp_2m_sde`` with eta = 1),
+- ``"dpm++2m-sde"``: SDE-DPM-Solver++(2M) (the SDE variant of Lu et al. 2022, as the authors'
+  and diffusers' ``sde-dpmsolver++`` in the "midpoint" form, and k-diffusion's
+  ``sample_dpmpp_2m_sde`` with eta = 1),
   a stochastic solver of the reverse SDE: see :func:`dpmpp_2m_sde_step`.
-- ``"dpm++3m"``: DPM-Solver++(3M), the third-order multistep solver (Lu et al. 2022, sec. 4 and
-  appendix; the third-order multistep update of DPM-Solver, Lu et al. 2022a, Algorithm 4 in data
-  prediction): see :func:`dpmpp_3m_step`.
-- ``"unipc"``: UniPC (Zhao et al. 2023, Algorithms 2-3) with B(h) = e^h - 1 ("bh2"), the order-3
-  predictor UniP and the corrector UniC: see :func:`unipc_update`.
+- ``"dpm++3m"``: DPM-Solver++(3M), the third-order multistep solver (Lu et al. 2022, the
+  multistep DPM-Solver++ taken to third order): see :func:`dpmpp_3m_step`.
+- ``"unipc"``: UniPC (Zhao et al. 2023, "UniPC: a unified predictor-corrector framework") with
+  B(h) = e^h - 1 ("bh2"), the order-3 predictor UniP and the corrector UniC: see
+  :func:`unipc_update`.
 
 Order per step ``i`` of ``n``: ``min(order, i + 1, n - i)``, i.e. lower orders while the history
 fills up (multistep warm-up) and on the last two steps (diffusers' ``lower_order_final``); the last
@@ -137,15 +139,15 @@ def dpmpp_3m_step(x: Tensor, x0s: list[Tensor], ts: list[int], t_prev: int,
     ``x0s[k]`` is the data prediction m_k at ``ts[k]`` (``ts`` descending into the past:
     ts[0] is the current timestep). With r_0 = h_0 / h, r_1 = h_1 / h (h_0 = lambda_s - lambda_1,
     h_1 = lambda_1 - lambda_2) and phi_1 = e^{-h} - 1, phi_2 = phi_1 / h + 1,
-    phi_3 = phi_2 / h - 1/2 (the third-order multistep update of Lu et al. 2022a, in data
-    prediction as in Lu et al. 2022, sec. 4):
+    phi_3 = phi_2 / h - 1/2 (the third-order multistep update of Lu et al. 2022, in data
+    prediction; a Taylor expansion of x0(lambda) in (*) to second order):
 
         D1_0 = (m_0 - m_1) / r_0,  D1_1 = (m_1 - m_2) / r_1,
         D1 = D1_0 + r_0 / (r_0 + r_1) (D1_0 - D1_1),  D2 = (D1_0 - D1_1) / (r_0 + r_1),
         x_t = (sigma_t / sigma_s) x - alpha_t phi_1 m_0 + alpha_t phi_2 D1 - c alpha_t phi_3 D2.
 
     D1 ~ h x0' and D2 ~ h^2 x0'' / 2 (x0 as a function of lambda; Newton divided differences),
-    and the quadratic term of eq. 9 integrates to alpha_t x0'' (h^2/2 - h + 1 - e^{-h}) =
+    and the quadratic term of (*) integrates to alpha_t x0'' (h^2/2 - h + 1 - e^{-h}) =
     -2 alpha_t phi_3 D2, hence c = 2 (``d2_coefficient="taylor"``, the default, third order).
     The authors' code and diffusers use c = 1 (``"lu2022"``), which makes the step second order
     only (tests/test_multistep.py measures both). Order 2 is DPM-Solver++(2M) (Lu et al. 2022,
@@ -179,8 +181,9 @@ def dpmpp_2m_sde_step(x: Tensor, x0s: list[Tensor], ts: list[int], t_prev: int,
                       schedule: NoiseSchedule, *, noise: Tensor | None) -> Tensor:
     """One SDE-DPM-Solver++ step of order ``len(x0s)`` (1 or 2) from ts[0] to t_prev.
 
-    The reverse SDE's exact solution with x0 frozen over the step (Lu et al. 2022, sec. 5,
-    SDE-DPM-Solver++1; Gonzalez et al. 2023 "SEEDS" give the same), with E = e^{-h}:
+    The reverse SDE's exact solution with x0 frozen over the step (SDE-DPM-Solver++1, the SDE
+    counterpart of (*): its linear part is integrated exactly, the noise term is the exact
+    Gaussian increment), with E = e^{-h}:
 
         x_t = (sigma_t / sigma_s) E x + alpha_t (1 - E^2) D + sigma_t sqrt(1 - E^2) z,
 
@@ -206,8 +209,8 @@ def dpmpp_2m_sde_step(x: Tensor, x0s: list[Tensor], ts: list[int], t_prev: int,
 
 # --------------------------------------------------------------------------- UniPC
 def _unipc_b(h: float, order: int) -> list[float]:
-    """UniPC's right-hand side g_k / B(h) for k = 1..order (Zhao et al. 2023, Theorem 3.1 /
-    Algorithm 2, data prediction): with hh = -h and the recursion
+    """UniPC's right-hand side g_k / B(h) for k = 1..order (Zhao et al. 2023, the linear system
+    R_p a_p = g_p / B(h) of UniC/UniP, data prediction): with hh = -h and the recursion
     psi_1 = (e^{hh} - 1) / hh - 1, psi_{k+1} = psi_k / hh - 1 / (k + 1)!,
     b_k = k! psi_k / B(h), B(h) = e^{hh} - 1 (bh2)."""
     hh = -h
@@ -226,16 +229,15 @@ def unipc_update(x: Tensor, x0s: list[Tensor], ts: list[int], t_prev: int,
     """UniP (predictor) or, given ``x0_new``, UniC (corrector) of order ``len(x0s)``.
 
     From x at ts[0] to t_prev, with m_k = x0s[k] at ts[k], r_k = (lambda_k - lambda_s) / h and
-    D_k = (m_k - m_0) / r_k (Zhao et al. 2023, Algorithm 2 with B(h) = e^{-h} - 1):
+    D_k = (m_k - m_0) / r_k (Zhao et al. 2023, UniP / UniC with B(h) = e^{-h} - 1):
 
         x_t = (sigma_t / sigma_s) x - alpha_t phi_1 m_0 - alpha_t B(h) sum_k a_k D_k,
 
     phi_1 = e^{-h} - 1. Predictor: D_1..D_{p-1}, and a solves R a = b on the first p-1 rows
-    (R_{jk} = r_k^{j-1}, b from :func:`_unipc_b`; a = [1/2] when p = 2). Corrector (Algorithm
-    3, UniC): also D_p = m_new - m_0 with r_p = 1, where m_new = ``x0_new`` is the prediction at
-    t_prev, evaluated at the *uncorrected* x_t; a solves the full p x p system (a = [1/2] at
-    p = 1). The corrected x_t replaces the predicted one; m_new is reused, so UniC costs no
-    network call.
+    (R_{jk} = r_k^{j-1}, b from :func:`_unipc_b`; a = [1/2] when p = 2). Corrector (UniC): also
+    D_p = m_new - m_0 with r_p = 1, where m_new = ``x0_new`` is the prediction at t_prev,
+    evaluated at the *uncorrected* x_t; a solves the full p x p system (a = [1/2] at p = 1).
+    The corrected x_t replaces the predicted one; m_new is reused, so UniC costs no network call.
     """
     s, tt = _als(schedule, ts[0]), _als(schedule, t_prev)
     x_new, a_t = _first_order(x, x0s[0], s, tt)
@@ -306,7 +308,7 @@ class MultistepSolver:
     def step(self, i: int, x: Tensor, x0: Tensor, noise: Tensor | None = None) -> Tensor:
         ts, t = self.ts, self.ts[i]
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        if self.sampler == "unipc" and self._last is not None:  # UniC at ts[i] (Algorithm 3)
+        if self.sampler == "unipc" and self._last is not None:  # UniC at ts[i]
             x_last, p = self._last
             x = unipc_update(x_last, self._x0s[:p], ts[i - 1::-1][:p], t, self.schedule,
                              x0_new=x0)
