@@ -1,10 +1,12 @@
 """Sample quality against sampler and number of steps, on one checkpoint (a benchmark).
 
-For each (sampler, steps) it draws ``--n`` samples from the same seed (so every sampler starts
-from the same noise), times them, and scores them with :func:`oasis_lib.evaluate_samples`
-against the real slices. Every metric is printed next to its **floor**: the same metric for
-real held-out (validate) slices against the training slices at the same sample size. A model
-cannot be expected to beat its floor; the gap to it is what sampling (or training) loses.
+For each (sampler, steps, spacing) it draws ``--n`` samples from the same seed (so every sampler
+starts from the same noise), times them, and scores them with :func:`oasis_lib.evaluate_samples`
+against the real slices. Every row, DDPM-1000 included, uses the same ``--n`` (default 128):
+Fréchet distance and KID are biased by the sample count, so rows at different n do not compare.
+Every metric is printed next to its **floor**: the same metric for real held-out (validate)
+slices against the training slices at the same sample size. A model cannot be expected to beat
+its floor; the gap to it is what sampling (or training) loses.
 
 Columns: ``NFE`` network calls per image; ``s/img`` wall-clock sampling seconds per image on
 this machine (batch ``--batch-size``); ``Fréchet`` and ``KID x1e3`` in the tissue segmenter's
@@ -14,9 +16,12 @@ CSF/grey/white fractions (lower); ``intensity W1`` the same for in-brain intensi
 diverse); ``near-copy`` the fraction of samples closer to a training slice (pixel space) than
 any validate slice is (the floor is what real held-out slices score).
 
-    python benchmarks/bench_samplers.py                      # the issue's table, n = 100
-    python benchmarks/bench_samplers.py --n 500 --ddpm-n 100 # closer to the evaluate default
-    python benchmarks/bench_samplers.py --runs ddim:10 dpm++2m:10 --n 32   # a quick look
+The goal line checks "a sampler with <= 20 network calls within 5% of DDPM-1000 on both Fréchet
+and KID" (value <= 1.05 x DDPM's) against the DDPM row of the same run.
+
+    python benchmarks/bench_samplers.py              # the full table, n = 128 (long: DDPM-1000
+                                                     # makes 1000 network calls per image)
+    python benchmarks/bench_samplers.py --n 8 --runs ddpm:1000 unipc:20 --out /tmp/smoke
 
 Results go to ``--out`` (``benchmarks/results``): ``samplers.md`` and ``samplers.json``, which
 the README and notebook 06 read.
@@ -33,22 +38,54 @@ from pathlib import Path
 
 import torch
 
+from oasis_lib.diffusion.sampling import SAMPLERS, SPACINGS
 from oasis_lib.evaluation import report as evaluation
 from oasis_lib.evaluation.segmenter import load_segmenter
 from oasis_lib.pretrained import load_model
 
-RUNS = ("ddpm:1000", "ddim:10", "ddim:25", "ddim:50", "ddim:100",
-        "dpm++2m:10", "dpm++2m:15", "dpm++2m:25")
+FAST = ("dpm++2m", "dpm++2m-sde", "dpm++3m", "unipc")
+RUNS = ("ddpm:1000", "ddim:10", "ddim:20", "ddim:50",
+        *(f"{s}:{n}" for s in FAST for n in (10, 15, 20)),
+        *(f"{s}:{n}:karras" for s in FAST for n in (10, 20)))
+LABELS = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)",
+          "dpm++2m-sde": "DPM-Solver++(2M) SDE", "dpm++3m": "DPM-Solver++(3M)", "unipc": "UniPC"}
+GOAL_NFE, GOAL_RATIO = 20, 1.05
 COLUMNS = ("frechet_segmenter", "kid_segmenter", "tissue_fractions", "intensity_histogram",
            "diversity_ssim", "memorization_pixel")
 
 
-def parse_run(text: str) -> tuple[str, int]:
-    sampler, _, steps = text.partition(":")
-    if sampler not in ("ddpm", "ddim", "dpm++2m") or not steps.isdigit():
-        raise ValueError(f"bad run {text!r}; expected sampler:steps with sampler one of "
-                         "ddpm, ddim, dpm++2m, e.g. ddim:50")
-    return sampler, int(steps)
+def parse_run(text: str) -> tuple[str, int, str]:
+    """``sampler:steps[:spacing]`` -> (sampler, steps, spacing); spacing defaults to trailing."""
+    parts = text.split(":")
+    sampler, steps = parts[0], parts[1] if len(parts) > 1 else ""
+    spacing = parts[2] if len(parts) == 3 else "trailing"
+    if (len(parts) not in (2, 3) or sampler not in SAMPLERS or not steps.isdigit()
+            or spacing not in SPACINGS):
+        raise ValueError(f"bad run {text!r}; expected sampler:steps[:spacing] with sampler one of "
+                         f"{SAMPLERS} and spacing one of {SPACINGS}, e.g. unipc:20:karras")
+    return sampler, int(steps), spacing
+
+
+def goal_lines(results: list[dict]) -> list[str]:
+    """Which rows with <= GOAL_NFE network calls are within 5% of DDPM-1000 on Fréchet and KID."""
+    ddpm = next((r for r in results if r["sampler"] == "ddpm"), None)
+    if ddpm is None:
+        return ["goal: no DDPM-1000 row in this run, not checked"]
+    ref = {k: ddpm["metrics"][k]["value"] for k in ("frechet_segmenter", "kid_segmenter")}
+    lines, met = [], []
+    for r in results:
+        if r["sampler"] == "ddpm" or r["nfe"] > GOAL_NFE:
+            continue
+        value = {k: r["metrics"][k]["value"] for k in ref}
+        # within 5%: value <= ref + 5% |ref| (KID's unbiased estimate can be <= 0)
+        ok = all(value[k] <= ref[k] + (GOAL_RATIO - 1) * abs(ref[k]) for k in ref)
+        ratios = {k: value[k] / ref[k] if ref[k] > 0 else float("nan") for k in ref}
+        met += [r["label"]] if ok else []
+        lines.append(f"  {r['label']}: Fréchet {ratios['frechet_segmenter']:.2f}x, "
+                     f"KID {ratios['kid_segmenter']:.2f}x DDPM-1000{'  <- meets' if ok else ''}")
+    head = (f"goal (<= {GOAL_NFE} NFE within {GOAL_RATIO - 1:.0%} of DDPM-1000 on Fréchet and "
+            f"KID, n = {ddpm['n']}): " + (f"met by {', '.join(met)}" if met else "not met"))
+    return [head, *lines]
 
 
 def row(name: str, nfe, spi, metrics: dict, key: str = "value") -> str:
@@ -66,10 +103,9 @@ def row(name: str, nfe, spi, metrics: dict, key: str = "value") -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="default: the shipped demo model")
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), help="sampler:steps ...")
-    parser.add_argument("--n", type=int, default=100, help="samples per run")
-    parser.add_argument("--ddpm-n", type=int, default=50,
-                        help="samples for the 1000-step DDPM run (the slow one)")
+    parser.add_argument("--runs", nargs="+", default=list(RUNS),
+                        help="sampler:steps[:spacing] ...")
+    parser.add_argument("--n", type=int, default=128, help="samples per run (every run)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help="data root (default: $OASIS_DATA or demo)")
@@ -88,40 +124,42 @@ def main(argv=None) -> None:
           f"load average at start {load:.2f}")
 
     results = []
-    for sampler, steps in runs:
-        n = args.ddpm_n if sampler == "ddpm" else args.n
+    for sampler, steps, spacing in runs:
+        n = args.n
         t0 = time.perf_counter()
         samples, spi = evaluation.generate_samples(
-            pipe, n, sampler=sampler, steps=steps,
+            pipe, n, sampler=sampler, steps=steps, spacing=spacing,
             seed=args.seed, batch_size=args.batch_size, progress=True)
         report = evaluation.evaluate_samples(
             samples, data_root=args.data, segmenter=segmenter, device=device, seed=args.seed,
-            meta={"sampler": sampler, "steps": steps}, progress=False)
+            meta={"sampler": sampler, "steps": steps, "spacing": spacing}, progress=False)
         nfe = pipe.schedule.T if sampler == "ddpm" else steps
-        results.append({"sampler": sampler, "steps": steps, "nfe": nfe, "n": n,
-                        "seconds_per_image": spi, "metrics": report["metrics"],
-                        "total_seconds": time.perf_counter() - t0})
-        print(f"{sampler}:{steps}  n={n}  {spi:.3f} s/img  "
-              f"frechet {report['metrics']['frechet_segmenter']['value']:.2f}", flush=True)
+        label = (f"{LABELS[sampler]} {nfe}"
+                 + (f" {spacing}" if spacing != "trailing" and sampler != "ddpm" else ""))
+        results.append({"sampler": sampler, "steps": steps, "spacing": spacing, "nfe": nfe,
+                        "n": n, "label": label, "seconds_per_image": spi,
+                        "metrics": report["metrics"], "total_seconds": time.perf_counter() - t0})
+        print(f"{label}  n={n}  {spi:.3f} s/img  "
+              f"frechet {report['metrics']['frechet_segmenter']['value']:.2f}  "
+              f"kid {report['metrics']['kid_segmenter']['value'] * 1e3:.2f}e-3", flush=True)
 
     header = ("| sampler (n) | NFE | s/img | Fréchet | KID x1e3 | tissue W1 | intensity W1 | "
               "SSIM | near-copy |\n|---|---|---|---|---|---|---|---|---|")
     lines = [header]
     for r in results:
-        label = f"{'DPM-Solver++(2M)' if r['sampler'] == 'dpm++2m' else r['sampler'].upper()} " \
-                f"{r['steps']} ({r['n']})"
-        lines.append(row(label, r["nfe"], r["seconds_per_image"], r["metrics"]))
-    for n in sorted({r["n"] for r in results}, reverse=True):  # floors depend on set size
-        first = next(r for r in results if r["n"] == n)
-        compared = first["metrics"]["frechet_segmenter"].get("n_compared", n)
-        lines.append(row(f"floor: real validate vs train ({compared})", "", None,
-                         first["metrics"], key="floor"))
-    table = "\n".join(lines)
+        lines.append(row(f"{r['label']} ({r['n']})", r["nfe"], r["seconds_per_image"],
+                         r["metrics"]))
+    compared = results[0]["metrics"]["frechet_segmenter"].get("n_compared", args.n)
+    lines.append(row(f"floor: real validate vs train ({compared})", "", None,
+                     results[0]["metrics"], key="floor"))
+    goal = goal_lines(results)
+    table = "\n".join(lines) + "\n\n" + "\n".join(goal)
     print(table)
     (out / "samplers.md").write_text(table + "\n")
     (out / "samplers.json").write_text(json.dumps(
         {"argv": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
-         "load_average_at_start": load, "results": results}, indent=1, default=str))
+         "load_average_at_start": load, "goal": goal, "results": results}, indent=1,
+        default=str))
     print(f"wrote {out / 'samplers.md'} and {out / 'samplers.json'}")
 
 

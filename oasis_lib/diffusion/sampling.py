@@ -1,6 +1,6 @@
 """Reverse process: generate images from noise with a trained network.
 
-One entry point, :func:`sample`, with three samplers (``SAMPLERS``):
+One entry point, :func:`sample`, with these samplers (``SAMPLERS``):
 
 - ``"ddpm"``: ancestral sampling over all T steps (Ho et al. 2020 Algorithm 2 / eq. 11, written in
   the posterior form of Nichol & Dhariwal 2021 eqs. 10-12): predict x0, clip it, take the mean of
@@ -9,21 +9,26 @@ One entry point, :func:`sample`, with three samplers (``SAMPLERS``):
   on any subsequence of timesteps.
 - ``"dpm++2m"``: DPM-Solver++(2M), Lu et al. 2022 Algorithm 2, a second-order multistep solver of
   the probability-flow ODE in data (x0) prediction; deterministic.
+- ``"dpm++2m-sde"``, ``"dpm++3m"``, ``"unipc"``: the multistep solvers of
+  :mod:`oasis_lib.diffusion.multistep` (DPM-Solver++(2M) SDE, stochastic; DPM-Solver++(3M);
+  UniPC, Zhao et al. 2023).
 
 Timesteps (``steps < T``): ``"trailing"`` spacing by default (Lin et al. 2024, "sample from the
 last timestep"): the first step is always t = T-1, e.g. T=1000, steps=10 -> 999, 899, ..., 99;
 ``"leading"`` (diffusers' DDIM default) gives 900, 800, ..., 0 and never starts from t = T-1,
-although x_T is drawn from pure noise. Every sampler's last step goes to the clean
-data, t = -1 (alpha_bar = 1), so the final image is the last x0 prediction for ddim/dpm++2m (and
-the t=0 posterior mean, which is the same thing, for ddpm).
+although x_T is drawn from pure noise; ``"karras"``: Karras et al. 2022 eq. 5 sigmas mapped to
+the nearest timesteps (:func:`~oasis_lib.diffusion.multistep.karras_timesteps`). Every sampler's
+last step goes to the clean data, t = -1 (alpha_bar = 1), so the final image is the last x0
+prediction for ddim/dpm++ (and the t=0 posterior mean, which is the same thing, for ddpm).
 
 Clipping: the predicted x0 is clipped to [-1, 1] when ``clip_x0`` (never x_t), and eps is then
 recomputed from the clipped x0 (diffusers' DDIM ``use_clipped_model_output=True``), so x0 and eps
 stay consistent with x_t; that also makes DDIM(eta=1, all T steps) equal DDPM exactly.
 
 Random draws: x_T first (unless given), then one draw per stochastic step (ddpm: every t > 0;
-ddim with eta > 0: every step except the last), each ``torch.randn(shape, generator=generator,
-dtype=torch.float32)`` on the CPU, then moved to the device and dtype. Same seed -> same draws.
+ddim with eta > 0 and dpm++2m-sde: every step except the last), each
+``torch.randn(shape, generator=generator, dtype=torch.float32)`` on the CPU, then moved to the
+device and dtype. Same seed -> same draws.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .multistep import MULTISTEP_SAMPLERS, MultistepSolver, karras_timesteps
 from .objectives import check_prediction_type, model_output_to_x0_eps, predict_eps_from_x0
 from .schedule import NoiseSchedule
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", *MULTISTEP_SAMPLERS)
 DDPM_VARIANCES = ("beta", "posterior")
-SPACINGS = ("trailing", "leading")
+SPACINGS = ("trailing", "leading", "karras")
 #: Number of steps used by ddim and dpm++2m when ``steps=None`` (capped at T).
 DEFAULT_FAST_STEPS = 50
 
@@ -64,13 +70,20 @@ class SampleResult:
     nfe: int
 
 
-def sampling_timesteps(T: int, steps: int, spacing: str = "trailing") -> list[int]:
+def sampling_timesteps(T: int, steps: int, spacing: str = "trailing", *,
+                       schedule: NoiseSchedule | None = None) -> list[int]:
     """Descending 0-based timesteps for a ``steps``-step sampler (see the module docstring).
 
-    trailing: t_i = round(T (steps - i) / steps) - 1; leading: t_i = (steps - 1 - i) * (T // steps).
+    trailing: t_i = round(T (steps - i) / steps) - 1; leading: t_i = (steps - 1 - i) * (T // steps);
+    karras: EDM eq. 5 sigmas mapped to the nearest timesteps of ``schedule`` (needed), see
+    :func:`oasis_lib.diffusion.multistep.karras_timesteps`.
     """
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
+    if spacing == "karras":
+        if schedule is None or schedule.T != T:
+            raise ValueError(f"spacing='karras' needs the schedule (schedule=...) with T = {T}")
+        return karras_timesteps(schedule, steps)
     if int(steps) != steps or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in [1, T={T}], got {steps!r}")
     if spacing == "trailing":  # round half up, in integers
@@ -233,7 +246,7 @@ def sample(
             also on error) and run under ``torch.inference_mode()``. It is not moved.
         schedule (NoiseSchedule): the schedule the model was trained with.
         sampler (str, default ``"ddim"``): one of ``SAMPLERS``.
-        steps (int or None): network calls. ddpm: must be None or T. ddim / dpm++2m: any number
+        steps (int or None): network calls. ddpm: must be None or T. The others: any number
             in [1, T]; None means min(T, 50).
         eta (float, default 0): DDIM stochasticity in [0, 1]; must stay 0 for other samplers.
         prediction_type (str, default ``"eps"``): what the model outputs (``PREDICTION_TYPES``).
@@ -271,7 +284,8 @@ def sample(
         steps = T
     elif steps is None:
         steps = min(T, DEFAULT_FAST_STEPS)
-    ts = sampling_timesteps(T, steps, spacing)
+    ts = sampling_timesteps(T, steps, spacing, schedule=schedule)
+    solver = MultistepSolver(sampler, schedule, ts) if sampler in MULTISTEP_SAMPLERS else None
     shape = tuple(shape)
     device = torch.device(device) if device is not None else _model_device(model)
 
@@ -303,6 +317,10 @@ def sample(
                 noise = randn() if eta > 0 and t_prev >= 0 else None
                 x_new, x0 = ddim_step(output, x, t, t_prev, schedule, eta=eta, noise=noise,
                                       prediction_type=prediction_type, clip_x0=clip_x0)
+            elif solver is not None:  # oasis_lib.diffusion.multistep
+                x0, _ = _x0_eps(schedule, output, x, t, prediction_type, clip_x0)
+                noise = randn() if solver.stochastic and t_prev >= 0 else None
+                x_new = solver.step(i, x, x0, noise)
             else:
                 x0, _ = _x0_eps(schedule, output, x, t, prediction_type, clip_x0)
                 t_last = ts[i - 1] if i > 0 else None

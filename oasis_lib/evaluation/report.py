@@ -115,18 +115,19 @@ class EvaluationReport:
 
 # --------------------------------------------------------------------------- sampling
 def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | None = None,
-                     seed: int = 0, batch_size: int = 64,
-                     progress: bool = True) -> tuple[Tensor, float]:
+                     seed: int = 0, batch_size: int = 64, progress: bool = True,
+                     spacing: str = "trailing") -> tuple[Tensor, float]:
     """``n`` samples (CPU float32 [n, C, H, W]) of a :class:`~oasis_lib.diffusion.pipeline.
     DiffusionPipeline`, from one seeded generator, in batches; returns them with the
-    wall-clock seconds per image."""
+    wall-clock seconds per image. ``spacing``: the timestep spacing (``SPACINGS``)."""
     g = cpu_generator(seed)
     out = []
     t0 = time.perf_counter()
     with tqdm(total=n, desc=f"sampling ({sampler})", unit="img", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
-            x = pipeline.sample(b, sampler=sampler, steps=steps, generator=g, progress=False)
+            x = pipeline.sample(b, sampler=sampler, steps=steps, spacing=spacing, generator=g,
+                                progress=False)
             out.append(x.float().cpu())
             bar.update(b)
     return torch.cat(out), (time.perf_counter() - t0) / n
