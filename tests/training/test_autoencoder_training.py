@@ -12,7 +12,8 @@ from oasis_lib.training.autoencoder import AutoencoderTrainer
 
 
 def data():
-    return {"train_set": BlobSlices(48, size=32, seed=0), "val_set": BlobSlices(16, size=32, seed=1)}
+    return {"train_set": BlobSlices(48, size=32, seed=0),
+            "val_set": BlobSlices(16, size=32, seed=1)}
 
 
 def tiny(out, **kw) -> AutoencoderTrainConfig:

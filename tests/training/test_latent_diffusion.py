@@ -84,7 +84,8 @@ def test_export_carries_the_autoencoder_and_reloads(root, autoencoder_run, tmp_p
     cfg = ldm_config(root, autoencoder_run, tmp_path, max_steps=2)
     Trainer(cfg).fit()
     pipe = load_model(tmp_path / "run" / "last.pt", device="cpu")
-    assert pipe.autoencoder is not None and pipe.sample_shape[0] == 2
+    assert pipe.autoencoder is not None
+    assert pipe.sample_shape[0] == 2
     path = pipe.save(tmp_path / "ldm.safetensors", dtype=torch.float32)
     again = load_model(path, device="cpu")
     assert again.config.autoencoder is None  # no machine path in a shared file
