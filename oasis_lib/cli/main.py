@@ -20,7 +20,7 @@ from ..config import (
     TRAIN_PRESETS,
 )
 from ..diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
-from ..diffusion.sampling import SAMPLERS
+from ..diffusion.sampling import SAMPLERS, SPACINGS
 from ..diffusion.schedule import SCHEDULE_KINDS
 
 
@@ -125,7 +125,7 @@ def _cmd_sample(args) -> int:
     device = pipe.device
     t0 = time.perf_counter()
     x = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                    generator=torch.Generator().manual_seed(args.seed),
+                    spacing=args.spacing, generator=torch.Generator().manual_seed(args.seed),
                     progress=not args.no_progress)
     x = (x.float().cpu().clamp(-1, 1) + 1) / 2
     out = Path(args.out)
@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=None,
                    help="network calls (default: all T for ddpm, which takes no other value; "
                         "50 for the others)")
+    a.add_argument("--spacing", default="trailing", choices=SPACINGS,
+                   help="timestep spacing for steps < T (default trailing; karras for the "
+                        "multistep solvers)")
     a.add_argument("--eta", type=float, default=0.0,
                    help="DDIM eta in [0, 1] (ddim only; other samplers refuse it)")
     a.add_argument("--n", type=int, default=16)
