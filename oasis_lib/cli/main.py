@@ -56,6 +56,7 @@ def _train_config(args):
         "checkpoint_every": args.checkpoint_every, "arch": args.arch,
         "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
         "validate_every": args.validate_every, "sample_every": args.sample_every,
+        "autoencoder": args.autoencoder, "latent_cache_dir": args.latent_cache_dir,
     }.items() if v is not None}
     if args.channels_last:
         over["channels_last"] = True
@@ -219,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="cpu", choices=tuple(TRAIN_PRESETS))
     t.add_argument("--arch", default=None, choices=ARCHS)
     t.add_argument("--image-size", type=int, default=None)
+    t.add_argument("--autoencoder", default=None,
+                   help="a trained autoencoder (runs/ae/best.pt or .safetensors): train a latent "
+                        "diffusion model in its latent space")
+    t.add_argument("--latent-cache-dir", default=None,
+                   help="where the encoded data is cached (default runs/latent_cache)")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--max-minutes", type=float, default=None,
