@@ -1,0 +1,65 @@
+"""show_source renders the library's own code, highlighted in Jupyter and as text elsewhere."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+
+from oasis_lib import NoiseSchedule
+from oasis_lib.teaching import source
+from oasis_lib.teaching.source import show_source, source_text
+
+
+def test_source_is_the_running_code_with_a_header():
+    text = source_text(NoiseSchedule.q_sample)
+    header, *body = text.splitlines()
+    lines, first = inspect.getsourcelines(NoiseSchedule.q_sample)
+    assert re.fullmatch(r"# oasis_lib/(\w+/)*schedule\.py, lines \d+-\d+", header)
+    assert header.endswith(f"lines {first}-{first + len(lines) - 1}")
+    assert body == [ln.rstrip("\n") for ln in lines]
+
+
+def test_a_part_of_the_source():
+    full = source_text(NoiseSchedule.q_sample).splitlines()
+    part = source_text(NoiseSchedule.q_sample, lines=(2, 4)).splitlines()
+    first = inspect.getsourcelines(NoiseSchedule.q_sample)[1]
+    assert part[0].endswith(f"lines {first + 1}-{first + 3}")
+    assert part[1:] == full[2:5]
+
+
+@pytest.mark.parametrize("lines", [(0, 2), (3, 2), (1, 10_000), [1, 2], (1.0, 2)])
+def test_bad_line_ranges_are_refused(lines):
+    with pytest.raises(ValueError, match="lines"):
+        source_text(NoiseSchedule.q_sample, lines=lines)
+
+
+def test_objects_without_source_are_refused():
+    with pytest.raises(TypeError, match="no Python source"):
+        source_text(len)
+    with pytest.raises(TypeError, match="no Python source"):
+        source_text(3)
+
+
+def test_plain_text_outside_jupyter(capsys):
+    assert show_source(NoiseSchedule.q_step) is None
+    out = capsys.readouterr().out
+    assert out == source_text(NoiseSchedule.q_step) + "\n"
+
+
+def test_highlighted_markdown_in_jupyter(monkeypatch, capsys):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(source, "_in_jupyter", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    show_source(NoiseSchedule.q_step)
+    assert capsys.readouterr().out == ""
+    (md,) = shown
+    assert isinstance(md, IPython.display.Markdown)
+    assert md.data == f"```python\n{source_text(NoiseSchedule.q_step)}\n```"
+
+
+def test_not_jupyter_in_pytest():
+    assert source._in_jupyter() is False
