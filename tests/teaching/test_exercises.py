@@ -147,3 +147,12 @@ def test_cases_cover_the_edges():
     assert {int(t[-1]) for t in ts} == {999, 99}  # t = T-1 of both schedules
     steps = [(c[1][3], c[1][4]) for c in EXERCISES["ddim_step"].cases()]
     assert (0, -1) in steps
+
+
+def test_importing_teaching_does_not_import_pyplot():
+    import subprocess
+    import sys
+
+    code = ("import sys, oasis_lib.teaching, oasis_lib.teaching.figures; "
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,156 @@
+"""Measurements and figures that the notebooks teach with (pyplot is imported only when drawing).
+
+- :func:`per_timestep_errors`: the loss of a trained network at chosen timesteps, in its own
+  parameterisation and as the error of its implied x0 prediction (Ho et al. 2020 eq. 4 inverted;
+  Salimans & Ho 2022 sec. 4), on fixed slices and fixed noise;
+- :func:`plot_per_timestep_loss`: that loss against t next to the min-SNR-gamma weights
+  (Hang et al. 2023) of the eps, x0 and v targets;
+- :func:`plot_steps_vs_quality`: the sampler benchmark (``benchmarks/results/samplers.json``)
+  as quality against network calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from ..objectives import PREDICTION_TYPES, min_snr_weight, model_output_to_x0_eps, training_target
+from ..schedule import NoiseSchedule
+
+__all__ = ["per_timestep_errors", "plot_per_timestep_loss", "plot_steps_vs_quality",
+           "read_sampler_benchmark"]
+
+DPI = 100
+
+
+@torch.no_grad()
+def per_timestep_errors(
+    model: Callable[[Tensor, Tensor], Tensor], schedule: NoiseSchedule, x0: Tensor,
+    timesteps: Sequence[int], *, prediction_type: str, seed: int = 0, clip_x0: bool = True,
+) -> dict[str, Tensor]:
+    """Per-timestep errors of ``model`` on the clean slices ``x0`` ``[B, C, H, W]``.
+
+    For every t the same noise (a CPU generator seeded ``seed``, drawn once) makes
+    x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, and the network's output is compared with
+
+    - ``target_mse``: its training target (eps, x0 or v) -- the unweighted loss of eq. 14 at t;
+    - ``x0_mse``: the clean slice, through the x0 the output implies (clipped to [-1, 1] like the
+      samplers do when ``clip_x0``).
+
+    Returns float64 tensors ``[len(timesteps)]`` under ``"target_mse"`` and ``"x0_mse"``, and
+    ``"t"`` (long). The model is called in eval mode, one batch per t.
+    """
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; "
+                         f"choose one of {PREDICTION_TYPES}")
+    ts = [int(t) for t in timesteps]
+    if not ts or min(ts) < 0 or max(ts) >= schedule.T:
+        raise ValueError(f"timesteps must be a non-empty list in [0, {schedule.T - 1}]")
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    x0, noise = x0.to(device), noise.to(device)
+    target_mse, x0_mse = [], []
+    try:
+        for t in ts:
+            tb = torch.full((x0.shape[0],), t, dtype=torch.long, device=device)
+            x_t = schedule.q_sample(x0, tb, noise)
+            out = model(x_t, tb)
+            target = training_target(schedule, x0, noise, tb, prediction_type)
+            x0_hat, _ = model_output_to_x0_eps(schedule, out, x_t, tb, prediction_type)
+            if clip_x0:
+                x0_hat = x0_hat.clamp(-1, 1)
+            target_mse.append(float((out - target).double().pow(2).mean()))
+            x0_mse.append(float((x0_hat - x0).double().pow(2).mean()))
+    finally:
+        if isinstance(model, torch.nn.Module):
+            model.train(was_training)
+    return {"t": torch.tensor(ts), "target_mse": torch.tensor(target_mse, dtype=torch.float64),
+            "x0_mse": torch.tensor(x0_mse, dtype=torch.float64)}
+
+
+def plot_per_timestep_loss(
+    errors: Mapping[str, Tensor], schedule: NoiseSchedule, *, prediction_type: str,
+    gamma: float | None = 5.0, figsize=(11.0, 3.6),
+):
+    """Left: the per-t loss of :func:`per_timestep_errors` (log scale), unweighted and, when
+    ``gamma`` is set, multiplied by the min-SNR weight the network was trained with. Right: the
+    min-SNR-``gamma`` weight of each target against t (what the training loss multiplies each
+    t's error by)."""
+    import matplotlib.pyplot as plt
+
+    t = errors["t"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=figsize, dpi=DPI)
+    ax.plot(t, errors["target_mse"], "o-", color="C0", label=f"{prediction_type}-MSE (unweighted)")
+    if gamma is not None:
+        w = min_snr_weight(schedule, t, gamma, prediction_type).double()
+        ax.plot(t, errors["target_mse"] * w, "s--", color="C1",
+                label=f"x min-SNR weight (gamma={gamma:g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("timestep t")
+    ax.set_ylabel("mean squared error")
+    ax.set_title("loss of the network at each t")
+    ax.legend(fontsize=8)
+    all_t = torch.arange(schedule.T)
+    for k, kind in enumerate(PREDICTION_TYPES):
+        w = min_snr_weight(schedule, all_t, gamma if gamma is not None else 5.0, kind)
+        bx.plot(all_t, w, color=f"C{k + 2}", label=f"{kind} target")
+    bx.set_yscale("log")
+    bx.set_ylim(1e-4, 10)
+    bx.set_xlabel("timestep t")
+    bx.set_ylabel("loss weight")
+    bx.set_title(f"min-SNR weight, gamma = {gamma if gamma is not None else 5.0:g}")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def read_sampler_benchmark(path: str | os.PathLike) -> list[dict]:
+    """Rows ``{sampler, steps, nfe, n, seconds_per_image, <metric>: value, <metric>_floor}`` of a
+    ``bench_samplers.py`` JSON file (``benchmarks/results/samplers.json``)."""
+    data = json.loads(open(path, encoding="utf-8").read())
+    rows = []
+    for r in data["results"]:
+        row = {k: r[k] for k in ("sampler", "steps", "nfe", "n", "seconds_per_image")}
+        for name, m in r["metrics"].items():
+            if isinstance(m, dict) and m.get("value") is not None:
+                row[name] = m["value"]
+                row[f"{name}_floor"] = m.get("floor")
+        rows.append(row)
+    return rows
+
+
+def plot_steps_vs_quality(
+    rows: Sequence[Mapping], *, metrics: Sequence[str] = ("frechet_segmenter", "kid_segmenter"),
+    figsize=(11.0, 3.6),
+):
+    """Each metric against network calls per image (log scale), one line per sampler, with the
+    real-vs-real reference of each sample size as a dotted line."""
+    import matplotlib.pyplot as plt
+
+    labels = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=figsize, dpi=DPI, squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for k, sampler in enumerate(("ddim", "dpm++2m", "ddpm")):
+            pts = sorted((r["nfe"], r[metric], r["n"]) for r in rows
+                         if r["sampler"] == sampler and metric in r)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{k}",
+                        label=f"{labels[sampler]} ({pts[0][2]} samples)")
+        floors = sorted({(r["n"], r[f"{metric}_floor"]) for r in rows
+                         if r.get(f"{metric}_floor") is not None})
+        for j, (n, floor) in enumerate(floors):
+            ax.axhline(floor, color="0.4", ls=":" if j == 0 else "-.", lw=1,
+                       label=f"real vs real, {n} slices")
+        ax.set_xscale("log")
+        ax.set_xlabel("network calls per image (NFE)")
+        ax.set_title(metric)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
