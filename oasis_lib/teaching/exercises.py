@@ -21,6 +21,7 @@ exercise               the reader writes                                        
 ``cfg``                eps_uncond + s (eps_cond - eps_uncond) (Ho & Salimans 2022)   05
 ``dice``               2 |A and B| / (|A| + |B|) per class                           06
 ``frechet_diagonal``   Fréchet distance of two Gaussians with diagonal covariances   06
+``nearest_rms``        each image's RMS distance to its nearest reference image       07
 =====================  ============================================================  ========
 
 Conventions as in the library: images ``[B, C, H, W]``, timesteps 0-based long ``[B]`` (``t = -1``
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from ..data import tissue_fractions as data_tissue_fractions
 from ..ema import EMA
 from ..embeddings import sinusoidal_embedding
-from ..metrics import frechet_from_stats
+from ..metrics import frechet_from_stats, nearest_neighbours
 from ..objectives import min_snr_weight, v_target
 from ..sampling import ddim_step
 from ..schedule import NoiseSchedule
@@ -173,6 +174,15 @@ def solution_frechet_diagonal(mu1: Tensor, var1: Tensor, mu2: Tensor, var2: Tens
     return float(((mu1 - mu2) ** 2).sum() + ((var1.sqrt() - var2.sqrt()) ** 2).sum())
 
 
+def solution_nearest_rms(queries: Tensor, references: Tensor) -> tuple[Tensor, Tensor]:
+    """For each query image, the root-mean-square pixel difference to its nearest reference
+    image and that reference's index: ``(distances [Q], indices long [Q])``."""
+    q, r = queries.flatten(1).double(), references.flatten(1).double()
+    d = torch.cdist(q, r) / q.shape[1] ** 0.5  # [Q, R]: l2 / sqrt(pixels) = RMS difference
+    dist, idx = d.min(dim=1)
+    return dist, idx
+
+
 # ---------------------------------------------------------------------------- references
 def _ref_q_sample(schedule, x0, t, noise):
     return schedule.q_sample(x0, t, noise)
@@ -202,6 +212,10 @@ def _ref_ddim_step(schedule, x_t, eps, t, t_prev):
 
 def _ref_cfg(eps_uncond, eps_cond, scale):
     return torch.lerp(eps_uncond, eps_cond, scale)  # an independent formula of the same line
+
+
+def _ref_nearest_rms(queries, references):
+    return nearest_neighbours(queries, references, metric="rms")
 
 
 def _ref_frechet_diagonal(mu1, var1, mu2, var2):
@@ -317,6 +331,17 @@ def _cases_frechet():
         yield f"dimension {d}", (mu1, var1, mu2, var2)
 
 
+def _cases_nearest():
+    sizes = ((3, 10, (1, 8, 8)), (5, 40, (1, 16, 16)), (1, 7, (2, 4, 4)))
+    for i, (q, r, shape) in enumerate(sizes):
+        g = _gen(i)
+        refs = torch.rand((r, *shape), generator=g) * 2 - 1
+        # queries: noisy copies of random references, so the nearest one is well defined
+        pick = torch.randint(0, r, (q,), generator=g)
+        queries = refs[pick] + 0.05 * torch.randn((q, *shape), generator=g)
+        yield f"{q} queries against {r} references of shape {shape}", (queries, refs)
+
+
 EXERCISES: dict[str, Exercise] = {e.name: e for e in (
     Exercise("tissue_fractions", "fn(masks) -> float [4]: share of classes 0..3 among all pixels",
              _cases_tissue_fractions, data_tissue_fractions, solution_tissue_fractions),
@@ -342,6 +367,9 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
              _cases_dice, dice_per_class, solution_dice),
     Exercise("frechet_diagonal", "fn(mu1, var1, mu2, var2) -> float: the Fréchet distance",
              _cases_frechet, _ref_frechet_diagonal, solution_frechet_diagonal, rtol=1e-6),
+    Exercise("nearest_rms", "fn(queries, references) -> (RMS distance [Q], index [Q]) of the "
+             "nearest reference", _cases_nearest, _ref_nearest_rms, solution_nearest_rms,
+             atol=1e-6),
 )}
 
 
@@ -441,3 +469,4 @@ check_ddim_step = _checker("ddim_step")
 check_cfg = _checker("cfg")
 check_dice = _checker("dice")
 check_frechet_diagonal = _checker("frechet_diagonal")
+check_nearest_rms = _checker("nearest_rms")
