@@ -198,3 +198,16 @@ def test_nbval_output_timeout_is_raised_on_every_cell():
     assert conftest.OUTPUT_TIMEOUT >= 60
     with pytest.raises(ValueError, match="must be > 0"):
         conftest.pytest_collection_modifyitems(Config(0.0), items)
+
+
+def test_every_notebook_runs_a_checker_on_its_solution(nb_path):
+    """Each notebook has an exercise whose checker is run on the library's solution, and the
+    stored output says it passed (nbval re-runs the cell, so CI checks the solution)."""
+    ran = []
+    for cell in _code(_read(nb_path)):
+        m = re.search(r"exercises\.check_(\w+)\(exercises\.solution_(\w+)\)", cell.source)
+        if m and m.group(1) == m.group(2):
+            text = "".join(o.get("text", "") for o in cell.outputs)
+            assert text.startswith(f"{m.group(1)}: passed"), f"{m.group(1)}: {text!r}"
+            ran.append(m.group(1))
+    assert ran, "no exercise checker is run on its solution"
