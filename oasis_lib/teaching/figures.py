@@ -18,8 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..objectives import PREDICTION_TYPES, min_snr_weight, model_output_to_x0_eps, training_target
-from ..schedule import NoiseSchedule
+from ..diffusion.objectives import (
+    PREDICTION_TYPES,
+    min_snr_weight,
+    model_output_to_x0_eps,
+    training_target,
+)
+from ..diffusion.schedule import NoiseSchedule
 
 __all__ = ["per_timestep_errors", "plot_per_timestep_loss", "plot_steps_vs_quality",
            "read_sampler_benchmark"]
