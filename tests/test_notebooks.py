@@ -211,3 +211,23 @@ def test_every_notebook_runs_a_checker_on_its_solution(nb_path):
             assert text.startswith(f"{m.group(1)}: passed"), f"{m.group(1)}: {text!r}"
             ran.append(m.group(1))
     assert ran, "no exercise checker is run on its solution"
+
+
+SOURCE_BLOCK = re.compile(r"\A```python\n# (oasis_lib/[\w/]+\.py), lines (\d+)-(\d+)\n(.*)\n```\Z",
+                          re.DOTALL)
+
+
+def test_shown_source_is_the_current_source(nb_path):
+    """A cell that shows library code (``show_source``, ``exercises.solution``) stores the code
+    with its file and lines; after a library change the stored copy must be re-executed."""
+    root = NOTEBOOK_DIR.parent
+    stale = []
+    for i, cell in enumerate(_code(_read(nb_path))):
+        for o in cell.outputs:
+            m = SOURCE_BLOCK.match("".join(o.get("data", {}).get("text/markdown", "")))
+            if m:
+                path, a, b, shown = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+                lines = (root / path).read_text().splitlines()[a - 1:b]
+                if "\n".join(lines) != shown:
+                    stale.append(f"code cell {i}: {path} lines {a}-{b}")
+    assert not stale, f"stale source outputs (re-execute the notebook): {stale}"
