@@ -6,7 +6,9 @@
 - :func:`plot_per_timestep_loss`: that loss against t next to the min-SNR-gamma weights
   (Hang et al. 2023) of the eps, x0 and v targets;
 - :func:`plot_steps_vs_quality`: the sampler benchmark (``benchmarks/results/samplers.json``)
-  as quality against network calls.
+  as quality against network calls;
+- :func:`ema_trajectories` / :func:`plot_ema_trajectories`: the library's EMA following a
+  weight that noisy SGD moves, at several decays.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from ..diffusion.objectives import (
 )
 from ..diffusion.schedule import NoiseSchedule
 
-__all__ = ["per_timestep_errors", "plot_per_timestep_loss", "plot_steps_vs_quality",
-           "read_sampler_benchmark"]
+__all__ = ["ema_trajectories", "per_timestep_errors", "plot_ema_trajectories",
+           "plot_per_timestep_loss", "plot_steps_vs_quality", "read_sampler_benchmark"]
 
 DPI = 100
 
@@ -157,5 +159,60 @@ def plot_steps_vs_quality(
         ax.set_xlabel("network calls per image (NFE)")
         ax.set_title(metric)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def ema_trajectories(decays: Sequence[float] = (0.9, 0.99), *, steps: int = 400, lr: float = 0.05,
+                     noise: float = 1.0, seed: int = 0, warmup: bool = True) -> dict[str, Tensor]:
+    """Noisy SGD on a one-weight model, with the library's :class:`~oasis_lib.training.ema.EMA`
+    (no warm-up) following it at each ``decay``: the live weight and every average, per step.
+
+    The model is ``y = w x`` fitted to targets ``2 x + noise * z`` by plain SGD on one sample
+    per step, so the live weight jitters around 2 the way a network's weights jitter between
+    batches; the EMA of decay d averages over about 1 / (1 - d) steps. With ``warmup`` one more
+    EMA of the largest decay uses the library's warm-up, min(d, (1 + n) / (10 + n)). Returns
+    float64 tensors ``[steps]`` under ``"live"``, ``"ema <d>"`` (and ``"ema <d>, warm-up"``).
+    """
+    from ..training.ema import EMA
+
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    emas = {f"ema {d:g}": EMA(model, d, warmup=False) for d in decays}
+    if warmup:
+        emas[f"ema {max(decays):g}, warm-up"] = EMA(model, max(decays), warmup=True)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    trace: dict[str, list[float]] = {"live": [], **{name: [] for name in emas}}
+    for _ in range(steps):
+        x = torch.randn((1, 1), generator=g)
+        y = 2.0 * x + noise * torch.randn((1, 1), generator=g)
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        trace["live"].append(float(model.weight.detach()))
+        for name, ema in emas.items():
+            ema.update(model)
+            trace[name].append(float(ema.model.weight))
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in trace.items()}
+
+
+def plot_ema_trajectories(trace: Mapping[str, Tensor], *, target: float | None = 2.0,
+                          figsize=(8.0, 3.2)):
+    """The live weight (grey) and its EMAs against the optimiser step."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
+    for k, (name, w) in enumerate(trace.items()):
+        style = {"color": "0.6", "lw": 0.8} if name == "live" else {"color": f"C{k}", "lw": 1.8}
+        ax.plot(torch.arange(1, len(w) + 1), w, label=name if name != "live" else "live weight",
+                **style)
+    if target is not None:
+        ax.axhline(target, color="k", ls=":", lw=1, label="best weight")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("weight")
+    ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
