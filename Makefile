@@ -30,7 +30,9 @@ ifneq ($(NOTEBOOKS),)
 	@# Build the demo data first (a no-op when an identical build exists), so that no
 	@# notebook prints the one-time build message that the committed outputs do not have.
 	$(BIN)/python -m oasis_lib make-demo --out data/demo
-	MPLBACKEND=Agg OASIS_CI=1 $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	@# One torch thread: the committed outputs were computed so, and a kernel with two OpenMP
+	@# threads stalls on a busy 2-core machine (nbval waits up to --nbval-output-timeout, 120 s).
+	MPLBACKEND=Agg OASIS_CI=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
 else
 	@echo "no notebooks yet"
 endif
