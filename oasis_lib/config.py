@@ -22,7 +22,7 @@ from .models.unet_config import UNET_PRESETS
 
 ARCHS = ("unet", "simple")  # our UNet, or the seed's SimpleUNet baseline
 OPTIMIZERS = ("adamw", "adam")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA when supported, else fp32
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: see oasis_lib.training.precision
 BUDGET_CLOCKS = ("wall", "cpu")
 PERCEPTUAL_NETS = ("segmenter", "lpips", "none")
 
@@ -63,7 +63,11 @@ class RunConfig:
     #   over resumes (validation and sample grids not counted); None: no time limit
     budget_clock: str = "wall"  # what max_minutes counts: wall (seconds elapsed) | cpu (this
     #   process's CPU seconds, all threads: a fair budget on a machine shared with other jobs)
-    batch_size: int = 16
+    batch_size: int = 16  # images per optimiser step, over all ranks and micro-steps: under
+    #   torchrun each of N ranks takes batch_size / N of every batch, so the recipe does not
+    #   change with N (must divide by N * grad_accum)
+    grad_accum: int = 1  # gradient accumulation: each rank's share runs as this many
+    #   micro-batches, summed before one optimiser step (less memory, same maths)
     optimizer: str = "adamw"  # adamw | adam
     lr: float = 2e-4  # peak learning rate (the seed's 1e-3 is too high for diffusion)
     weight_decay: float = 0.0
@@ -73,13 +77,17 @@ class RunConfig:
     ema_warmup: bool = True  # decay ramps as (1+n)/(10+n) early on, capped at ema_decay
     # --- speed
     device: str = "auto"  # auto | cpu | cuda | mps (see oasis_lib.device.get_device)
-    # auto: bf16 autocast on CUDA (fp16 + grad scaler where bf16 is unsupported), fp32 elsewhere.
-    # bf16 on a CPU only pays with native bf16 (AVX512-BF16/AMX); on an AVX2-only CPU it is
-    # ~50x slower (benchmarks/bench_models.py), so it is never a silent CPU default.
+    # auto: on CUDA bf16 autocast (fp16 + grad scaler where bf16 is unsupported); on a CPU bf16
+    # autocast only when the processor has native bf16 (AVX512-BF16/AMX, detected at run time
+    # and confirmed by a tiny matmul timing), else fp32: emulated bf16 can be tens of times
+    # slower than fp32 (oasis_lib.training.precision; the Trainer logs the choice and why).
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA)
-    channels_last: bool = False  # NHWC memory format: 15% slower training on our AVX2 CPU
+    channels_last: bool = False  # NHWC memory format: faster or slower depending on the
+    #   model and CPU (measure with benchmarks/bench_models.py)
     compile: bool = False  # torch.compile the model
     num_workers: int = 0  # DataLoader workers (slices are cached in memory already)
+    dist_timeout_s: float = 1800.0  # under torchrun: seconds a rank waits for the others in a
+    #   collective before it stops with an error (a dead or stuck rank never hangs the run)
     # --- bookkeeping
     seed: int = 0  # seeds python, numpy and torch, and the trainer's own generator
     out_dir: str = "runs/run"
@@ -95,10 +103,16 @@ class RunConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("budget_clock", self.budget_clock, BUDGET_CLOCKS)
         _choice("precision", self.precision, PRECISIONS)
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "validate_every",
-                     "sample_every", "image_size"):
+        for name in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "log_every",
+                     "validate_every", "sample_every", "image_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of grad_accum "
+                             f"{self.grad_accum} (each micro-batch is batch_size / grad_accum "
+                             "per process)")
+        if self.dist_timeout_s <= 0:
+            raise ValueError(f"dist_timeout_s must be > 0, got {self.dist_timeout_s}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -264,10 +278,11 @@ DEMO_RECIPE: dict[str, Any] = {"lr": 3e-4, "diffusion": {"min_snr_gamma": 5.0}}
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    # Seconds on a laptop CPU: for tests, CI and the notebooks' quick runs.
+    # Seconds on a laptop CPU: for tests, CI and the notebooks' quick runs. fp32 pinned so
+    # their numbers are the same on every CPU (auto would pick bf16 where the CPU has it).
     "tiny": TrainConfig(preset="tiny", image_size=32, epochs=1, batch_size=8, warmup_steps=10,
                         checkpoint_every=20, val_size=32, sample_n=8, sample_steps=10,
-                        ema_decay=0.99, out_dir="runs/tiny"),
+                        ema_decay=0.99, precision="fp32", out_dir="runs/tiny"),
     # The CPU-friendly default at 64x64 (hours on 2 cores for brain-like samples).
     "cpu": TrainConfig(preset="cpu", image_size=64, out_dir="runs/cpu"),
     # A real GPU at 128x128.
@@ -278,10 +293,12 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 
 AUTOENCODER_TRAIN_PRESETS: dict[str, AutoencoderTrainConfig] = {
-    # Seconds: tests and CI (the tiny autoencoder on 32x32 slices, 16x16 crops).
+    # Seconds: tests and CI (the tiny autoencoder on 32x32 slices, 16x16 crops); fp32 pinned
+    # as for the diffusion tiny preset.
     "tiny": AutoencoderTrainConfig(preset="tiny", image_size=32, crop_size=16, epochs=1,
                                    batch_size=8, warmup_steps=10, checkpoint_every=20,
                                    val_size=16, sample_n=4, ema_decay=0.99, lr=1e-3,
+                                   precision="fp32",
                                    loss=AutoencoderLossConfig(perceptual=0.0),
                                    perceptual_net="none", out_dir="runs/ae_tiny"),
     # A laptop CPU: native 256x256 slices, 64x64 crops, validated on 64 whole slices.

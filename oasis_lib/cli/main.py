@@ -51,7 +51,8 @@ def _train_config(args):
     over = {k: v for k, v in {
         "image_size": args.image_size, "epochs": args.epochs, "max_steps": args.max_steps,
         "max_minutes": args.max_minutes, "optimizer": args.optimizer, "grad_clip": args.grad_clip,
-        "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
+        "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
+        "precision": args.precision,
         "device": args.device, "seed": args.seed, "data_root": args.data_root,
         "checkpoint_every": args.checkpoint_every, "arch": args.arch,
         "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
@@ -102,11 +103,25 @@ def _cmd_train_autoencoder(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from ..training.trainer import train
+    from ..training.distributed import RankFailure, destroy
+    from ..training.trainer import Trainer
     from ..viz.plotting import plot_loss_curve
 
     cfg = _train_config(args)
-    result = train(cfg, resume=args.resume)
+    trainer = Trainer(cfg, resume=args.resume)
+    if trainer.dist.is_main:
+        world = trainer.dist.world_size
+        print(f"precision: {trainer.precision_reason}"
+              + (f"; {world} ranks ({trainer.dist.backend}), {trainer.micro_batch} images per "
+                 f"rank and micro-step" if world > 1 else ""), flush=True)
+    try:
+        result = trainer.fit()
+    except RankFailure as e:  # another rank died or hung: one actionable line, no traceback
+        print(e, file=sys.stderr, flush=True)
+        return 1
+    destroy(trainer.dist)
+    if not trainer.dist.is_main:
+        return 0  # rank 0 alone draws the curve and reports
     metrics = Path(result.out_dir) / "metrics.jsonl"
     if metrics.is_file():
         plot_loss_curve(metrics, save_to=Path(result.out_dir) / "loss_curve.png")
@@ -231,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this much time in optimiser steps (a fair time budget)")
     t.add_argument("--optimizer", default=None, choices=OPTIMIZERS)
     t.add_argument("--grad-clip", type=float, default=None, help="max grad norm; 0 disables")
-    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="images per optimiser step, summed over all torchrun ranks")
+    t.add_argument("--grad-accum", type=int, default=None, metavar="K",
+                   help="split each rank's share into K micro-batches (gradient accumulation)")
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--prediction", default=None, choices=PREDICTION_TYPES)
     t.add_argument("--schedule", default=None, choices=SCHEDULE_KINDS)

@@ -92,7 +92,8 @@ class AutoencoderTrainer(Trainer):
         """Loss (posterior mean, whole slices) of the live and EMA weights, and the EMA's PSNR
         and SSIM inside the brain (mask > 0 where masks are loaded, else the whole slice)."""
         out = {}
-        for name, net in (("val_loss", self.model), ("val_loss_ema", self.ema.model)):
+        # eval_model: the network without its DDP wrapper (rank 0 validates alone)
+        for name, net in (("val_loss", self.eval_model), ("val_loss_ema", self.ema.model)):
             was_training = net.training
             net.eval()
             total = 0.0

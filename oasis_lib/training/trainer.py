@@ -15,13 +15,19 @@ Around it:
   ``--resume`` continues from it. Every random draw of the loop (data order, flips, t, noise)
   comes from generators whose state is in the checkpoint, so on the CPU a killed-and-resumed
   run ends with the same weights as an uninterrupted one;
-* a non-finite loss stops training with the step named; the last good checkpoint stays.
+* a non-finite loss stops training with the step named; the last good checkpoint stays;
+* under torchrun, DistributedDataParallel (:mod:`oasis_lib.training.distributed`): every rank
+  takes ``batch_size / world_size`` of each global batch, draws from its own generator
+  (seed * world_size + rank), accumulates ``grad_accum`` micro-batches with ``no_sync``; the EMA
+  is updated on every rank from the same all-reduced weights (identical, no communication); rank
+  0 alone writes files, and checkpoints hold every rank's RNG state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +46,32 @@ from ..checkpoint import (
 )
 from ..config import TrainConfig
 from ..data import load_splits
-from ..device import get_device
 from ..diffusion.objectives import validation_draws
 from ..models.factory import build_pipeline
 from ..seeding import cpu_generator, seed_everything
+from .distributed import (
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    check_batch_split,
+    collective_guard,
+    destroy,
+    gather_to_main,
+    init_distributed,
+    no_sync,
+    rank_seed,
+    shard_batches,
+    wrap_ddp,
+)
 from .ema import EMA
+from .precision import resolve_precision
+
+logger = logging.getLogger(__name__)
 
 # Fields a resumed run takes from the new config instead of the checkpoint.
 RESUME_OVERRIDES = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress",
-                    "device", "channels_last", "compile", "num_workers")
+                    "device", "channels_last", "compile", "num_workers", "grad_accum",
+                    "dist_timeout_s")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,15 +88,9 @@ class TrainResult:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision choice on a device (``None``: plain fp32)."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision 'fp16' needs CUDA (it uses a grad scaler); "
-                         "use 'bf16' or 'fp32'")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    """The autocast dtype for a precision choice on a device (``None``: plain fp32); see
+    :func:`oasis_lib.training.precision.resolve_precision` for the reason too."""
+    return resolve_precision(precision, device)[0]
 
 
 def _images(batch):
@@ -103,8 +120,10 @@ class Trainer:
             config = saved
         self.cfg = cfg = config
         seed_everything(cfg.seed)
-        self.device = get_device(cfg.device)
-        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        self.dist, self.device = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
+        self.micro_batch = check_batch_split(cfg.batch_size, self.dist, cfg.grad_accum)
+        self.amp_dtype, self.precision_reason = resolve_precision(cfg.precision, self.device)
+        logger.info("precision: %s", self.precision_reason)
         if train_set is None or val_set is None:
             train_set, val_set = load_splits(cfg.data_root, image_size=cfg.image_size,
                                              augment=False, with_masks=self.needs_masks)
@@ -115,18 +134,28 @@ class Trainer:
             from .latents import latent_datasets
 
             self.pipeline.to(self.device)
+            # Rank 0 encodes and writes the latent cache; the other ranks then read it.
+            if not self.dist.is_main:
+                barrier(self.dist, "waiting for rank 0's latent cache")
             self.train_set, self.val_set, _ = latent_datasets(
-                self.pipeline, cfg, self.train_set, self.val_set, progress=cfg.progress)
+                self.pipeline, cfg, self.train_set, self.val_set,
+                progress=cfg.progress and self.dist.is_main)
+            if self.dist.is_main:
+                barrier(self.dist, "latent cache written")
         if cfg.channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
         self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
+        self.eval_model = self.model  # the unwrapped network: validation runs on one rank
+        if self.dist.enabled:  # dropout masks differ per rank; the weights come from rank 0
+            torch.manual_seed(rank_seed(cfg.seed, self.dist))
+        self.model = wrap_ddp(self.model, self.dist, self.device)
         self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup)
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.opt = opt_cls(self.raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = max(cfg.warmup_steps, 1)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.gen = cpu_generator(cfg.seed)  # t, noise and flips
+        self.gen = cpu_generator(rank_seed(cfg.seed, self.dist))  # t, noise and flips
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_val: float | None = None
         self.train_seconds = 0.0  # time spent in optimiser steps (max_minutes counts this)
@@ -137,6 +166,7 @@ class Trainer:
         elif self.out.exists() and self.last_path.exists():
             raise FileExistsError(f"{self.out} already holds a run (last.pt); pass resume=True "
                                   "(--resume) to continue it or choose another out_dir")
+        barrier(self.dist, "start-up barrier (every rank has read the checkpoint)")
 
     # ------------------------------------------------------------------ what is trained
     # A subclass that trains another model (training/autoencoder.py) overrides these four:
@@ -159,7 +189,14 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
                 "train_seconds": self.train_seconds,
-                "rng": get_rng_state(self.gen), "config": self.cfg.to_dict()}
+                "rng": get_rng_state(self.gen), "config": self.cfg.to_dict(),
+                **self._rank_rng_states()}
+
+    def _rank_rng_states(self) -> dict:
+        """Every rank's RNG states, gathered to rank 0 (a collective: all ranks call it)."""
+        if not self.dist.enabled:
+            return {}
+        return {"rng_ranks": gather_to_main(get_rng_state(self.gen), self.dist)}
 
     def _restore(self, ckpt: dict) -> None:
         load_state_strict(self.raw_model, ckpt["model"], source=str(self.last_path))
@@ -170,16 +207,24 @@ class Trainer:
         self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
         self.batch_in_epoch, self.best_val = int(ckpt["batch_in_epoch"]), ckpt["best_val_loss"]
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
-        set_rng_state(ckpt["rng"], self.gen)
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank], self.gen)
+        else:  # another world size: the data order is exact, the noise streams are new ones
+            logger.warning("resuming a %d-rank run with %d ranks: noise streams are reseeded",
+                           len(ranks), self.dist.world_size)
+            self.gen.manual_seed(rank_seed(self.cfg.seed, self.dist) + 7919 * self.step)
         # Metric lines written after this checkpoint belong to lost work: drop them.
         log = self.out / "metrics.jsonl"
-        if log.exists():
+        if log.exists() and self.dist.is_main:
             keep = [ln for ln in log.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
             log.write_text("".join(ln + "\n" for ln in keep))
 
     def save(self, path: Path | None = None) -> Path:
-        return atomic_save(self.state_dict(), path or self.last_path)
+        """Write the training state (rank 0 writes; every rank must call it under torchrun)."""
+        state, path = self.state_dict(), Path(path or self.last_path)
+        return atomic_save(state, path) if self.dist.is_main else path
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -192,6 +237,8 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -212,11 +259,15 @@ class Trainer:
         bs = self.cfg.batch_size
         return [perm[i:i + bs] for i in range(0, len(perm) - bs + 1, bs)]
 
+    def _rank_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's share of each of the epoch's global batches (all of it at world 1)."""
+        return shard_batches(self._epoch_batches(epoch), self.dist)
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Validation loss of the live and EMA weights on the fixed batch."""
         out = {}
-        for name, net in (("val_loss", self.model), ("val_loss_ema", self.ema.model)):
+        for name, net in (("val_loss", self.eval_model), ("val_loss_ema", self.ema.model)):
             was_training = net.training
             net.eval()
             total = 0.0
@@ -243,19 +294,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train_step(self, x0: torch.Tensor) -> float:
+        """One optimiser step on this rank's share ``x0`` of a global batch, in ``grad_accum``
+        micro-batches; returns the loss averaged over the whole global batch."""
         c = self.cfg
-        if c.hflip and not self.encoded:  # drawn from the trainer's generator (exact resume)
-            flip = torch.rand(x0.shape[0], generator=self.gen) < 0.5
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-        x0 = self._to_device(x0)
-        with self._autocast():
-            loss = self.compute_loss(x0)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "
-                f"stopped without saving; the last good checkpoint is {self.last_path}")
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        chunks = x0.split(self.micro_batch) if c.grad_accum > 1 else (x0,)
+        total = 0.0
+        for k, xk in enumerate(chunks):
+            if c.hflip and not self.encoded:  # from the trainer's generator (exact resume)
+                flip = torch.rand(xk.shape[0], generator=self.gen) < 0.5
+                xk = torch.where(flip[:, None, None, None], xk.flip(-1), xk)
+            xk = self._to_device(xk)
+            # DDP all-reduces the gradients in the backward of the last micro-step only.
+            with no_sync(self.model, k < len(chunks) - 1), \
+                    collective_guard(self.dist, f"gradient all-reduce of step {self.step + 1}"):
+                with self._autocast():
+                    loss = self.compute_loss(xk)
+                if not self.dist.enabled:
+                    self._check_finite(loss)
+                self.scaler.scale(loss / len(chunks) if len(chunks) > 1 else loss).backward()
+            total += float(loss.detach()) / len(chunks)
+        # Every rank stops together on a non-finite loss anywhere (before any weight changes).
+        total = all_reduce_mean(total, self.dist)
+        self._check_finite(torch.tensor(total))
         if c.grad_clip > 0:
             self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
@@ -264,34 +325,45 @@ class Trainer:
         self.sched.step()
         self.ema.update(self.raw_model)
         self.step += 1
-        return float(loss.detach())
+        return total
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "
+                f"stopped without saving; the last good checkpoint is {self.last_path}")
 
     def _done(self) -> bool:
         c = self.cfg
-        return ((c.max_steps is not None and self.step >= c.max_steps)
+        done = ((c.max_steps is not None and self.step >= c.max_steps)
                 or (c.max_minutes is not None and self.train_seconds >= 60 * c.max_minutes))
+        if c.max_minutes is not None and self.dist.enabled:  # rank 0's clock decides for all
+            done = bool(broadcast_object(done, self.dist))
+        return done
 
     def fit(self) -> TrainResult:
         c = self.cfg
         self.model.train()
         t0, images = time.perf_counter(), 0
         t_log = t0
-        epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not c.progress,
+        show = c.progress and self.dist.is_main
+        epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not show,
                       initial=self.epoch, total=c.epochs)
         try:
             for epoch in epochs:
                 if self._done():
                     break
                 self.epoch = epoch
-                all_batches = self._epoch_batches(epoch)
+                all_batches = self._rank_batches(epoch)
                 batches = all_batches[self.batch_in_epoch:]
                 loader = DataLoader(self.train_set, batch_sampler=batches,
                                     num_workers=c.num_workers,
+                                    pin_memory=self.device.type == "cuda",  # async H2D copies
                                     generator=torch.Generator().manual_seed(epoch))
                 # Epochs are counted from 1 in everything a person reads (bars, logs, files);
                 # self.epoch is the number of finished epochs.
                 bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
-                           disable=not c.progress)
+                           disable=not show)
                 for batch in bar:
                     t_step = self._clock()
                     loss = self.train_step(_images(batch))
@@ -317,8 +389,10 @@ class Trainer:
                     self._end_of_epoch(epoch)
                 self.save()
         except KeyboardInterrupt:
-            self.save()  # an interrupted run keeps everything up to the last finished step
-            raise
+            if not self.dist.enabled:  # (under torchrun the other ranks may be gone: the
+                self.save()  # last periodic checkpoint stands) an interrupted run keeps
+            raise  # everything up to the last finished step
+        barrier(self.dist, "end of training")
         seconds = time.perf_counter() - t0
         return TrainResult(self.step, self.epoch, self.best_val, self.out,
                            images / seconds if seconds > 0 else 0.0)
@@ -326,15 +400,20 @@ class Trainer:
     def _end_of_epoch(self, epoch: int) -> None:
         c = self.cfg
         if (epoch + 1) % c.validate_every == 0:
-            val = self.validate()
+            # Rank 0 validates; every rank takes its numbers, so all make the same decisions.
+            val = broadcast_object(self.validate() if self.dist.is_main else None, self.dist)
             self._log({"step": self.step, "epoch": epoch + 1, **val})
             if self.best_val is None or val["val_loss_ema"] < self.best_val:
                 self.best_val = val["val_loss_ema"]
-                atomic_save(self.state_dict(), self.best_path)
-        if (epoch + 1) % c.sample_every == 0:
+                self.save(self.best_path)
+        if (epoch + 1) % c.sample_every == 0 and self.dist.is_main:
             self.sample_grid(self.out / "samples" / f"epoch_{epoch + 1:04d}.png")
 
 
 def train(config: TrainConfig, *, resume: bool = False, **datasets) -> TrainResult:
-    """Train a run described by ``config`` (see :class:`Trainer`)."""
-    return Trainer(config, resume=resume, **datasets).fit()
+    """Train a run described by ``config`` (see :class:`Trainer`); under torchrun, ends the
+    process group it joined."""
+    trainer = Trainer(config, resume=resume, **datasets)
+    result = trainer.fit()
+    destroy(trainer.dist)  # (after a RankFailure the process just exits)
+    return result
