@@ -101,29 +101,13 @@ def cost_row(name: str, ae: AutoencoderKL, batch: int, repeats: int) -> str:
             f"{ms:.0f} | {shape} | {unet:.2f} | {16 * (20 * unet + dec):.0f} |")
 
 
-def load_autoencoder(path: Path) -> AutoencoderKL:
-    """A trained autoencoder: safetensors (config in the metadata, under "autoencoder" or at the
-    top level) or a ``.pt`` checkpoint (``ema`` or ``model`` state, config likewise)."""
-    from oasis_lib.checkpoint import load_checkpoint, load_safetensors, load_state_strict
-
-    if path.suffix == ".safetensors":
-        state, config = load_safetensors(path)
-    else:
-        ckpt = load_checkpoint(path)
-        state, config = ckpt.get("ema") or ckpt["model"], ckpt["config"]
-    config = config.get("autoencoder", config)
-    fields = set(AutoencoderConfig.__dataclass_fields__)
-    ae = AutoencoderKL(AutoencoderConfig(**{k: v for k, v in config.items() if k in fields}))
-    load_state_strict(ae, state, source=str(path))
-    return ae.eval()
-
-
 def quality_row(path: Path, n: int, data_root, batch: int) -> str:
     from oasis_lib import load_split
     from oasis_lib.evaluation.reconstruction import reconstruction_metrics
     from oasis_lib.evaluation.segmenter import dice_per_class, load_segmenter
+    from oasis_lib.pretrained import load_autoencoder
 
-    ae = load_autoencoder(path)
+    ae = load_autoencoder(path, device="cpu")
     val = load_split("validate", data_root, image_size=SIZE, with_masks=True, augment=False)
     idx = torch.linspace(0, len(val) - 1, min(n, len(val))).round().long().unique()
     seg = load_segmenter(device="cpu")

@@ -117,7 +117,8 @@ class DiffusionPipeline:
         if self.autoencoder is None:
             return images
         z = self.autoencoder.encode(images)
-        z = z.mode() if hasattr(z, "mode") else z  # a KL autoencoder's posterior: its mean
+        if not isinstance(z, Tensor):  # a KL autoencoder's posterior: take its mean
+            z = z.mode()
         return z * self.scale_factor
 
     def decode(self, z: Tensor) -> Tensor:
