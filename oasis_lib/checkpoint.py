@@ -48,14 +48,39 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, unsafe pickle ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    ckpt = safe_torch_load(path, map_location=map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not an oasis_lib training checkpoint "
                               "(expected a dict with 'model' and 'config')")
     return ckpt
+
+
+def safe_torch_load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)``; a failure raises :class:`CheckpointError` naming
+    the path and the cause in words that never suggest unsafe loading."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, unsafe pickle ...
+        raise CheckpointError(f"cannot read {what} {path}: {_load_failure(path, e)}") from e
+
+
+def _load_failure(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` failed, in our words: torch's own text for a pickle it refuses
+    suggests unsafe loading, which we never do, nor suggest."""
+    text = str(err)
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes); it was never written completely"
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        return ("it holds pickled Python objects besides tensors, and such a file can run code "
+                "when loaded; it was not written by oasis_lib (or was modified), so it is "
+                "refused. Use a checkpoint written by `train` or a .safetensors export")
+    if "central directory" in text or "zip archive" in text or "EOF" in text:
+        return (f"the file is truncated or not a torch checkpoint ({size} bytes); a copy or "
+                "a write stopped early: copy it again, or resume from another checkpoint")
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor],

@@ -1,0 +1,120 @@
+"""One-line errors for the command line (STYLE.md 16: pip, git and cargo do the same).
+
+:func:`run` calls a command's ``main`` and turns the library's exceptions into one line on
+stderr, ``error: <what happened, which path, what to do>``, with a conventional exit code:
+
+=====  ==============================================================================
+code   meaning
+=====  ==============================================================================
+0      success (also: a finished run asked to resume says so and exits 0)
+1      a failure: bad data, an unreadable checkpoint, a diverged run, a full disk ...
+2      bad usage: a flag, a combination of flags or an output path refused before any
+       compute (:class:`UsageError`; argparse itself also exits 2)
+130    stopped by SIGINT (Ctrl-C), 143 by SIGTERM, after saving (the message says where)
+=====  ==============================================================================
+
+``--debug`` anywhere on the command line, or ``OASIS_DEBUG=1`` in the environment, prints the
+full traceback as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "OASIS_DEBUG"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# The library's errors that mean a flag is wrong.
+USAGE_ERRORS = ("ResumeMismatchError", "BatchSizeError")
+# The library's own failures: their message already says what, where and what to do.
+KNOWN_FAILURES = ("DataError", "CheckpointError", "RunLockedError", "DivergenceError",
+                  "NonFiniteLossError", "NonFiniteWeightsError")
+
+
+class UsageError(ValueError):
+    """A flag, a combination of flags or an output path is refused before any compute."""
+
+
+class Stopped(Exception):  # noqa: N818 (not an error: the user or the scheduler asked to stop)
+    """A command stopped on a signal after saving; ``str()`` says what was saved where."""
+
+    def __init__(self, message: str, *, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
+
+
+@contextlib.contextmanager
+def usage_phase() -> Iterator[None]:
+    """Within this block a ``ValueError`` (e.g. from ``TrainConfig.validate``) is bad usage."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as err:
+        if type(err).__name__ in ("DataError", "CheckpointError"):
+            raise  # those are failures of an input file, not of the flags
+        raise UsageError(str(err)) from err
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def one_line(text: str) -> str:
+    """Collapse a (possibly multi-line) message to one line."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def describe(err: BaseException) -> tuple[str, int]:
+    """(one-line message, exit code) for an exception the library raises."""
+    name = type(err).__name__
+    if isinstance(getattr(err, "signum", None), int):  # Stopped, training's TrainingStopped
+        return one_line(err), 128 + err.signum
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted (Ctrl-C) before anything was saved", 128 + signal.SIGINT
+    if isinstance(err, UsageError) or name in USAGE_ERRORS:
+        return one_line(err), EXIT_USAGE
+    if isinstance(err, FileExistsError) and not err.filename:
+        return one_line(err), EXIT_USAGE  # e.g. "runs/x already holds a run; pass --resume"
+    if isinstance(err, OSError) and err.strerror:
+        where = f" {err.filename}" if err.filename else ""
+        hint = ""
+        if err.errno == errno.ENOSPC:
+            hint = "; free some space and run again (completed checkpoints were kept)"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            hint = "; choose a folder you can write to"
+        elif err.errno == errno.ENOENT:
+            hint = "; check the path"
+        return f"{err.strerror.lower()}:{where}{hint}", EXIT_FAILURE
+    if isinstance(err, MemoryError):
+        return ("out of memory; use a smaller --batch-size, --n or --image-size",
+                EXIT_FAILURE)
+    text = one_line(err) or name
+    if name in KNOWN_FAILURES:
+        return text, EXIT_FAILURE
+    # Not one of ours: an unexpected failure, so the type and the way to the traceback help.
+    return f"{text} ({name}; rerun with {DEBUG_FLAG} for the traceback)", EXIT_FAILURE
+
+
+def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` (without ``--debug``) and map exceptions to one line and a code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    try:
+        return int(main(argv) or 0)
+    except SystemExit:
+        raise  # argparse: usage text already printed, exit code 2 (or 0 for --help)
+    except (Exception, KeyboardInterrupt) as err:
+        message, code = describe(err)
+        if debug:
+            traceback.print_exc()
+        prefix = "stopped" if isinstance(getattr(err, "signum", None), int) else "error"
+        print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+        return code

@@ -1,0 +1,94 @@
+"""``train``: validate the flags and resolve a resume against its checkpoint, before training.
+
+Before any data is read or any step is taken: numbers in range (``--max-steps 0`` refused),
+``--out`` a folder, the batch against the available memory (:func:`validate.check_memory`).
+:func:`prepare_train` returns the config for the command to train. With ``--resume`` only the
+flags actually given are compared with the checkpoint
+(:func:`oasis_lib.training.resume.merge_for_resume`): a flag that changes the maths is refused
+with both values named, the run's length comes from the checkpoint unless given, and a run that
+already reached its length says so (exit 0) instead of training on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import UsageError, usage_phase
+from .validate import check_memory, check_positive_float, check_positive_int, check_writable_parent
+
+#: argparse dest -> TrainConfig field (``diffusion.x`` for the nested ones).
+ARG_FIELDS = {
+    "preset": "preset", "arch": "arch", "image_size": "image_size", "epochs": "epochs",
+    "max_steps": "max_steps", "max_minutes": "max_minutes", "optimizer": "optimizer",
+    "grad_clip": "grad_clip", "batch_size": "batch_size", "lr": "lr", "precision": "precision",
+    "device": "device", "seed": "seed", "data_root": "data_root",
+    "checkpoint_every": "checkpoint_every", "ema_decay": "ema_decay",
+    "warmup_steps": "warmup_steps", "validate_every": "validate_every",
+    "sample_every": "sample_every", "prediction": "diffusion.prediction_type",
+    "schedule": "diffusion.schedule", "timesteps": "diffusion.timesteps",
+    "loss": "diffusion.loss_type", "min_snr_gamma": "diffusion.min_snr_gamma",
+}
+FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress"}
+DEFAULT_PRESET = "cpu"
+
+
+def explicit_fields(args) -> set[str]:
+    """The config fields the user set on the command line."""
+    given = {field for dest, field in ARG_FIELDS.items() if getattr(args, dest, None) is not None}
+    return given | {field for dest, field in FLAG_FIELDS.items() if getattr(args, dest, False)}
+
+
+def check_train_args(args) -> None:
+    """Numbers and paths, before anything is read."""
+    for dest in ("max_steps", "epochs", "batch_size", "image_size", "checkpoint_every",
+                 "validate_every", "sample_every"):
+        check_positive_int(getattr(args, dest), flag="--" + dest.replace("_", "-"))
+    check_positive_int(args.timesteps, flag="--timesteps", minimum=2)
+    check_positive_int(args.warmup_steps, flag="--warmup-steps", minimum=0)
+    for dest in ("lr", "max_minutes", "min_snr_gamma"):
+        check_positive_float(getattr(args, dest), flag="--" + dest.replace("_", "-"))
+    check_positive_float(args.grad_clip, flag="--grad-clip", allow_zero=True)
+    if args.ema_decay is not None and not 0.0 <= args.ema_decay < 1.0:
+        raise UsageError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a run folder, e.g. runs/NAME")
+    check_writable_parent(out / "last.pt", flag="--out")
+    if getattr(args, "override", None) and not args.resume:
+        raise UsageError("--override only applies with --resume")
+
+
+def prepare_train(args, config_from_args: Callable):
+    """The TrainConfig to train, or None when a resumed run is already finished (said so)."""
+    from ..checkpoint import load_checkpoint
+    from ..config import TrainConfig
+    from ..training.resume import finished, merge_for_resume
+
+    check_train_args(args)
+    explicit = explicit_fields(args)
+    if args.preset is None:
+        args.preset = DEFAULT_PRESET
+    with usage_phase():
+        cfg = config_from_args(args)
+    out = Path(cfg.out_dir)
+    if args.resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise UsageError(f"--resume: no checkpoint at {last}; start the run without "
+                             "--resume, or check --out")
+        ckpt = load_checkpoint(last)
+        with usage_phase():
+            merged = merge_for_resume(ckpt["config"], cfg.to_dict(), checkpoint=str(last),
+                                      explicit=explicit, allow=tuple(args.override or ()))
+            cfg = TrainConfig.from_dict(merged)
+        reason = finished(ckpt, merged)
+        if reason:
+            print(f"{out} is already finished: {reason}. Nothing to do; pass a larger "
+                  "--max-steps, --epochs or --max-minutes with --resume to train on")
+            return None
+    with usage_phase():
+        if cfg.device in ("auto", "cpu"):  # /proc/meminfo says nothing of GPU memory
+            check_memory(cfg, image_size=cfg.image_size, batch=cfg.batch_size, training=True,
+                         flag="--batch-size")
+    return cfg

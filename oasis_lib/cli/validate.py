@@ -1,0 +1,271 @@
+"""Check a command's flags before any compute (issue 15, point 2).
+
+Every check raises :class:`~oasis_lib.cli.errors.UsageError` (exit code 2) whose message names
+the flag, the value and what to do. The commands call these first, so that a bad output path
+or an impossible combination fails in a second, not after an hour of sampling or training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .errors import UsageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+#: The samplers that read ``eta``: only DDIM (Song et al. 2021 eq. 16); ddpm's variance is fixed
+#: and dpm++2m is deterministic.
+ETA_SAMPLERS = ("ddim",)
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save zip archives; legacy pickles
+
+
+# ------------------------------------------------------------------ paths
+def looks_like_training_checkpoint(path: Path) -> bool:
+    """True for a file ``torch.save`` wrote (a zip archive or a pickle), e.g. ``last.pt``."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return path.suffix in (".pt", ".pth") or head.startswith(TORCH_MAGIC)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_file(path: str | os.PathLike, *, flag: str, suffixes: tuple[str, ...],
+                      inputs: tuple[str | os.PathLike | None, ...] = (),
+                      protect_checkpoints: bool = True) -> Path:
+    """An output file: a suffix the loaders read, writable, not an input, not a checkpoint."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {path}: unknown extension {path.suffix or '(none)'!r}; "
+                         f"use one of {', '.join(suffixes)}")
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name ending in {suffixes[0]}")
+    for source in inputs:
+        if source is not None and (_same_file(path, Path(source))
+                                   or path.resolve() == Path(source).resolve()):
+            raise UsageError(f"{flag} {path} is the input file itself; refusing to overwrite "
+                             "it: choose another output path")
+    if protect_checkpoints and looks_like_training_checkpoint(path):
+        raise UsageError(f"{flag} {path} is a training checkpoint; refusing to overwrite it "
+                         "(a run could no longer resume): choose another output path")
+    check_writable_parent(path, flag=flag)
+    return path
+
+
+def check_writable_parent(path: Path, *, flag: str) -> None:
+    """The nearest existing ancestor of ``path`` is a folder we may write into."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: no permission to write in {parent}; choose a folder "
+                         "you can write to")
+
+
+def check_input_checkpoint(path: str | os.PathLike | None, *, flag: str = "--checkpoint") -> None:
+    if path is None:
+        return  # the shipped demo checkpoint
+    path = Path(path)
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise UsageError(f"{flag} {path}: unknown extension {path.suffix or '(none)'!r}; "
+                         f"expected a training checkpoint (.pt) or an export (.safetensors)")
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give the .pt or .safetensors file in it")
+    if not path.is_file():
+        raise UsageError(f"{flag} {path} does not exist")
+
+
+# ------------------------------------------------------------------ numbers
+def check_positive_int(value, *, flag: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def check_positive_float(value, *, flag: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise UsageError(f"{flag} must be a finite number {bound}, got {value}")
+
+
+def check_sampler_flags(*, sampler: str, steps: int | None, eta: float | None,
+                        timesteps: int | None = None) -> None:
+    """Reject combinations a sampler would otherwise ignore without a word."""
+    if sampler == "ddpm" and steps is not None and steps != timesteps:
+        total = f"all T={timesteps}" if timesteps else "all T"
+        raise UsageError(f"--sampler ddpm always runs {total} steps, so --steps {steps} would be "
+                         "ignored; drop --steps, or use --sampler ddim or dpm++2m for fewer steps")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {steps}")
+    if timesteps is not None and steps is not None and steps > timesteps:
+        raise UsageError(f"--steps {steps} is more than the model's T={timesteps} timesteps")
+    if eta is not None:
+        if sampler not in ETA_SAMPLERS:
+            raise UsageError(f"--eta is only read by --sampler ddim; {sampler} would ignore "
+                             f"--eta {eta}: drop it or use --sampler ddim")
+        if not 0.0 <= eta <= 1.0:
+            raise UsageError(f"--eta must be in [0, 1] (0 deterministic DDIM, 1 DDPM-like), "
+                             f"got {eta}")
+
+
+# ------------------------------------------------------------------ memory
+def available_memory() -> int | None:
+    """Bytes the kernel reports as available (``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def activation_bytes(model_or_config, image_size: int) -> tuple[int, int, int]:
+    """(parameter bytes, sum of all leaf-module output bytes, largest output) for one image.
+
+    Measured by running a copy of the model once on the ``meta`` device: no memory, no compute.
+    """
+    import copy
+
+    import torch
+
+    if isinstance(model_or_config, torch.nn.Module):
+        model = copy.deepcopy(model_or_config).to("meta")
+    else:
+        from ..pretrained import build_model
+
+        with torch.device("meta"):
+            model = build_model(model_or_config)
+    total, largest = [0], [0]
+
+    def hook(module, _inputs, out):
+        if isinstance(out, torch.Tensor) and next(module.children(), None) is None:
+            total[0] += out.numel() * 4
+            largest[0] = max(largest[0], out.numel() * 4)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 1, image_size, image_size, device="meta"),
+                  torch.zeros(1, dtype=torch.long, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters()) * 4
+    return params, total[0], largest[0]
+
+
+def check_memory(model_or_config, *, image_size: int, batch: int, training: bool, flag: str,
+                 available: int | None = None) -> None:
+    """Refuse a batch whose lower-bound memory need exceeds the available (CPU) memory.
+
+    Training keeps every activation for the backward pass: at least ``batch x (sum of leaf
+    outputs)`` plus weights, gradients, two Adam moments and the EMA (5 x parameters).
+    Sampling needs at least a few of the largest activations per image (4 x largest) plus
+    the weights. Both are lower bounds, so a refusal is certain, never a guess.
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    params, total, largest = activation_bytes(model_or_config, image_size)
+    per_image = total if training else 4 * largest
+    fixed = (5 if training else 1) * params
+    need = fixed + batch * per_image
+    if need > available:
+        fit = max(0, (available - fixed) // per_image)
+        raise UsageError(
+            f"{flag} {batch} at {image_size}x{image_size} needs at least "
+            f"{need / 2**30:.1f} GiB of memory but {available / 2**30:.1f} GiB are available; "
+            f"use {flag} {fit} or less" + (" (or a smaller --image-size)" if training else ""))
+
+
+# ------------------------------------------------------------------ per command
+def _eta_given(args) -> float | None:
+    eta = getattr(args, "eta", None)
+    return None if eta in (None, 0.0) else eta
+
+
+def check_sample_args(args, pipe=None) -> None:
+    """``sample``: before loading (``pipe`` None), then against the loaded pipeline."""
+    if pipe is None:
+        check_input_checkpoint(args.checkpoint)
+        check_positive_int(args.n, flag="--n")
+        check_positive_int(args.nrow, flag="--nrow")
+        out = check_output_file(args.out, flag="--out", suffixes=IMAGE_SUFFIXES,
+                                inputs=(args.checkpoint,))
+        folder = out.with_suffix("")
+        if args.individual and folder.exists() and not folder.is_dir():
+            raise UsageError(f"--individual writes into {folder}, which is a file; choose "
+                             "another --out")
+        check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args))
+        return
+    check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args),
+                        timesteps=pipe.schedule.T)
+    if pipe.device.type == "cpu":
+        size = pipe.image_shape[-1] if hasattr(pipe, "image_shape") else pipe.config.image_size
+        check_memory(pipe.model, image_size=size, batch=args.n, training=False, flag="--n")
+
+
+def check_evaluate_args(args) -> None:
+    check_input_checkpoint(args.checkpoint)
+    check_positive_int(args.n, flag="--n", minimum=2)
+    check_positive_int(args.batch_size, flag="--batch-size")
+    check_positive_int(args.n_boot, flag="--n-boot")
+    check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=None)
+    for flag, path in (("--segmenter", args.segmenter),
+                       ("--inception-weights", args.inception_weights)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag} {path} does not exist")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; evaluate writes report.json and figures "
+                         "into a folder")
+    check_writable_parent(out / "report.json", flag="--out")
+
+
+def check_segmenter_args(args) -> None:
+    for flag, value in (("--size", args.size), ("--epochs", args.epochs),
+                        ("--batch-size", args.batch_size)):
+        check_positive_int(value, flag=flag)
+    check_positive_float(args.lr, flag="--lr")
+    check_output_file(args.out, flag="--out", suffixes=(".safetensors",))
+
+
+def check_make_demo_args(args) -> None:
+    if any(n < 1 for n in args.cases):
+        raise UsageError(f"--cases needs at least 1 case per split (train, validate, test), "
+                         f"got {' '.join(str(n) for n in args.cases)}; training reads all three")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give the folder to build the dataset in")
+    check_writable_parent(out / "x", flag="--out")
+
+
+def check_summary_args(args) -> None:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; summary writes slices_with_masks.png into a "
+                         "folder")
+    check_writable_parent(out / "slices_with_masks.png", flag="--out")
+
+
+def check_args(args) -> None:
+    """The checks of ``args.command`` that need nothing loaded (train: :mod:`.train`)."""
+    checks = {"sample": check_sample_args, "evaluate": check_evaluate_args,
+              "train-segmenter": check_segmenter_args, "make-demo": check_make_demo_args,
+              "summary": check_summary_args}
+    check = checks.get(getattr(args, "command", None))
+    if check is not None:
+        check(args)

@@ -1,0 +1,105 @@
+"""Resume a run only with the recipe it was trained with (issue 15, point 4).
+
+A checkpoint stores the whole :class:`~oasis_lib.config.TrainConfig`. On resume the fields fall
+in three groups:
+
+* :data:`FREE` -- speed and display knobs that do not change the maths (device, compile,
+  progress bars, ...) and the run's *length* (``epochs``, ``max_steps``, ``max_minutes``):
+  taken from the caller, so a resumed run can be made longer;
+* :data:`SAFE_OVERRIDES` -- fields that change no number of the optimisation but can only be
+  told apart from a mistake by the user: ``data_root`` (the folder was moved) and the
+  bookkeeping intervals. A differing value is refused unless the caller names the field in
+  ``allow`` (the CLI's ``--override data_root``);
+* everything else (``lr``, ``batch_size``, ``image_size``, the schedule, ...) must match; a
+  difference raises :class:`ResumeMismatchError` naming every differing field with both
+  values.
+
+:func:`finished` says whether a run already reached its stored length, so a resumed finished
+run reports that instead of training on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
+        "channels_last", "compile", "num_workers")
+LENGTH = ("epochs", "max_steps", "max_minutes")
+SAFE_OVERRIDES = ("data_root", "checkpoint_every", "log_every", "validate_every",
+                  "sample_every", "sample_n", "sample_steps", "sampler")
+
+
+class ResumeMismatchError(ValueError):
+    """A resumed run was given a recipe that differs from its checkpoint's."""
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and key == "diffusion":
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(saved: dict, new: dict, *, fields: set[str] | None = None) -> dict[str, tuple]:
+    """``{field: (saved, new)}`` for differing config fields (``diffusion.x`` for nested ones),
+    restricted to ``fields`` if given; the :data:`FREE` fields are never reported."""
+    a, b = _flatten(saved), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    if fields is not None:
+        keys = [k for k in keys if k in fields]
+    return {k: (a.get(k), b.get(k)) for k in keys if k not in FREE and a.get(k) != b.get(k)}
+
+
+def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[str] | None = None,
+                     allow: tuple[str, ...] = (), check_data_root: bool = True) -> dict:
+    """The config dict a resumed run uses: ``saved`` with the free fields (and the allowed
+    overrides) from ``new``; any other difference raises :class:`ResumeMismatchError`.
+
+    Args:
+        saved / new: ``TrainConfig.to_dict()`` of the checkpoint and of the caller.
+        checkpoint: path named in the error.
+        explicit: only these fields were given by the user (the CLI's flags); the others take
+            the checkpoint's values, including the run's length. ``None``: every field of
+            ``new`` counts (library callers pass a whole config).
+        allow: :data:`SAFE_OVERRIDES` fields the user allows to change (``--override``).
+        check_data_root: False when the caller passes datasets, so data_root is not read.
+    """
+    bad = sorted(set(allow) - set(SAFE_OVERRIDES))
+    if bad:
+        raise ResumeMismatchError(f"cannot override {bad} on resume; only {SAFE_OVERRIDES} "
+                                  "can change without changing the maths of the run")
+    fields = None if explicit is None else set(explicit)
+    diff = differences(saved, new, fields=fields)
+    if not check_data_root:
+        diff.pop("data_root", None)
+    refused = {k: v for k, v in diff.items() if k not in allow}
+    if refused:
+        shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        safe = [k for k in refused if k in SAFE_OVERRIDES]
+        hint = (f" (to change {', '.join(safe)} on purpose, add "
+                + " ".join(f"--override {k}" for k in safe) + ")") if safe else ""
+        raise ResumeMismatchError(
+            f"cannot resume {checkpoint} with a different recipe: {shown}. Drop these flags to "
+            f"continue the run as it was{hint}, or start a new run in another --out")
+    merged = dict(saved)
+    take = FREE if explicit is None else [k for k in FREE if k in explicit or k not in LENGTH]
+    for key in (*take, *allow):
+        if key in new:
+            merged[key] = new[key]
+    return merged
+
+
+def finished(ckpt: dict, config: dict) -> str | None:
+    """Why a run at checkpoint ``ckpt`` is already complete under ``config``, or None."""
+    step, epoch = int(ckpt.get("step", 0)), int(ckpt.get("epoch", 0))
+    if config.get("max_steps") is not None and step >= config["max_steps"]:
+        return f"it reached max_steps={config['max_steps']} (step {step})"
+    minutes = config.get("max_minutes")
+    if minutes is not None and float(ckpt.get("train_seconds", 0.0)) >= 60 * minutes:
+        return f"it used its time budget of max_minutes={minutes:g}"
+    if epoch >= config.get("epochs", 0) and int(ckpt.get("batch_in_epoch", 0)) == 0:
+        return f"it ran all epochs={config['epochs']} (step {step})"
+    return None
