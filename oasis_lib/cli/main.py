@@ -22,6 +22,8 @@ from ..config import (
 from ..diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from ..diffusion.sampling import SAMPLERS, SPACINGS
 from ..diffusion.schedule import SCHEDULE_KINDS
+from .errors import DEBUG_ENV, DEBUG_FLAG, run
+from .validate import check_args
 
 
 def _cmd_make_demo(args) -> int:
@@ -106,8 +108,11 @@ def _cmd_train(args) -> int:
     from ..training.distributed import RankFailure, destroy
     from ..training.trainer import Trainer
     from ..viz.plotting import plot_loss_curve
+    from .train import prepare_train
 
-    cfg = _train_config(args)
+    cfg = prepare_train(args, _train_config)  # flags checked; a resume matched to last.pt
+    if cfg is None:
+        return 0  # a resumed run that is already finished (said so)
     trainer = Trainer(cfg, resume=args.resume)
     if trainer.dist.is_main:
         world = trainer.dist.world_size
@@ -136,8 +141,10 @@ def _cmd_sample(args) -> int:
     from torchvision.utils import save_image
 
     from ..pretrained import load_model
+    from .validate import check_sample_args
 
     pipe = load_model(args.checkpoint, device=args.device)
+    check_sample_args(args, pipe)  # steps against T, --n against memory, before sampling
     device = pipe.device
     t0 = time.perf_counter()
     x = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
@@ -159,18 +166,9 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from ..checkpoint import export_safetensors, load_checkpoint
+    from .export import run_export  # refuses to overwrite its input or a training checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
-    state = ckpt["ema"]["model"] if not args.live else ckpt["model"]
-    # The shared file carries the recipe, not this machine's paths.
-    config = {**ckpt["config"], "out_dir": f"runs/{Path(ckpt['config']['out_dir']).name}",
-              "data_root": None}
-    out = export_safetensors(state, args.out, config=config)
-    size_mb = Path(out).stat().st_size / 2**20
-    print(f"wrote {'live' if args.live else 'EMA'} weights of step {ckpt['step']} to {out} "
-          f"(fp16, {size_mb:.1f} MB)")
-    return 0
+    return run_export(args)
 
 
 def _cmd_demo(args) -> int:
@@ -215,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m oasis_lib",
                                 description="DDPM on OASIS brain MRI slices: data, training, "
                                             "sampling.")
+    p.add_argument(DEBUG_FLAG, action="store_true",
+                   help=f"show the traceback of an error (also {DEBUG_ENV}=1; any position)")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("make-demo", help="build the offline demo dataset in the OASIS layout")
@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a diffusion model (resumable)")
     t.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
-    t.add_argument("--preset", default="cpu", choices=tuple(TRAIN_PRESETS))
+    t.add_argument("--preset", default=None, choices=tuple(TRAIN_PRESETS),
+                   help="model and training preset (default cpu; on --resume: the run's)")
     t.add_argument("--arch", default=None, choices=ARCHS)
     t.add_argument("--image-size", type=int, default=None)
     t.add_argument("--autoencoder", default=None,
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=None)
     t.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--override", action="append", default=None, metavar="FIELD",
+                   help="with --resume: allow FIELD to differ from the checkpoint (data_root "
+                        "after moving the data, or a bookkeeping interval); repeatable")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_cmd_train)
 
@@ -369,7 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; errors end in one line ``error: ...`` and an exit code (0 ok, 1 failure,
+    2 bad usage, 130/143 stopped by SIGINT/SIGTERM after saving): :mod:`oasis_lib.cli.errors`.
+    ``--debug`` or ``OASIS_DEBUG=1`` also prints the traceback."""
+    return run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    check_args(args)  # flags and output paths, before anything is loaded or computed
     return args.func(args)
 
 

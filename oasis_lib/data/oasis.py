@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from .checks import common_size, read_png
 from .layout import (
     IMAGE_PATTERN,
     MASK_PATTERN,
@@ -99,28 +99,10 @@ def _scan(folder: Path, kind: str) -> dict[tuple[int, int], Path]:
     return found
 
 
-def _to_grey(im: Image.Image) -> np.ndarray:
-    """Deterministic conversion of any PIL mode to 8-bit grey."""
-    if im.mode.startswith("I"):  # 16-bit (I;16*) or 32-bit integer grey
-        values = np.asarray(im).astype(np.int64).clip(0, 65535)
-        return ((values * 255 + 32767) // 65535).astype(np.uint8)
-    if im.mode == "F":
-        return np.asarray(im).clip(0, 255).round().astype(np.uint8)
-    return np.asarray(im.convert("L"))  # RGB/RGBA/LA/P/1: ITU-R 601-2 luma, alpha dropped
-
-
 def _read_png(path: Path) -> tuple[np.ndarray, str]:
-    """Decode one PNG to uint8 [H, W]; also return its original PIL mode."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.format != "PNG":
-                raise DataError(f"{path} is a {im.format} file, not a PNG")
-            return (np.array(im) if im.mode == "L" else _to_grey(im)), im.mode
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError) as err:  # incl. PIL.UnidentifiedImageError
-        raise DataError(f"{path} is not a valid PNG image ({err})") from err
+    """Decode one PNG to uint8 [H, W] and its original PIL mode: every variant is read
+    correctly or refused by name (:func:`oasis_lib.data.checks.read_png`)."""
+    return read_png(path)
 
 
 def _mask_classes(values: np.ndarray, path: Path) -> np.ndarray:
@@ -205,7 +187,9 @@ class OASISDataset(Dataset):
         self._warned = False
         self.images: torch.Tensor | None = None
         self.masks: torch.Tensor | None = None
-        self.native_size = _read_png(self.items[0][2])[0].shape
+        # The size most images have (from the PNG headers): a size error names the odd file.
+        self.native_size = common_size([item[2] for item in self.items], self.root,
+                                       threads=_DECODE_THREADS)
         if cache:
             self.images, self.masks = self._decode_all()
         self._warn_converted()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+import warnings
 
 import numpy as np
 import torch
 
+from .checks import check_every_file
 from .layout import CLASS_NAMES, SPLITS, image_dir, mask_dir
-from .oasis import _DECODE_THREADS, OASISDataset, _mask_classes, _read_png
+from .oasis import _DECODE_THREADS, OASISDataset
 from .roots import resolve_data_root
 
 
@@ -21,11 +21,6 @@ def tissue_fractions(masks) -> torch.Tensor:
     return torch.bincount(flat, minlength=4).double().div(flat.numel()).float()
 
 
-def _class_counts(path: Path) -> np.ndarray:
-    values, _ = _read_png(path)
-    return np.bincount(_mask_classes(values, path).ravel(), minlength=4)
-
-
 class DataSummary(dict):
     """A dict (root, splits, image_size, class_fractions) that prints as a short text table."""
 
@@ -34,7 +29,11 @@ class DataSummary(dict):
 
 
 def summarize(root=None) -> DataSummary:
-    """Cases and slices per split, image size and class fractions (over all masks, if any)."""
+    """Cases and slices per split, image size and class fractions (over all masks, if any).
+
+    Every image and mask it counts is decoded and checked as strictly as the loader checks
+    it (:func:`oasis_lib.data.checks.check_every_file`): a file the loader would refuse fails
+    here, with its name."""
     root = resolve_data_root(root)
     summary = DataSummary(root=str(root), splits={}, image_size=None, class_fractions=None)
     counts = np.zeros(4, dtype=np.int64)
@@ -45,10 +44,13 @@ def summarize(root=None) -> DataSummary:
         ds = OASISDataset(image_dir(root, split), labels, cache=False)
         summary["splits"][split] = {"cases": len(ds.case_ids), "slices": len(ds),
                                     "case_range": (ds.case_ids[0], ds.case_ids[-1])}
-        summary["image_size"] = tuple(int(v) for v in ds.native_size)
-        if labels is not None:
-            with ThreadPoolExecutor(_DECODE_THREADS) as pool:
-                counts += sum(pool.map(_class_counts, [item[3] for item in ds.items]))
+        size = tuple(int(v) for v in ds.native_size)
+        if summary["image_size"] not in (None, size):
+            warnings.warn(f"{image_dir(root, split)} holds {size[0]}x{size[1]} images but an "
+                          "earlier split {0}x{1}; the loader resizes each split to the run's "
+                          "image_size".format(*summary["image_size"]), UserWarning, stacklevel=2)
+        summary["image_size"] = summary["image_size"] or size
+        counts += check_every_file(ds, threads=_DECODE_THREADS)
     if counts.sum() > 0:
         fractions = counts / counts.sum()
         summary["class_fractions"] = {

@@ -82,8 +82,9 @@ def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[s
         hint = (f" (to change {', '.join(safe)} on purpose, add "
                 + " ".join(f"--override {k}" for k in safe) + ")") if safe else ""
         raise ResumeMismatchError(
-            f"cannot resume {checkpoint} with a different recipe: {shown}. Drop these flags to "
-            f"continue the run as it was{hint}, or start a new run in another --out")
+            f"cannot resume {checkpoint} with a different recipe: {shown}. Keep the "
+            f"checkpoint's values (drop these flags) to continue the run{hint}, or start a new "
+            "run in another folder (--out)")
     merged = dict(saved)
     take = FREE if explicit is None else [k for k in FREE if k in explicit or k not in LENGTH]
     for key in (*take, *allow):

@@ -16,6 +16,11 @@ Around it:
   comes from generators whose state is in the checkpoint, so on the CPU a killed-and-resumed
   run ends with the same weights as an uninterrupted one;
 * a non-finite loss stops training with the step named; the last good checkpoint stays;
+  so does a blown-up finite loss (``training.guards``: a running median times 10), and no
+  checkpoint is written with non-finite weights; the run folder is locked by one process
+  (``training.run_dir``); SIGTERM/SIGINT save at the next step boundary and raise
+  ``TrainingStopped`` (``training.signals``); a resume must use the checkpoint's recipe
+  (``training.resume``);
 * under torchrun, DistributedDataParallel (:mod:`oasis_lib.training.distributed`): every rank
   takes ``batch_size / world_size`` of each global batch, draws from its own generator
   (seed * world_size + rank), accumulates ``grad_accum`` micro-batches with ``no_sync``; the EMA
@@ -28,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,14 +70,16 @@ from .distributed import (
     wrap_ddp,
 )
 from .ema import EMA
+from .guards import DivergenceGuard, check_batches, check_finite_weights
 from .precision import resolve_precision
+from .resume import FREE, merge_for_resume
+from .run_dir import RunLock, append_jsonl, read_jsonl, tidy_run_dir, write_text_atomic
+from .signals import GracefulStop, TrainingStopped, stopped
 
 logger = logging.getLogger(__name__)
 
 # Fields a resumed run takes from the new config instead of the checkpoint.
-RESUME_OVERRIDES = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress",
-                    "device", "channels_last", "compile", "num_workers", "grad_accum",
-                    "dist_timeout_s")
+RESUME_OVERRIDES = FREE
 
 
 class NonFiniteLossError(RuntimeError):
@@ -112,22 +120,33 @@ class Trainer:
             if not self.last_path.is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
             ckpt = load_checkpoint(self.last_path)
-            saved = type(config).from_dict(ckpt["config"])
-            # The run's recipe comes from the checkpoint; its length and the speed knobs
-            # (which do not change the maths) come from the caller.
-            for name in RESUME_OVERRIDES:
-                setattr(saved, name, getattr(config, name))
-            config = saved
+            # The run's recipe comes from the checkpoint and must match the caller's; its
+            # length and the speed knobs (which do not change the maths) come from the caller.
+            config = type(config).from_dict(merge_for_resume(
+                ckpt["config"], config.to_dict(), checkpoint=str(self.last_path),
+                allow=("data_root",), check_data_root=train_set is None))  # moved data: warns
         self.cfg = cfg = config
         seed_everything(cfg.seed)
         self.dist, self.device = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
+        self.lock = RunLock(self.out)  # held by rank 0, before anything in the folder is written
+        if self.dist.is_main:
+            self.lock.acquire()
+        try:
+            self._init(cfg, ckpt, train_set, val_set)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _init(self, cfg: TrainConfig, ckpt: dict | None, train_set, val_set) -> None:
         self.micro_batch = check_batch_split(cfg.batch_size, self.dist, cfg.grad_accum)
         self.amp_dtype, self.precision_reason = resolve_precision(cfg.precision, self.device)
         logger.info("precision: %s", self.precision_reason)
         if train_set is None or val_set is None:
             train_set, val_set = load_splits(cfg.data_root, image_size=cfg.image_size,
                                              augment=False, with_masks=self.needs_masks)
+        check_batches(train_set, cfg.batch_size)
         self.train_set, self.val_set = train_set, val_set
+        self.guard = DivergenceGuard()
         self.raw_model = self.build().to(self.device)
         self.encoded = self.pipeline is not None and self.pipeline.autoencoder is not None
         if self.encoded:  # latent diffusion: train on cached, scaled latents
@@ -166,6 +185,8 @@ class Trainer:
         elif self.out.exists() and self.last_path.exists():
             raise FileExistsError(f"{self.out} already holds a run (last.pt); pass resume=True "
                                   "(--resume) to continue it or choose another out_dir")
+        if self.dist.is_main:
+            tidy_run_dir(self.out, fresh=ckpt is None)
         barrier(self.dist, "start-up barrier (every rank has read the checkpoint)")
 
     # ------------------------------------------------------------------ what is trained
@@ -190,7 +211,7 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
                 "train_seconds": self.train_seconds,
                 "rng": get_rng_state(self.gen), "config": self.cfg.to_dict(),
-                **self._rank_rng_states()}
+                "guard": self.guard.state_dict(), **self._rank_rng_states()}
 
     def _rank_rng_states(self) -> dict:
         """Every rank's RNG states, gathered to rank 0 (a collective: all ranks call it)."""
@@ -214,17 +235,30 @@ class Trainer:
             logger.warning("resuming a %d-rank run with %d ranks: noise streams are reseeded",
                            len(ranks), self.dist.world_size)
             self.gen.manual_seed(rank_seed(self.cfg.seed, self.dist) + 7919 * self.step)
-        # Metric lines written after this checkpoint belong to lost work: drop them.
+        self.guard.load_state_dict(ckpt.get("guard", {}))
+        self.guard.saved(self.last_path, self.step)
+        # Metric lines written after this checkpoint belong to lost work: drop them (and a
+        # torn last line of a killed run).
         log = self.out / "metrics.jsonl"
         if log.exists() and self.dist.is_main:
-            keep = [ln for ln in log.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
-            log.write_text("".join(ln + "\n" for ln in keep))
+            keep = [r for r in read_jsonl(log) if r.get("step", 0) <= self.step]
+            write_text_atomic(log, "".join(json.dumps(r) + "\n" for r in keep))
 
     def save(self, path: Path | None = None) -> Path:
-        """Write the training state (rank 0 writes; every rank must call it under torchrun)."""
-        state, path = self.state_dict(), Path(path or self.last_path)
-        return atomic_save(state, path) if self.dist.is_main else path
+        """Write the training state (rank 0 writes; every rank must call it under torchrun).
+        While the loss is suspect (``training.guards``) nothing is written and the last good
+        file is returned; non-finite weights raise instead of being saved."""
+        path = Path(path or self.last_path)
+        if self.guard.suspect:  # (the same on every rank: the guard sees the all-reduced loss)
+            return Path(self.guard.last_good[0]) if self.guard.last_good else path
+        check_finite_weights({"model": self.raw_model, "EMA": self.ema.model}, step=self.step,
+                             last_good=self.guard.good_text())
+        state = self.state_dict()
+        if self.dist.is_main:
+            atomic_save(state, path)
+        if path == self.last_path:
+            self.guard.saved(path, self.step)
+        return path
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -240,8 +274,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.out / "metrics.jsonl", record)
 
     def _fixed_validation_batch(self) -> None:
         """Fixed validate slices (spread over all cases), timesteps and noise
@@ -317,6 +350,7 @@ class Trainer:
         # Every rank stops together on a non-finite loss anywhere (before any weight changes).
         total = all_reduce_mean(total, self.dist)
         self._check_finite(torch.tensor(total))
+        self.guard.update(total, step=self.step + 1)  # a blown-up finite loss (guards.py)
         if c.grad_clip > 0:
             self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
@@ -331,7 +365,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "
-                f"stopped without saving; the last good checkpoint is {self.last_path}")
+                f"stopped without saving. {self.guard.good_text()}")
 
     def _done(self) -> bool:
         c = self.cfg
@@ -349,6 +383,10 @@ class Trainer:
         show = c.progress and self.dist.is_main
         epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not show,
                       initial=self.epoch, total=c.epochs)
+        if self.dist.is_main:
+            self.lock.acquire()  # again, if an earlier fit() released it
+        signals = contextlib.ExitStack()
+        stop = signals.enter_context(GracefulStop())  # SIGTERM/SIGINT: stop at a step boundary
         try:
             for epoch in epochs:
                 if self._done():
@@ -382,16 +420,24 @@ class Trainer:
                         self.save()
                     if self._done():
                         break
+                    asked = stop.requested
+                    if self.dist.enabled:  # every rank stops at the same step (save is collective)
+                        anyone = all_reduce_mean(float(bool(asked)), self.dist) > 0
+                        asked = (asked or signal.SIGTERM) if anyone else None
+                    if asked:
+                        raise stopped(self, asked)
                 # The epoch ran to its end (also when the budget ran out on its last batch):
                 # validate and draw its grid before saving.
                 if self.batch_in_epoch == len(all_batches):
                     self.epoch, self.batch_in_epoch = epoch + 1, 0
                     self._end_of_epoch(epoch)
                 self.save()
-        except KeyboardInterrupt:
-            if not self.dist.enabled:  # (under torchrun the other ranks may be gone: the
-                self.save()  # last periodic checkpoint stands) an interrupted run keeps
-            raise  # everything up to the last finished step
+        except KeyboardInterrupt:  # a second Ctrl-C: the state may be mid-step, do not save
+            raise TrainingStopped(f"interrupted twice during step {self.step + 1}; nothing "
+                                  f"saved since: {self.guard.good_text()}", signum=2) from None
+        finally:
+            signals.close()
+            self.lock.release()
         barrier(self.dist, "end of training")
         seconds = time.perf_counter() - t0
         return TrainResult(self.step, self.epoch, self.best_val, self.out,
@@ -403,7 +449,8 @@ class Trainer:
             # Rank 0 validates; every rank takes its numbers, so all make the same decisions.
             val = broadcast_object(self.validate() if self.dist.is_main else None, self.dist)
             self._log({"step": self.step, "epoch": epoch + 1, **val})
-            if self.best_val is None or val["val_loss_ema"] < self.best_val:
+            if ((self.best_val is None or val["val_loss_ema"] < self.best_val)
+                    and self.guard.plausible(val["val_loss_ema"])):  # never a diverged best
                 self.best_val = val["val_loss_ema"]
                 self.save(self.best_path)
         if (epoch + 1) % c.sample_every == 0 and self.dist.is_main:

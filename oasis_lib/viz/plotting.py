@@ -58,7 +58,16 @@ def slices_with_masks(images: torch.Tensor, masks: torch.Tensor | None = None, *
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The records of a trainer's ``metrics.jsonl``."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [r for r in map(_record, f) if r is not None]
+
+
+def _record(line: str) -> dict | None:
+    """One JSON line, or None for a blank or torn one (the last line of a killed run)."""
+    try:
+        record = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def plot_loss_curve(metrics: str | os.PathLike | list[dict], *, smooth: int = 20,
