@@ -43,9 +43,6 @@ def check_output_file(path: str | os.PathLike, *, flag: str, suffixes: tuple[str
                       protect_checkpoints: bool = True) -> Path:
     """An output file: a suffix the loaders read, writable, not an input, not a checkpoint."""
     path = Path(path)
-    if path.suffix.lower() not in suffixes:
-        raise UsageError(f"{flag} {path}: unknown extension {path.suffix or '(none)'!r}; "
-                         f"use one of {', '.join(suffixes)}")
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name ending in {suffixes[0]}")
     for source in inputs:
@@ -56,6 +53,9 @@ def check_output_file(path: str | os.PathLike, *, flag: str, suffixes: tuple[str
     if protect_checkpoints and looks_like_training_checkpoint(path):
         raise UsageError(f"{flag} {path} is a training checkpoint; refusing to overwrite it "
                          "(a run could no longer resume): choose another output path")
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {path}: unknown extension {path.suffix or '(none)'!r}; "
+                         f"use one of {', '.join(suffixes)}")
     check_writable_parent(path, flag=flag)
     return path
 

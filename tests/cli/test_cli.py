@@ -98,10 +98,13 @@ def test_summary_writes_the_overlay_figure(demo_root, tmp_path, capsys):
     assert "wrote" in out
 
 
-def test_train_refuses_an_existing_run_without_resume(demo_root, tmp_path):
+def test_train_refuses_an_existing_run_without_resume(demo_root, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--data-root", str(demo_root), "--preset", "tiny", "--out", str(run),
             "--no-progress", "--max-steps", "2"]
     assert main(args) == 0
-    with pytest.raises(FileExistsError, match="already holds a run"):
-        main(args)
+    assert main(args) == 2  # bad usage: one line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "already holds a run" in err
+    assert "Traceback" not in err
