@@ -67,7 +67,14 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
         ckpt = load_checkpoint(path)
         cfg_dict = ckpt["config"]
         state = ckpt["ema"]["model"] if use_ema and "ema" in ckpt else ckpt["model"]
-    config = TrainConfig.from_dict(cfg_dict)
+    try:
+        config = TrainConfig.from_dict(cfg_dict)
+    except (TypeError, ValueError) as err:  # e.g. a segmenter's weights, or a foreign config
+        if cfg_dict.get("kind"):
+            raise CheckpointError(f"{path} holds a {cfg_dict['kind']}, not a diffusion model; "
+                                  "pass a checkpoint of `train` or its export") from err
+        raise CheckpointError(f"{path} is not an oasis_lib diffusion model: its config does "
+                              f"not describe a run ({str(err)[:160]})") from err
     if autoencoder is None and config.autoencoder is not None:
         autoencoder = load_autoencoder(config.autoencoder, device=dev)
     pipe = build_pipeline(config, autoencoder=autoencoder, warn=False)

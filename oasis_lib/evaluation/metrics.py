@@ -290,7 +290,9 @@ def load_inception(weights_path: str | os.PathLike | None,
                       "state dict (nothing is downloaded).", UserWarning, stacklevel=2)
         return None
     net = inception_v3(weights=None, aux_logits=True, init_weights=False)
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    from ..checkpoint import safe_torch_load  # errors name the file, never suggest unsafe loads
+
+    state = safe_torch_load(weights_path, what="Inception weights")
     net.load_state_dict(state.get("state_dict", state))
     net.fc = torch.nn.Identity()
     return net.to(device).eval()

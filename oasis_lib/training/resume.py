@@ -20,6 +20,7 @@ run reports that instead of training on.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
@@ -85,6 +86,9 @@ def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[s
             f"cannot resume {checkpoint} with a different recipe: {shown}. Keep the "
             f"checkpoint's values (drop these flags) to continue the run{hint}, or start a new "
             "run in another folder (--out)")
+    for key in sorted(set(diff) & set(allow)):
+        warnings.warn(f"resuming {checkpoint} with {key} {diff[key][1]!r} instead of its "
+                      f"{diff[key][0]!r}", UserWarning, stacklevel=3)
     merged = dict(saved)
     take = FREE if explicit is None else [k for k in FREE if k in explicit or k not in LENGTH]
     for key in (*take, *allow):

