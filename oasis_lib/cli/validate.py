@@ -269,3 +269,11 @@ def check_args(args) -> None:
     check = checks.get(getattr(args, "command", None))
     if check is not None:
         check(args)
+    device = getattr(args, "device", None)
+    if device not in (None, "auto"):
+        from ..device import get_device
+
+        try:
+            get_device(device)
+        except ValueError as err:  # unknown, or not on this machine
+            raise UsageError(f"--device {device}: {err}") from err

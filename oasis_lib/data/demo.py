@@ -263,7 +263,7 @@ def build_demo_dataset(out, *, cases: tuple[int, int, int] = (60, 8, 4), seed: i
             return out
         if not overwrite:
             raise FileExistsError(f"{out} holds a different or unfinished demo build "
-                                  f"({manifest}); pass overwrite=True to rebuild it")
+                                  f"({manifest}); pass overwrite=True (--overwrite) to rebuild it")
         for split in SPLITS:
             shutil.rmtree(image_dir(out, split), ignore_errors=True)
             shutil.rmtree(mask_dir(out, split), ignore_errors=True)

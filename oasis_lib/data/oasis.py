@@ -72,6 +72,9 @@ def _scan(folder: Path, kind: str) -> dict[tuple[int, int], Path]:
         hint = ""
         if (folder.parent / "keras_png_slices_data").is_dir():
             hint = f"; did you mean root={folder.parent / 'keras_png_slices_data'}?"
+        elif folder.parent.name.startswith("keras_png_slices_"):
+            hint = (f"; {folder.parent} is itself a split folder: the data root is the folder "
+                    f"that holds it, {folder.parent.parent}")
         raise DataError(f"{kind} folder {folder} does not exist{hint}")
     found: dict[tuple[int, int], Path] = {}
     unmatched = []

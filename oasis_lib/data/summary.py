@@ -43,7 +43,8 @@ def summarize(root=None) -> DataSummary:
         labels = mask_dir(root, split) if mask_dir(root, split).is_dir() else None
         ds = OASISDataset(image_dir(root, split), labels, cache=False)
         summary["splits"][split] = {"cases": len(ds.case_ids), "slices": len(ds),
-                                    "case_range": (ds.case_ids[0], ds.case_ids[-1])}
+                                    "case_range": (ds.case_ids[0], ds.case_ids[-1]),
+                                    "masks": labels is not None}
         size = tuple(int(v) for v in ds.native_size)
         if summary["image_size"] not in (None, size):
             warnings.warn(f"{image_dir(root, split)} holds {size[0]}x{size[1]} images but an "
@@ -64,7 +65,8 @@ def format_summary(summary: dict) -> str:
     for split, s in summary["splits"].items():
         first, last = s["case_range"]
         lines.append(f"  {split:<8} {s['cases']:>4} cases {s['slices']:>6} slices "
-                     f"(case {first:03d}..{last:03d})")
+                     f"(case {first:03d}..{last:03d})"
+                     + ("" if s.get("masks", True) else f"; no mask folder {mask_dir('', split)}"))
     if summary["image_size"]:
         lines.append("image size: {}x{}".format(*summary["image_size"]))
     if summary["class_fractions"]:

@@ -29,6 +29,7 @@ from oasis_lib.checkpoint import load_checkpoint
 from oasis_lib.data import image_dir, mask_dir
 
 TINY = ["--preset", "tiny", "--no-progress"]
+SEGMENTER = Path(__file__).resolve().parents[2] / "checkpoints" / "segmenter_demo64.safetensors"
 
 
 def digest(path: Path) -> str:
@@ -226,6 +227,20 @@ CASES = [
     ("train-locked-elsewhere", foreign_lock, 1, [r"another-machine", r"delete .*\.lock"]),
     ("summary-missing-root", lambda c: ["summary", "--data-root", str(c.tmp / "nope")], 1,
      [r"data root .*nope .*does not exist"]),
+    ("summary-root-is-a-split", lambda c: ["summary", "--data-root",
+                                           str(image_dir(c.demo, "train"))], 1,
+     [r"keras_png_slices_train is itself a split folder", r"the folder that holds it"]),
+    ("sample-segmenter-ckpt", lambda c: c.sample("--checkpoint", str(SEGMENTER)), 1,
+     [r"segmenter_demo64\.safetensors holds a tissue_segmenter, not a diffusion model"]),
+    pytest.param("sample-device-cuda", lambda c: c.sample("--device", "cuda"), 2,
+                 [r"--device cuda: .*is_available\(\) is False"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA"),
+                 id="sample-device-cuda"),
+    ("make-demo-zero-cases", lambda c: ["make-demo", "--out", str(c.tmp / "d"), "--cases", "0",
+                                        "1", "1"], 2, [r"--cases needs at least 1 case"]),
+    ("evaluate-n-1", lambda c: ["evaluate", "--n", "1"], 2, [r"--n must be >= 2"]),
+    ("segmenter-out-pt", lambda c: ["train-segmenter", "--out", str(c.run / "last.pt")], 2,
+     [r"last\.pt is a training checkpoint"]),
 ]
 
 DATA_CASES = [
@@ -265,7 +280,10 @@ def ctx(tmp_path, trained, demo_root) -> Ctx:
     return Ctx(tmp=tmp_path, demo=demo_root, run=run, export=trained.parent / "run.safetensors")
 
 
-@pytest.mark.parametrize(("case", "build", "code", "patterns"), CASES, ids=[c[0] for c in CASES])
+PARAMS = [c if hasattr(c, "marks") else pytest.param(*c, id=c[0]) for c in CASES]
+
+
+@pytest.mark.parametrize(("case", "build", "code", "patterns"), PARAMS)
 def test_cli_case(case, build, code, patterns, ctx, capsys):
     before = load_checkpoint(ctx.run / "last.pt")["step"]
     got, err = _run(build(ctx), capsys)
