@@ -78,6 +78,7 @@ def _cmd_train_autoencoder(args) -> int:
     from ..config import AutoencoderTrainConfig
     from ..training.autoencoder import train_autoencoder
     from ..viz.plotting import plot_loss_curve
+    from .train import resume_config
 
     over = {k: v for k, v in {
         "image_size": args.image_size, "crop_size": args.crop_size, "epochs": args.epochs,
@@ -93,7 +94,12 @@ def _cmd_train_autoencoder(args) -> int:
             if v is not None}
     if args.no_progress:
         over["progress"] = False
-    cfg = AutoencoderTrainConfig.from_preset(args.preset, out_dir=args.out, **over)
+    explicit = set(over) | ({"preset"} if args.preset else set())
+    cfg = AutoencoderTrainConfig.from_preset(args.preset or "cpu", out_dir=args.out, **over)
+    if args.resume:  # flags given must match last.pt; the others (and the length) come from it
+        cfg = resume_config(cfg, explicit=explicit)
+        if cfg is None:
+            return 0  # already finished (said so)
     result = train_autoencoder(cfg, resume=args.resume)
     metrics = Path(result.out_dir) / "metrics.jsonl"
     if metrics.is_file():
@@ -279,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("train-autoencoder",
                        help="train the latent autoencoder on crops of native slices (resumable)")
     k.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
-    k.add_argument("--preset", default="cpu", choices=tuple(AUTOENCODER_TRAIN_PRESETS))
+    k.add_argument("--preset", default=None, choices=tuple(AUTOENCODER_TRAIN_PRESETS),
+                   help="default cpu; on --resume: the run's")
     k.add_argument("--image-size", type=int, default=None, help="slice size (preset: 256)")
     k.add_argument("--crop-size", type=int, default=None, help="training crop side (cpu: 64)")
     k.add_argument("--latent-channels", type=int, default=None)

@@ -59,33 +59,42 @@ def check_train_args(args) -> None:
         raise UsageError("--override only applies with --resume")
 
 
-def prepare_train(args, config_from_args: Callable):
-    """The TrainConfig to train, or None when a resumed run is already finished (said so)."""
+def resume_config(cfg, *, explicit: set[str], allow: tuple[str, ...] = ()):
+    """``cfg`` (built from the flags) merged with ``OUT/last.pt``: the flags in ``explicit``
+    must match it (or be allowed), the rest come from it. None, after saying so, when the run
+    is already finished."""
     from ..checkpoint import load_checkpoint
-    from ..config import TrainConfig
     from ..training.resume import finished, merge_for_resume
 
+    out = Path(cfg.out_dir)
+    last = out / "last.pt"
+    if not last.is_file():
+        raise UsageError(f"--resume: no checkpoint at {last}; start the run without "
+                         "--resume, or check --out")
+    ckpt = load_checkpoint(last)
+    with usage_phase():
+        merged = merge_for_resume(ckpt["config"], cfg.to_dict(), checkpoint=str(last),
+                                  explicit=explicit, allow=allow)
+        cfg = type(cfg).from_dict(merged)
+    reason = finished(ckpt, merged)
+    if reason:
+        print(f"{out} is already finished: {reason}. Nothing to do; pass a larger "
+              "--max-steps, --epochs or --max-minutes with --resume to train on")
+        return None
+    return cfg
+
+
+def prepare_train(args, config_from_args: Callable):
+    """The TrainConfig to train, or None when a resumed run is already finished (said so)."""
     check_train_args(args)
     explicit = explicit_fields(args)
     if args.preset is None:
         args.preset = DEFAULT_PRESET
     with usage_phase():
         cfg = config_from_args(args)
-    out = Path(cfg.out_dir)
     if args.resume:
-        last = out / "last.pt"
-        if not last.is_file():
-            raise UsageError(f"--resume: no checkpoint at {last}; start the run without "
-                             "--resume, or check --out")
-        ckpt = load_checkpoint(last)
-        with usage_phase():
-            merged = merge_for_resume(ckpt["config"], cfg.to_dict(), checkpoint=str(last),
-                                      explicit=explicit, allow=tuple(args.override or ()))
-            cfg = TrainConfig.from_dict(merged)
-        reason = finished(ckpt, merged)
-        if reason:
-            print(f"{out} is already finished: {reason}. Nothing to do; pass a larger "
-                  "--max-steps, --epochs or --max-minutes with --resume to train on")
+        cfg = resume_config(cfg, explicit=explicit, allow=tuple(args.override or ()))
+        if cfg is None:
             return None
     with usage_phase():
         if cfg.device in ("auto", "cpu"):  # /proc/meminfo says nothing of GPU memory
