@@ -66,7 +66,8 @@ def test_slices_look_like_brains(demo_root):
     fractions = summary["class_fractions"]
     assert 0.5 < fractions["background"] < 0.8
     assert fractions["csf"] > 0.01
-    assert summary["splits"]["test"] == {"cases": 1, "slices": 32, "case_range": (441, 441)}
+    assert summary["splits"]["test"] == {"cases": 1, "slices": 32, "case_range": (441, 441),
+                                         "masks": True}
 
 
 def test_build_is_byte_identical_and_seeded_per_case(demo_root, tmp_path):

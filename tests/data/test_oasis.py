@@ -167,7 +167,8 @@ def test_summary_and_tissue_fractions(fake_root):
     with pytest.raises(ValueError, match="0..3"):
         tissue_fractions(torch.tensor([0, 4]))
     summary = summarize(fake_root)
-    assert summary["splits"]["train"] == {"cases": 2, "slices": 6, "case_range": (1, 2)}
+    assert summary["splits"]["train"] == {"cases": 2, "slices": 6, "case_range": (1, 2),
+                                          "masks": True}
     assert summary["image_size"] == (8, 8)
     assert sum(summary["class_fractions"].values()) == pytest.approx(1, abs=1e-3)
     assert "validate" in str(summary)
