@@ -28,6 +28,7 @@ ARG_FIELDS = {
     "sample_every": "sample_every", "prediction": "diffusion.prediction_type",
     "schedule": "diffusion.schedule", "timesteps": "diffusion.timesteps",
     "loss": "diffusion.loss_type", "min_snr_gamma": "diffusion.min_snr_gamma",
+    "autoencoder": "autoencoder", "latent_cache_dir": "latent_cache_dir",
 }
 FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress"}
 DEFAULT_PRESET = "cpu"
@@ -97,7 +98,8 @@ def prepare_train(args, config_from_args: Callable):
         if cfg is None:
             return None
     with usage_phase():
-        if cfg.device in ("auto", "cpu"):  # /proc/meminfo says nothing of GPU memory
-            check_memory(cfg, image_size=cfg.image_size, batch=cfg.batch_size, training=True,
-                         flag="--batch-size")
+        # /proc/meminfo says nothing of GPU memory; a latent run's shape is known only later.
+        if cfg.device in ("auto", "cpu") and getattr(cfg, "autoencoder", None) is None:
+            check_memory(cfg, shape=(1, cfg.image_size, cfg.image_size), batch=cfg.batch_size,
+                         training=True, flag="--batch-size")
     return cfg

@@ -132,8 +132,9 @@ def available_memory() -> int | None:
     return None
 
 
-def activation_bytes(model_or_config, image_size: int) -> tuple[int, int, int]:
-    """(parameter bytes, sum of all leaf-module output bytes, largest output) for one image.
+def activation_bytes(model_or_config, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(parameter bytes, sum of all leaf-module output bytes, largest output) for one input of
+    ``shape`` (C, H, W): the slice, or its latent in a latent run.
 
     Measured by running a copy of the model once on the ``meta`` device: no memory, no compute.
     """
@@ -158,7 +159,7 @@ def activation_bytes(model_or_config, image_size: int) -> tuple[int, int, int]:
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
         with torch.no_grad():
-            model(torch.empty(1, 1, image_size, image_size, device="meta"),
+            model(torch.empty(1, *shape, device="meta"),
                   torch.zeros(1, dtype=torch.long, device="meta"))
     finally:
         for h in handles:
@@ -167,8 +168,8 @@ def activation_bytes(model_or_config, image_size: int) -> tuple[int, int, int]:
     return params, total[0], largest[0]
 
 
-def check_memory(model_or_config, *, image_size: int, batch: int, training: bool, flag: str,
-                 available: int | None = None) -> None:
+def check_memory(model_or_config, *, shape: tuple[int, int, int], batch: int, training: bool,
+                 flag: str, available: int | None = None) -> None:
     """Refuse a batch whose lower-bound memory need exceeds the available (CPU) memory.
 
     Training keeps every activation for the backward pass: at least ``batch x (sum of leaf
@@ -179,14 +180,17 @@ def check_memory(model_or_config, *, image_size: int, batch: int, training: bool
     available = available_memory() if available is None else available
     if available is None:
         return
-    params, total, largest = activation_bytes(model_or_config, image_size)
+    try:
+        params, total, largest = activation_bytes(model_or_config, shape)
+    except Exception:  # a model the meta device cannot run: no estimate, no refusal
+        return
     per_image = total if training else 4 * largest
     fixed = (5 if training else 1) * params
     need = fixed + batch * per_image
     if need > available:
         fit = max(0, (available - fixed) // per_image)
         raise UsageError(
-            f"{flag} {batch} at {image_size}x{image_size} needs at least "
+            f"{flag} {batch} at {shape[-2]}x{shape[-1]} needs at least "
             f"{need / 2**30:.1f} GiB of memory but {available / 2**30:.1f} GiB are available; "
             f"use {flag} {fit} or less" + (" (or a smaller --image-size)" if training else ""))
 
@@ -214,8 +218,8 @@ def check_sample_args(args, pipe=None) -> None:
     check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args),
                         timesteps=pipe.schedule.T)
     if pipe.device.type == "cpu":
-        size = pipe.image_shape[-1] if hasattr(pipe, "image_shape") else pipe.config.image_size
-        check_memory(pipe.model, image_size=size, batch=args.n, training=False, flag="--n")
+        check_memory(pipe.model, shape=tuple(pipe.sample_shape), batch=args.n, training=False,
+                     flag="--n")
 
 
 def check_evaluate_args(args) -> None:

@@ -24,7 +24,7 @@ import warnings
 from typing import Any
 
 FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
-        "channels_last", "compile", "num_workers")
+        "channels_last", "compile", "num_workers", "latent_cache_dir")
 LENGTH = ("epochs", "max_steps", "max_minutes")
 SAFE_OVERRIDES = ("data_root", "checkpoint_every", "log_every", "validate_every",
                   "sample_every", "sample_n", "sample_steps", "sampler")
