@@ -182,8 +182,8 @@ def check_memory(model_or_config, *, shape: tuple[int, int, int], batch: int, tr
         return
     try:
         params, total, largest = activation_bytes(model_or_config, shape)
-    except Exception:  # a model the meta device cannot run: no estimate, no refusal
-        return
+    except (RuntimeError, NotImplementedError):  # the meta device cannot run it: no estimate
+        return  # (a ValueError, e.g. an image size the U-Net refuses, is bad usage: raised)
     per_image = total if training else 4 * largest
     fixed = (5 if training else 1) * params
     need = fixed + batch * per_image
