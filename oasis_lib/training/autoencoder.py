@@ -1,6 +1,6 @@
 """Training the latent autoencoder with the shared Trainer (no second training loop).
 
-:class:`AutoencoderTrainer` is a :class:`~oasis_lib.training.trainer.Trainer` that optimises an
+:class:`AutoencoderTrainer` is a :class:`~oasis_lib.training.loop.TrainingLoop` that optimises an
 :class:`~oasis_lib.models.autoencoder.AutoencoderKL` instead of a diffusion U-Net. Everything
 around the step is the Trainer's own: AdamW with warm-up and clipping, the EMA (which is what
 ``best.pt`` keeps and what latent diffusion encodes with), atomic checkpoints, exact
@@ -26,10 +26,10 @@ from ..config import AutoencoderTrainConfig
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
 from .ae_losses import autoencoder_loss, load_lpips, segmenter_perceptual_loss
-from .trainer import Trainer, TrainResult, _images
+from .loop import TrainingLoop, TrainResult, _images
 
 
-class AutoencoderTrainer(Trainer):
+class AutoencoderTrainer(TrainingLoop):
     """Train ``AutoencoderTrainConfig``: ``AutoencoderTrainer(cfg).fit()``."""
 
     def __init__(self, config: AutoencoderTrainConfig, **kwargs):

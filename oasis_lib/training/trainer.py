@@ -1,197 +1,36 @@
-"""The trainer: a DDPM training loop a student can leave running overnight and trust.
+"""The diffusion trainer: a DDPM training loop a student can leave running overnight and trust.
 
 One optimiser step (Ho et al. 2020, Algorithm 1): draw x0 from the data, t ~ U{0..T-1} and
 eps ~ N(0, I); form x_t = q_sample(x0, t, eps); regress the network output on the target
 (eps, x0 or v). The loss and the sample grids are the run's
-:class:`~oasis_lib.diffusion.DiffusionPipeline`'s (``pipeline.loss``, ``pipeline.sample``).
-Around it:
-
-* AdamW with linear warm-up, gradient clipping, an EMA of the weights (``training.ema``);
-* validation on fixed slices, fixed timesteps and fixed noise, so the number is comparable
-  between epochs; ``best.pt`` is chosen by the EMA's validation loss (metrics go to
-  ``metrics.jsonl``; drawing them is :func:`oasis_lib.viz.plotting.plot_loss_curve`'s job);
-* a sample grid from the EMA model with fixed seed noise every ``sample_every`` epochs;
-* ``last.pt`` written atomically every ``checkpoint_every`` steps and at each epoch end;
-  ``--resume`` continues from it. Every random draw of the loop (data order, flips, t, noise)
-  comes from generators whose state is in the checkpoint, so on the CPU a killed-and-resumed
-  run ends with the same weights as an uninterrupted one;
-* a non-finite loss stops training with the step named; the last good checkpoint stays;
-  so does a blown-up finite loss (``training.guards``: a running median times 10), and no
-  checkpoint is written with non-finite weights; the run folder is locked by one process
-  (``training.run_dir``); SIGTERM/SIGINT save at the next step boundary and raise
-  ``TrainingStopped`` (``training.signals``); a resume must use the checkpoint's recipe
-  (``training.resume``);
-* under torchrun, DistributedDataParallel (:mod:`oasis_lib.training.distributed`): every rank
-  takes ``batch_size / world_size`` of each global batch, draws from its own generator
-  (seed * world_size + rank), accumulates ``grad_accum`` micro-batches with ``no_sync``; the EMA
-  is updated on every rank from the same all-reduced weights (identical, no communication); rank
-  0 alone writes files, and checkpoints hold every rank's RNG state.
+:class:`~oasis_lib.diffusion.DiffusionPipeline`'s (``pipeline.loss``, ``pipeline.sample``);
+validation uses fixed slices, fixed timesteps and fixed noise, so the number is comparable
+between epochs; the grid is drawn by the EMA model from fixed seed noise. Everything around
+the step (optimiser, EMA, checkpoints, exact resume, budget, signals, DDP) is the shared
+:class:`~oasis_lib.training.loop.TrainingLoop`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import signal
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
 
-from ..checkpoint import (
-    atomic_save,
-    get_rng_state,
-    load_checkpoint,
-    load_state_strict,
-    set_rng_state,
-)
 from ..config import TrainConfig
-from ..data import load_splits
 from ..diffusion.objectives import validation_draws
 from ..models.factory import build_pipeline
-from ..seeding import cpu_generator, seed_everything
-from .distributed import (
-    all_reduce_mean,
-    barrier,
-    broadcast_object,
-    check_batch_split,
-    collective_guard,
-    destroy,
-    gather_to_main,
-    init_distributed,
-    no_sync,
-    rank_seed,
-    shard_batches,
-    wrap_ddp,
-)
-from .ema import EMA
-from .guards import DivergenceGuard, check_batches, check_finite_weights
-from .precision import resolve_precision
-from .resume import FREE, merge_for_resume
-from .run_dir import RunLock, append_jsonl, read_jsonl, tidy_run_dir, write_text_atomic
-from .signals import GracefulStop, TrainingStopped, stopped
+from ..seeding import cpu_generator
+from .distributed import destroy
+from .loop import RESUME_OVERRIDES, NonFiniteLossError, TrainingLoop, TrainResult, _images
 
-logger = logging.getLogger(__name__)
-
-# Fields a resumed run takes from the new config instead of the checkpoint.
-RESUME_OVERRIDES = FREE
+__all__ = ["RESUME_OVERRIDES", "NonFiniteLossError", "TrainResult", "Trainer", "train"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; training stopped without overwriting the last checkpoint."""
-
-
-@dataclass
-class TrainResult:
-    step: int
-    epoch: int
-    best_val_loss: float | None
-    out_dir: Path
-    images_per_second: float
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision choice on a device (``None``: plain fp32); see
-    :func:`oasis_lib.training.precision.resolve_precision` for the reason too."""
-    return resolve_precision(precision, device)[0]
-
-
-def _images(batch):
-    return batch[0] if isinstance(batch, list | tuple) else batch
-
-
-class Trainer:
-    """Train ``config``; ``Trainer(cfg).fit()``. Pass datasets to skip loading from disk."""
-
-    needs_masks = False  # load the tissue masks with the slices (a subclass's validation may)
-
-    def __init__(self, config: TrainConfig, *, resume: bool = False, train_set=None,
-                 val_set=None):
-        config.validate()
-        self.out = Path(config.out_dir)
-        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
-        ckpt = None
-        if resume:
-            if not self.last_path.is_file():
-                raise FileNotFoundError(f"--resume: no checkpoint at {self.last_path}")
-            ckpt = load_checkpoint(self.last_path)
-            # The run's recipe comes from the checkpoint and must match the caller's; its
-            # length and the speed knobs (which do not change the maths) come from the caller.
-            config = type(config).from_dict(merge_for_resume(
-                ckpt["config"], config.to_dict(), checkpoint=str(self.last_path),
-                allow=("data_root",), check_data_root=train_set is None))  # moved data: warns
-        self.cfg = cfg = config
-        seed_everything(cfg.seed)
-        self.dist, self.device = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
-        self.lock = RunLock(self.out)  # held by rank 0, before anything in the folder is written
-        if self.dist.is_main:
-            self.lock.acquire()
-        try:
-            self._init(cfg, ckpt, train_set, val_set)
-        except BaseException:
-            self.lock.release()
-            raise
-
-    def _init(self, cfg: TrainConfig, ckpt: dict | None, train_set, val_set) -> None:
-        self.micro_batch = check_batch_split(cfg.batch_size, self.dist, cfg.grad_accum)
-        self.amp_dtype, self.precision_reason = resolve_precision(cfg.precision, self.device)
-        logger.info("precision: %s", self.precision_reason)
-        if train_set is None or val_set is None:
-            train_set, val_set = load_splits(cfg.data_root, image_size=cfg.image_size,
-                                             augment=False, with_masks=self.needs_masks)
-        check_batches(train_set, cfg.batch_size)
-        self.train_set, self.val_set = train_set, val_set
-        self.guard = DivergenceGuard()
-        self.raw_model = self.build().to(self.device)
-        self.encoded = self.pipeline is not None and self.pipeline.autoencoder is not None
-        if self.encoded:  # latent diffusion: train on cached, scaled latents
-            from .latents import latent_datasets
-
-            self.pipeline.to(self.device)
-            # Rank 0 encodes and writes the latent cache; the other ranks then read it.
-            if not self.dist.is_main:
-                barrier(self.dist, "waiting for rank 0's latent cache")
-            self.train_set, self.val_set, _ = latent_datasets(
-                self.pipeline, cfg, self.train_set, self.val_set,
-                progress=cfg.progress and self.dist.is_main)
-            if self.dist.is_main:
-                barrier(self.dist, "latent cache written")
-        if cfg.channels_last:
-            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
-        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-        self.eval_model = self.model  # the unwrapped network: validation runs on one rank
-        if self.dist.enabled:  # dropout masks differ per rank; the weights come from rank 0
-            torch.manual_seed(rank_seed(cfg.seed, self.dist))
-        self.model = wrap_ddp(self.model, self.dist, self.device)
-        self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup)
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.opt = opt_cls(self.raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(cfg.warmup_steps, 1)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.gen = cpu_generator(rank_seed(cfg.seed, self.dist))  # t, noise and flips
-        self.step = self.epoch = self.batch_in_epoch = 0
-        self.best_val: float | None = None
-        self.train_seconds = 0.0  # time spent in optimiser steps (max_minutes counts this)
-        self._clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
-        self._fixed_validation_batch()
-        if ckpt is not None:
-            self._restore(ckpt)
-        elif self.out.exists() and self.last_path.exists():
-            raise FileExistsError(f"{self.out} already holds a run (last.pt); pass resume=True "
-                                  "(--resume) to continue it or choose another out_dir")
-        if self.dist.is_main:
-            tidy_run_dir(self.out, fresh=ckpt is None)
-        barrier(self.dist, "start-up barrier (every rank has read the checkpoint)")
+class Trainer(TrainingLoop):
+    """Train the diffusion model ``config`` describes: ``Trainer(cfg).fit()``."""
 
     # ------------------------------------------------------------------ what is trained
-    # A subclass that trains another model (training/autoencoder.py) overrides these four:
-    # build, compute_loss, _fixed_validation_batch / validate, and sample_grid.
     def build(self) -> torch.nn.Module:
         """The network to optimise (here: the diffusion pipeline's), before moving it."""
         self.pipeline = build_pipeline(self.cfg)
@@ -203,79 +42,6 @@ class Trainer:
         return self.pipeline.loss(x0, model=self.model, generator=self.gen,
                                   encoded=self.encoded)
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        return {"model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.opt.state_dict(), "lr_scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
-                "train_seconds": self.train_seconds,
-                "rng": get_rng_state(self.gen), "config": self.cfg.to_dict(),
-                "guard": self.guard.state_dict(), **self._rank_rng_states()}
-
-    def _rank_rng_states(self) -> dict:
-        """Every rank's RNG states, gathered to rank 0 (a collective: all ranks call it)."""
-        if not self.dist.enabled:
-            return {}
-        return {"rng_ranks": gather_to_main(get_rng_state(self.gen), self.dist)}
-
-    def _restore(self, ckpt: dict) -> None:
-        load_state_strict(self.raw_model, ckpt["model"], source=str(self.last_path))
-        self.ema.load_state_dict(ckpt["ema"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["lr_scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
-        self.batch_in_epoch, self.best_val = int(ckpt["batch_in_epoch"]), ckpt["best_val_loss"]
-        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
-        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
-        if len(ranks) == self.dist.world_size:
-            set_rng_state(ranks[self.dist.rank], self.gen)
-        else:  # another world size: the data order is exact, the noise streams are new ones
-            logger.warning("resuming a %d-rank run with %d ranks: noise streams are reseeded",
-                           len(ranks), self.dist.world_size)
-            self.gen.manual_seed(rank_seed(self.cfg.seed, self.dist) + 7919 * self.step)
-        self.guard.load_state_dict(ckpt.get("guard", {}))
-        self.guard.saved(self.last_path, self.step)
-        # Metric lines written after this checkpoint belong to lost work: drop them (and a
-        # torn last line of a killed run).
-        log = self.out / "metrics.jsonl"
-        if log.exists() and self.dist.is_main:
-            keep = [r for r in read_jsonl(log) if r.get("step", 0) <= self.step]
-            write_text_atomic(log, "".join(json.dumps(r) + "\n" for r in keep))
-
-    def save(self, path: Path | None = None) -> Path:
-        """Write the training state (rank 0 writes; every rank must call it under torchrun).
-        While the loss is suspect (``training.guards``) nothing is written and the last good
-        file is returned; non-finite weights raise instead of being saved."""
-        path = Path(path or self.last_path)
-        if self.guard.suspect:  # (the same on every rank: the guard sees the all-reduced loss)
-            return Path(self.guard.last_good[0]) if self.guard.last_good else path
-        check_finite_weights({"model": self.raw_model, "EMA": self.ema.model}, step=self.step,
-                             last_good=self.guard.good_text())
-        state = self.state_dict()
-        if self.dist.is_main:
-            atomic_save(state, path)
-        if path == self.last_path:
-            self.guard.saved(path, self.step)
-        return path
-
-    # ------------------------------------------------------------------ helpers
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
-
-    def _log(self, record: dict) -> None:
-        if not self.dist.is_main:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        append_jsonl(self.out / "metrics.jsonl", record)
-
     def _fixed_validation_batch(self) -> None:
         """Fixed validate slices (spread over all cases), timesteps and noise
         (:func:`~oasis_lib.diffusion.objectives.validation_draws`)."""
@@ -284,17 +50,6 @@ class Trainer:
         self.val_x0 = torch.stack([_images(self.val_set[i]) for i in idx])
         self.val_t, self.val_noise = validation_draws(
             self.schedule, (n, *self.pipeline.sample_shape), seed=self.cfg.seed + 1)
-
-    def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The epoch's batches: a permutation seeded by (seed, epoch), last partial dropped."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.train_set), generator=g).tolist()
-        bs = self.cfg.batch_size
-        return [perm[i:i + bs] for i in range(0, len(perm) - bs + 1, bs)]
-
-    def _rank_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's share of each of the epoch's global batches (all of it at world 1)."""
-        return shard_batches(self._epoch_batches(epoch), self.dist)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -324,137 +79,6 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image((x.float().cpu() + 1) / 2, path, nrow=int(c.sample_n ** 0.5 + 0.5), padding=1)
         return path
-
-    # ------------------------------------------------------------------ the loop
-    def train_step(self, x0: torch.Tensor) -> float:
-        """One optimiser step on this rank's share ``x0`` of a global batch, in ``grad_accum``
-        micro-batches; returns the loss averaged over the whole global batch."""
-        c = self.cfg
-        self.opt.zero_grad(set_to_none=True)
-        chunks = x0.split(self.micro_batch) if c.grad_accum > 1 else (x0,)
-        total = 0.0
-        for k, xk in enumerate(chunks):
-            if c.hflip and not self.encoded:  # from the trainer's generator (exact resume)
-                flip = torch.rand(xk.shape[0], generator=self.gen) < 0.5
-                xk = torch.where(flip[:, None, None, None], xk.flip(-1), xk)
-            xk = self._to_device(xk)
-            # DDP all-reduces the gradients in the backward of the last micro-step only.
-            with no_sync(self.model, k < len(chunks) - 1), \
-                    collective_guard(self.dist, f"gradient all-reduce of step {self.step + 1}"):
-                with self._autocast():
-                    loss = self.compute_loss(xk)
-                if not self.dist.enabled:
-                    self._check_finite(loss)
-                self.scaler.scale(loss / len(chunks) if len(chunks) > 1 else loss).backward()
-            total += float(loss.detach()) / len(chunks)
-        # Every rank stops together on a non-finite loss anywhere (before any weight changes).
-        total = all_reduce_mean(total, self.dist)
-        self._check_finite(torch.tensor(total))
-        self.guard.update(total, step=self.step + 1)  # a blown-up finite loss (guards.py)
-        if c.grad_clip > 0:
-            self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
-        self.ema.update(self.raw_model)
-        self.step += 1
-        return total
-
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "
-                f"stopped without saving. {self.guard.good_text()}")
-
-    def _done(self) -> bool:
-        c = self.cfg
-        done = ((c.max_steps is not None and self.step >= c.max_steps)
-                or (c.max_minutes is not None and self.train_seconds >= 60 * c.max_minutes))
-        if c.max_minutes is not None and self.dist.enabled:  # rank 0's clock decides for all
-            done = bool(broadcast_object(done, self.dist))
-        return done
-
-    def fit(self) -> TrainResult:
-        c = self.cfg
-        self.model.train()
-        t0, images = time.perf_counter(), 0
-        t_log = t0
-        show = c.progress and self.dist.is_main
-        epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not show,
-                      initial=self.epoch, total=c.epochs)
-        if self.dist.is_main:
-            self.lock.acquire()  # again, if an earlier fit() released it
-        signals = contextlib.ExitStack()
-        stop = signals.enter_context(GracefulStop())  # SIGTERM/SIGINT: stop at a step boundary
-        try:
-            for epoch in epochs:
-                if self._done():
-                    break
-                self.epoch = epoch
-                all_batches = self._rank_batches(epoch)
-                batches = all_batches[self.batch_in_epoch:]
-                loader = DataLoader(self.train_set, batch_sampler=batches,
-                                    num_workers=c.num_workers,
-                                    pin_memory=self.device.type == "cuda",  # async H2D copies
-                                    generator=torch.Generator().manual_seed(epoch))
-                # Epochs are counted from 1 in everything a person reads (bars, logs, files);
-                # self.epoch is the number of finished epochs.
-                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
-                           disable=not show)
-                for batch in bar:
-                    t_step = self._clock()
-                    loss = self.train_step(_images(batch))
-                    self.train_seconds += self._clock() - t_step
-                    self.batch_in_epoch += 1
-                    images += c.batch_size
-                    if self.step % c.log_every == 0:
-                        now = time.perf_counter()
-                        rate = c.log_every * c.batch_size / max(now - t_log, 1e-9)
-                        t_log = now
-                        self._log({"step": self.step, "epoch": epoch + 1, "loss": loss,
-                                   "lr": self.sched.get_last_lr()[0],
-                                   "images_per_s": round(rate, 2)})
-                        bar.set_postfix(loss=f"{loss:.4f}")
-                    if self.step % c.checkpoint_every == 0:
-                        self.save()
-                    if self._done():
-                        break
-                    asked = stop.requested
-                    if self.dist.enabled:  # every rank stops at the same step (save is collective)
-                        anyone = all_reduce_mean(float(bool(asked)), self.dist) > 0
-                        asked = (asked or signal.SIGTERM) if anyone else None
-                    if asked:
-                        raise stopped(self, asked)
-                # The epoch ran to its end (also when the budget ran out on its last batch):
-                # validate and draw its grid before saving.
-                if self.batch_in_epoch == len(all_batches):
-                    self.epoch, self.batch_in_epoch = epoch + 1, 0
-                    self._end_of_epoch(epoch)
-                self.save()
-        except KeyboardInterrupt:  # a second Ctrl-C: the state may be mid-step, do not save
-            raise TrainingStopped(f"interrupted twice during step {self.step + 1}; nothing "
-                                  f"saved since: {self.guard.good_text()}", signum=2) from None
-        finally:
-            signals.close()
-            self.lock.release()
-        barrier(self.dist, "end of training")
-        seconds = time.perf_counter() - t0
-        return TrainResult(self.step, self.epoch, self.best_val, self.out,
-                           images / seconds if seconds > 0 else 0.0)
-
-    def _end_of_epoch(self, epoch: int) -> None:
-        c = self.cfg
-        if (epoch + 1) % c.validate_every == 0:
-            # Rank 0 validates; every rank takes its numbers, so all make the same decisions.
-            val = broadcast_object(self.validate() if self.dist.is_main else None, self.dist)
-            self._log({"step": self.step, "epoch": epoch + 1, **val})
-            if ((self.best_val is None or val["val_loss_ema"] < self.best_val)
-                    and self.guard.plausible(val["val_loss_ema"])):  # never a diverged best
-                self.best_val = val["val_loss_ema"]
-                self.save(self.best_path)
-        if (epoch + 1) % c.sample_every == 0 and self.dist.is_main:
-            self.sample_grid(self.out / "samples" / f"epoch_{epoch + 1:04d}.png")
 
 
 def train(config: TrainConfig, *, resume: bool = False, **datasets) -> TrainResult:
