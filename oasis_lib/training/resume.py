@@ -26,6 +26,9 @@ from typing import Any
 FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
         "channels_last", "compile", "num_workers", "latent_cache_dir")
 LENGTH = ("epochs", "max_steps", "max_minutes")
+# Fields the run computes when they are None (latent diffusion's scale factor, from the cached
+# training latents): a resume that leaves them None takes the checkpoint's value.
+DERIVED = ("latent_scale_factor",)
 SAFE_OVERRIDES = ("data_root", "checkpoint_every", "log_every", "validate_every",
                   "sample_every", "sample_n", "sample_steps", "sampler")
 
@@ -51,7 +54,8 @@ def differences(saved: dict, new: dict, *, fields: set[str] | None = None) -> di
     keys = sorted(set(a) | set(b))
     if fields is not None:
         keys = [k for k in keys if k in fields]
-    return {k: (a.get(k), b.get(k)) for k in keys if k not in FREE and a.get(k) != b.get(k)}
+    return {k: (a.get(k), b.get(k)) for k in keys if k not in FREE and a.get(k) != b.get(k)
+            and not (k in DERIVED and b.get(k) is None)}
 
 
 def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[str] | None = None,
