@@ -32,6 +32,8 @@ from .loop import TrainingLoop, TrainResult, _images
 class AutoencoderTrainer(TrainingLoop):
     """Train ``AutoencoderTrainConfig``: ``AutoencoderTrainer(cfg).fit()``."""
 
+    needs_masks = True  # PSNR and SSIM are measured inside the brain (mask > 0)
+
     def __init__(self, config: AutoencoderTrainConfig, **kwargs):
         if not isinstance(config, AutoencoderTrainConfig):
             raise TypeError(f"AutoencoderTrainer needs an AutoencoderTrainConfig, got "
