@@ -6,12 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .unet_config import _check_int  # the one integer-field check of the model configs
+
 __all__ = ["AUTOENCODER_PRESETS", "AutoencoderConfig"]
-
-
-def _check_int(name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
