@@ -21,7 +21,7 @@ and KID" (value <= 1.05 x DDPM's) against the DDPM row of the same run.
 
     python benchmarks/bench_samplers.py              # the full table, n = 128 (long: DDPM-1000
                                                      # makes 1000 network calls per image)
-    python benchmarks/bench_samplers.py --n 8 --runs ddpm:1000 unipc:20 --out /tmp/smoke
+    python benchmarks/bench_samplers.py --n 8 --runs ddpm:1000 unipc:20 --out outputs/smoke
 
 Results go to ``--out`` (``benchmarks/results``): ``samplers.md`` and ``samplers.json``, which
 the README and notebook 06 read.
