@@ -1,13 +1,8 @@
 """OASIS brain MRI slices as PyTorch datasets.
 
-Layout (the preprocessed OASIS-1 slices known as ``keras_png_slices_data``)::
-
-    ROOT/keras_png_slices_{train,validate,test}/case_XXX_slice_N.nii.png      images
-    ROOT/keras_png_slices_seg_{train,validate,test}/seg_XXX_slice_N.nii.png   masks
-
-Images are 8-bit grey PNGs; masks hold 0/85/170/255 = background/CSF/grey/white matter.
-Every dataset item is an image ``float32 [1, H, W]`` in [-1, 1] and, with masks, a
-``long [H, W]`` mask with classes 0..3 (docs/INTERFACES.md).
+The folder layout, file names and class ids are in :mod:`oasis_lib.data.layout`. Every dataset
+item is an image ``float32 [1, H, W]`` in [-1, 1] and, with masks, a ``long [H, W]`` mask with
+classes 0..3 (docs/INTERFACES.md).
 
 Transforms (torchvision.transforms.v2) are called as ``transform(image, mask)`` (or
 ``transform(image)`` without masks) on a **uint8** ``tv_tensors.Image [1, H, W]`` (0..255) and a
