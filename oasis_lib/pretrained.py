@@ -23,7 +23,8 @@ from .models.factory import build_model, build_pipeline, build_schedule  # noqa:
 from .paths import DEMO_CHECKPOINT, REPO_URL, shipped_checkpoint
 
 __all__ = ["DEMO_CHECKPOINT", "REPO_URL", "build_model", "build_pipeline", "build_schedule",
-           "load_autoencoder", "load_model", "shipped_checkpoint"]
+           "export_autoencoder", "load_autoencoder", "load_model",
+           "shipped_checkpoint"]
 
 AUTOENCODER_KIND = "autoencoder"  # metadata "kind" of an exported autoencoder
 AUTOENCODER_PREFIX = "autoencoder."  # its keys inside a latent diffusion export
@@ -112,3 +113,15 @@ def load_autoencoder(path: str | os.PathLike, *, device: str | torch.device | No
     model = AutoencoderKL(ae_config)
     load_state_strict(model, state, source=str(path))
     return model.to(get_device(device)).eval().requires_grad_(False)
+
+
+def export_autoencoder(model, path: str | os.PathLike, *, run_config: dict | None = None,
+                       dtype: torch.dtype = torch.float16) -> Path:
+    """Write an autoencoder's weights to a safetensors file that :func:`load_autoencoder`
+    reads: metadata ``kind="autoencoder"``, its :class:`AutoencoderConfig` and, for the record,
+    the training run's config (``run_config``)."""
+    from .checkpoint import export_safetensors
+
+    config = {"kind": AUTOENCODER_KIND, "autoencoder": model.config.to_dict(),
+              "run": run_config or {}}
+    return export_safetensors(model.state_dict(), path, config=config, dtype=dtype)

@@ -1,10 +1,19 @@
 """``export``: a training checkpoint's weights to a shareable fp16 ``.safetensors`` file.
 
+Three kinds of run are exported, each to the one file its reader needs:
+
+* a pixel diffusion run (``train``): the U-Net and the run's config; ``sample`` reads it;
+* a latent diffusion run (``train --autoencoder A``): the U-Net **and** the autoencoder ``A``
+  (keys prefixed ``autoencoder.``, its config and the latent scale factor in the metadata), so
+  the file samples 256x256 slices on its own, without the run folder of ``A``;
+* an autoencoder run (``train-autoencoder``): the autoencoder alone (``kind="autoencoder"``),
+  which ``train --autoencoder FILE`` and :func:`oasis_lib.pretrained.load_autoencoder` read.
+
 Refuses before reading anything when the output is not ``.safetensors`` (the only format
 ``sample`` and ``load_model`` read as an export), is the input itself, or is a training
 checkpoint (a run could no longer resume). The file is written under a temporary name, read back
-with :func:`oasis_lib.pretrained.load_model` exactly as ``sample`` would, and only then renamed
-to ``--out``: a file at ``--out`` is always one that ``sample`` can read.
+exactly as its reader would, and only then renamed to ``--out``: a file at ``--out`` is always
+one that can be read.
 """
 
 from __future__ import annotations
@@ -15,6 +24,33 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, export_safetensors, load_checkpoint
 from .errors import UsageError
 from .validate import check_output_file
+
+
+def _is_autoencoder_run(config: dict) -> bool:
+    return "crop_size" in config and "autoencoder_overrides" in config
+
+
+def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool) -> None:
+    from ..pretrained import AUTOENCODER_PREFIX, export_autoencoder, load_autoencoder, load_model
+
+    if autoencoder_run:
+        from ..config import AutoencoderTrainConfig
+        from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
+
+        run = AutoencoderTrainConfig.from_dict(config)
+        model = AutoencoderKL(AutoencoderConfig.preset(run.preset, **run.autoencoder_overrides))
+        model.load_state_dict(state)
+        export_autoencoder(model, tmp, run_config=config)
+        load_autoencoder(tmp, device="cpu")  # what `train --autoencoder OUT` will do
+        return
+    if config.get("autoencoder"):  # a latent run: carry the autoencoder inside the file
+        autoencoder = load_autoencoder(config["autoencoder"], device="cpu")
+        state = {**state, **{AUTOENCODER_PREFIX + k: v
+                             for k, v in autoencoder.state_dict().items()}}
+        config = {**config, "autoencoder": None,
+                  "autoencoder_config": autoencoder.config.to_dict()}
+    export_safetensors(state, tmp, config=config)
+    load_model(tmp, device="cpu")  # what `sample --checkpoint OUT` will do
 
 
 def run_export(args) -> int:
@@ -34,16 +70,17 @@ def run_export(args) -> int:
     # The shared file carries the recipe, not this machine's paths.
     config = {**ckpt["config"], "out_dir": f"runs/{Path(ckpt['config']['out_dir']).name}",
               "data_root": None}
+    autoencoder_run = _is_autoencoder_run(config)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.export.safetensors")
     try:
-        export_safetensors(state, tmp, config=config)
-        from ..pretrained import load_model
-
-        load_model(tmp, device="cpu")  # what `sample --checkpoint OUT` will do
+        _write(state, config, tmp, autoencoder_run=autoencoder_run)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     size_mb = out.stat().st_size / 2**20
-    print(f"wrote {'live' if args.live else 'EMA'} weights of step {ckpt['step']} to {out} "
-          f"(fp16, {size_mb:.1f} MB)")
+    what = ("autoencoder" if autoencoder_run
+            else "latent diffusion + autoencoder" if ckpt["config"].get("autoencoder")
+            else "diffusion")
+    print(f"wrote {'live' if args.live else 'EMA'} {what} weights of step {ckpt['step']} to "
+          f"{out} (fp16, {size_mb:.1f} MB)")
     return 0

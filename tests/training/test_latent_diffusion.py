@@ -94,3 +94,39 @@ def test_export_carries_the_autoencoder_and_reloads(root, autoencoder_run, tmp_p
     torch.testing.assert_close(
         again.sample(2, steps=2, progress=False, generator=g().manual_seed(1)),
         pipe.sample(2, steps=2, progress=False, generator=g().manual_seed(1)))
+
+
+def test_cli_exports_autoencoder_and_latent_runs_to_files_that_sample(root, autoencoder_run,
+                                                                      tmp_path, capsys):
+    from PIL import Image
+
+    from oasis_lib.checkpoint import load_safetensors
+    from oasis_lib.cli import main
+
+    # The autoencoder run -> a kind="autoencoder" file that `train --autoencoder` accepts.
+    ae_file = tmp_path / "ae.safetensors"
+    assert main(["export", "--checkpoint", str(autoencoder_run), "--out", str(ae_file)]) == 0
+    assert "autoencoder weights" in capsys.readouterr().out
+    _, meta = load_safetensors(ae_file)
+    assert meta["kind"] == "autoencoder"
+    assert meta["run"]["data_root"] is None
+    ae = load_autoencoder(ae_file)
+    ref = load_autoencoder(autoencoder_run)
+    for (k, a), b in zip(ae.state_dict().items(), ref.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b.half().float(), msg=k)  # fp16 round trip
+
+    # A latent run trained on that file -> one file with both networks, which samples alone.
+    Trainer(ldm_config(root, ae_file, tmp_path, max_steps=2)).fit()
+    ldm_file = tmp_path / "ldm.safetensors"
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"),
+                 "--out", str(ldm_file)]) == 0
+    assert "latent diffusion + autoencoder" in capsys.readouterr().out
+    tensors, cfg = load_safetensors(ldm_file)
+    assert cfg["autoencoder"] is None
+    assert "autoencoder_config" in cfg
+    assert any(k.startswith("autoencoder.") for k in tensors)
+    ae_file.unlink()  # the export must not need the autoencoder file any more
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "--checkpoint", str(ldm_file), "--sampler", "dpm++2m", "--steps",
+                 "2", "--n", "2", "--seed", "0", "--out", str(grid), "--no-progress"]) == 0
+    assert Image.open(grid).size[0] > SIZE  # a grid of decoded SIZE x SIZE slices

@@ -1,0 +1,165 @@
+"""Figures and sliders of latent diffusion (notebook 08), in the three layers of
+:mod:`oasis_lib.viz.widgets`: a pure *frame* function, a fixed-size *figure*, a one-line *slider*.
+
+* :func:`reconstruction_slider`: a validate slice, its autoencoder reconstruction and their
+  difference, with PSNR and SSIM inside the brain, over the slices;
+* :func:`latent_channels_figure`: what the ``c`` channels of a latent look like next to the slice;
+* :func:`latent_reverse_slider`: a latent sampling chain, with the noisy latent (one channel) and
+  the network's x0 prediction *decoded to 256x256* at each reverse step.
+
+Images are ``[1, H, W]`` tensors in [-1, 1]; latents are in model space (``scale_factor * z``,
+unit variance), shown on [-3, 3] so that their spread is visible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
+
+from ..diffusion.sampling import SampleResult
+from ..evaluation.reconstruction import reconstruction_metrics
+from .style import DPI, GREY, to_display
+from .widgets import _int_slider, _show
+
+__all__ = ["decode_chain", "latent_channels_figure", "latent_reverse_figure",
+           "latent_reverse_frame", "latent_reverse_slider", "reconstruct",
+           "reconstruction_figure", "reconstruction_frame", "reconstruction_slider"]
+
+LATENT_RANGE = 3.0  # unit-variance latents are drawn on [-3, 3]
+
+
+@torch.no_grad()
+def reconstruct(autoencoder, images: Tensor, *, batch_size: int = 16) -> Tensor:
+    """``D(mean of E(x))`` for ``images`` [B, 1, H, W] in [-1, 1], clamped to [-1, 1], on CPU.
+
+    The posterior mean, not a sample: the deterministic reconstruction that latent caching and
+    the pipeline's :meth:`~oasis_lib.diffusion.pipeline.DiffusionPipeline.encode` use."""
+    device = next(autoencoder.parameters()).device
+    out = [autoencoder.decode(autoencoder.encode(x.to(device)).mode()).clamp(-1, 1).cpu()
+           for x in images.split(batch_size)]
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------ reconstruction
+def reconstruction_frame(originals: Tensor, recons: Tensor, masks: Tensor, i: int) -> dict:
+    """Slice ``i``: ``original``, ``recon``, ``difference`` (recon - original, [1, H, W]) and
+    the ``psnr``/``ssim`` of this reconstruction inside the brain (``masks`` > 0)."""
+    n = len(originals)
+    if not 0 <= int(i) < n:
+        raise ValueError(f"i must be in 0..{n - 1}, got {i}")
+    i = int(i)
+    m = reconstruction_metrics(originals[i:i + 1], recons[i:i + 1], brain_mask=masks[i:i + 1])
+    return {"i": i, "n": n, "original": originals[i], "recon": recons[i],
+            "difference": recons[i] - originals[i], "psnr": m["psnr"], "ssim": m["ssim"]}
+
+
+def reconstruction_figure(frame: dict, *, diff_range: float = 0.25):
+    """Original | reconstruction | difference (red brighter, blue darker, on +-``diff_range``)."""
+    fig, axes = plt.subplots(1, 3, figsize=(11.0, 4.0), dpi=DPI)
+    axes[0].imshow(to_display(frame["original"]), vmin=0, vmax=1, **GREY)
+    axes[1].imshow(to_display(frame["recon"]), vmin=0, vmax=1, **GREY)
+    im = axes[2].imshow(frame["difference"][0].numpy(), cmap="RdBu_r", vmin=-diff_range,
+                        vmax=diff_range, interpolation="nearest")
+    titles = ("original", "reconstruction D(E(x))",
+              f"difference (colour range ±{diff_range:g})")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.02)
+    fig.suptitle(f"validate slice {frame['i']} of {frame['n'] - 1}: PSNR {frame['psnr']:.1f} dB, "
+                 f"SSIM {frame['ssim']:.3f} inside the brain", fontsize=12)
+    return fig
+
+
+def reconstruction_slider(originals: Tensor, recons: Tensor, masks: Tensor, *, i: int = 0):
+    """A slider over the slices, redrawing :func:`reconstruction_figure`."""
+
+    def draw(slice_index: int):
+        return _show(reconstruction_figure(reconstruction_frame(originals, recons, masks,
+                                                                slice_index)))
+
+    from ipywidgets import interactive
+
+    return interactive(draw, slice_index=_int_slider("slice", i, 0, len(originals) - 1))
+
+
+# ------------------------------------------------------------------ latent channels
+def latent_channels_figure(image: Tensor, latent: Tensor, *, title: str | None = None):
+    """The slice ``image`` [1, H, W] next to each channel of its ``latent`` [c, h, w] (model
+    space), each titled with its mean and standard deviation."""
+    c = latent.shape[0]
+    fig, axes = plt.subplots(1, c + 1, figsize=(2.6 * (c + 1), 3.0), dpi=DPI)
+    axes[0].imshow(to_display(image), vmin=0, vmax=1, **GREY)
+    axes[0].set_title(f"slice {tuple(image.shape[-2:])}", fontsize=9)
+    for k in range(c):
+        ch = latent[k].detach().float().cpu()
+        axes[k + 1].imshow(ch.numpy(), cmap="coolwarm", vmin=-LATENT_RANGE, vmax=LATENT_RANGE,
+                           interpolation="nearest")
+        axes[k + 1].set_title(f"z[{k}] {tuple(ch.shape)}\nmean {ch.mean():.2f}, "
+                              f"std {ch.std():.2f}", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------ reverse chain
+@torch.no_grad()
+def decode_chain(pipeline, result: SampleResult, *, index: int = 0) -> Tensor:
+    """The x0 predictions of image ``index`` of a latent chain, decoded: [K, 1, H, W] on CPU.
+
+    ``result`` comes from ``pipeline.sample(..., return_intermediates=True)``; its ``x0s`` are
+    latents in model space, which :meth:`DiffusionPipeline.decode` brings back to pixels."""
+    if pipeline.autoencoder is None:
+        raise ValueError("decode_chain needs a latent pipeline (pipeline.autoencoder is None)")
+    z = result.x0s[:, index].to(pipeline.device)
+    return torch.cat([pipeline.decode(b).clamp(-1, 1).cpu() for b in z.split(8)])
+
+
+def latent_reverse_frame(result: SampleResult, decoded: Tensor, k: int, *, index: int = 0,
+                         channel: int = 0) -> dict:
+    """Record ``k``: the latent x_t (one ``channel``), the decoded x0 prediction, and t."""
+    num = len(result.timesteps)
+    if not 0 <= int(k) < num:
+        raise ValueError(f"k must be in 0..{num - 1} (the chain has {num} records), got {k}")
+    k = int(k)
+    return {"k": k, "num_records": num, "t": int(result.timesteps[k]), "channel": channel,
+            "z_t": result.xs[k, index, channel], "x0_decoded": decoded[k]}
+
+
+def latent_reverse_figure(frame: dict):
+    """Latent x_t (left, one channel, 64x64) and the decoded x0 prediction (right, 256x256)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 4.2), dpi=DPI)
+    final = frame["t"] < 0
+    axes[0].imshow(frame["z_t"].numpy(), cmap="coolwarm", vmin=-LATENT_RANGE,
+                   vmax=LATENT_RANGE, interpolation="nearest")
+    axes[1].imshow(to_display(frame["x0_decoded"]), vmin=0, vmax=1, **GREY)
+    size = tuple(frame["z_t"].shape)
+    axes[0].set_title(f"latent {'z_0' if final else 'z_t'}, channel {frame['channel']} {size}",
+                      fontsize=10)
+    axes[1].set_title("decoded final slice" if final else "decoded prediction D(ẑ_0)",
+                      fontsize=10)
+    for ax in axes:
+        ax.set_axis_off()
+    when = "final (t = -1, clean)" if final else f"t = {frame['t']}"
+    fig.suptitle(f"reverse step {frame['k']} of {frame['num_records'] - 1}: {when}", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def latent_reverse_slider(result: SampleResult, decoded: Tensor, *, index: int = 0,
+                          k: int = 0) -> Any:
+    """A slider over the records of a latent chain, redrawing :func:`latent_reverse_figure`."""
+
+    def draw(step: int):
+        return _show(latent_reverse_figure(latent_reverse_frame(result, decoded, step,
+                                                                index=index)))
+
+    from ipywidgets import interactive
+
+    return interactive(draw, step=_int_slider("reverse step", k, 0, len(result.timesteps) - 1))
