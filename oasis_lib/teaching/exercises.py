@@ -22,6 +22,7 @@ exercise               the reader writes                                        
 ``dice``               2 |A and B| / (|A| + |B|) per class                           06
 ``frechet_diagonal``   Fréchet distance of two Gaussians with diagonal covariances   06
 ``nearest_rms``        each image's RMS distance to its nearest reference image       07
+``latent_kl``          KL(N(mu, diag(e^logvar)) || N(0, I)) per item (VAE, LDM)       08
 =====================  ============================================================  ========
 
 Conventions as in the library: images ``[B, C, H, W]``, timesteps 0-based long ``[B]`` (``t = -1``
@@ -45,6 +46,7 @@ from ..diffusion.sampling import ddim_step
 from ..diffusion.schedule import NoiseSchedule
 from ..evaluation.metrics import frechet_from_stats, nearest_neighbours
 from ..evaluation.tissue import dice_per_class
+from ..models.autoencoder import DiagonalGaussian
 from ..models.embeddings import sinusoidal_embedding
 from ..training.ema import EMA
 from . import solutions
@@ -54,6 +56,7 @@ from .solutions import (  # noqa: F401 - re-exported: exercises.solution_<name>
     solution_dice,
     solution_ema_update,
     solution_frechet_diagonal,
+    solution_latent_kl,
     solution_min_snr_v,
     solution_nearest_rms,
     solution_posterior,
@@ -246,6 +249,17 @@ def _cases_frechet():
         yield f"dimension {d}", (mu1, var1, mu2, var2)
 
 
+def _cases_latent_kl():
+    for i, shape in enumerate(((2, 4, 8, 8), (3, 2, 4, 4), (1, 8, 2, 2))):
+        g = _gen(i)
+        yield f"latents of shape {shape}", (torch.randn(shape, generator=g),
+                                            torch.randn(shape, generator=g) * 2)
+
+
+def _ref_latent_kl(mean, logvar):
+    return DiagonalGaussian(mean, logvar).kl()
+
+
 def _cases_nearest():
     sizes = ((3, 10, (1, 8, 8)), (5, 40, (1, 16, 16)), (1, 7, (2, 4, 4)))
     for i, (q, r, shape) in enumerate(sizes):
@@ -285,6 +299,8 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
     Exercise("nearest_rms", "fn(queries, references) -> (RMS distance [Q], index [Q]) of the "
              "nearest reference", _cases_nearest, _ref_nearest_rms, solution_nearest_rms,
              atol=1e-6),
+    Exercise("latent_kl", "fn(mean, logvar) -> float [B]: KL(q(z | x) || N(0, I)) per item",
+             _cases_latent_kl, _ref_latent_kl, solution_latent_kl, rtol=1e-5),
 )}
 
 
@@ -386,3 +402,4 @@ check_cfg = _checker("cfg")
 check_dice = _checker("dice")
 check_frechet_diagonal = _checker("frechet_diagonal")
 check_nearest_rms = _checker("nearest_rms")
+check_latent_kl = _checker("latent_kl")

@@ -110,3 +110,10 @@ def solution_nearest_rms(queries: Tensor, references: Tensor) -> tuple[Tensor, T
     d = torch.cdist(q, r) / q.shape[1] ** 0.5  # [Q, R]: l2 / sqrt(pixels) = RMS difference
     dist, idx = d.min(dim=1)
     return dist, idx
+
+
+def solution_latent_kl(mean: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mean, diag(exp(logvar))) || N(0, I)) of each item, summed over its latent elements
+    (Kingma & Welling 2014, appendix B): 1/2 sum(mean^2 + exp(logvar) - 1 - logvar), float [B]."""
+    terms = mean.pow(2) + logvar.exp() - 1.0 - logvar
+    return 0.5 * terms.flatten(1).sum(dim=1)

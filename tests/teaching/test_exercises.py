@@ -53,6 +53,8 @@ WRONG = {
     # the mean absolute difference instead of the root-mean-square one
     "nearest_rms": lambda q, r: (q.flatten(1)[:, None] - r.flatten(1)[None]).abs().mean(-1)
     .min(1),
+    # the standard deviation where the formula has the variance (a sigma^2 = exp(logvar) slip)
+    "latent_kl": lambda m, lv: 0.5 * (m.pow(2) + (0.5 * lv).exp() - 1 - lv).flatten(1).sum(1),
 }
 
 
