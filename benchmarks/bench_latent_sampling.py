@@ -30,6 +30,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -86,7 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pixel-steps", type=int, default=2,
                     help="pixel-space 256x256 U-Net calls timed (then x 20)")
+    ap.add_argument("--out", default=None,
+                    help="also write the table here, e.g. benchmarks/results/latent_sampling.md")
     args = ap.parse_args(argv)
+    load = os.getloadavg()[0]
 
     pipe = latent_pipeline(args.checkpoint)
     if pipe.autoencoder is None:
@@ -114,21 +118,28 @@ def main(argv: list[str] | None = None) -> None:
 
     pixel_s = median_s(pixel_calls, max(1, args.repeats // 2)) / args.pixel_steps * STEPS
 
-    print(f"# Sampling {N} slices of {SIZE}x{SIZE}, DPM-Solver++(2M), {STEPS} steps, fp32\n")
-    print(f"CPU: {platform.processor() or platform.machine()}; flags: {cpu_flags()}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"load average before: {os.getloadavg()[0]:.2f}\n")
-    print("| space | network input | GFLOP per image per step | decode GFLOP per image "
-          "| total GFLOP | seconds (16 slices) |")
-    print("|---|---|---|---|---|---|")
     total_latent = N * (STEPS * unet_gf + decode_gf)
-    print(f"| latent (f={SIZE // h}) | {c}x{h}x{w} | {unet_gf:.2f} | {decode_gf:.2f} "
-          f"| {total_latent:.0f} | {latent_s:.2f} (measured) |")
-    print(f"| pixel | 1x{SIZE}x{SIZE} | {pixel_gf:.2f} | - | {N * STEPS * pixel_gf:.0f} "
-          f"| {pixel_s:.1f} (from {args.pixel_steps} calls x {STEPS}) |")
-    print(f"\nlatent is {pixel_s / latent_s:.1f}x faster than pixel space at {SIZE}x{SIZE}")
-    print(f"goal <= 10 s for the latent row: {'met' if latent_s <= 10 else 'not met'} "
-          f"({latent_s:.2f} s)")
+    lines = [
+        f"# Sampling {N} slices of {SIZE}x{SIZE}, DPM-Solver++(2M), {STEPS} steps, fp32", "",
+        f"CPU: {platform.processor() or platform.machine()}; flags: {cpu_flags()}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"load average before: {load:.2f}", "",
+        "| space | network input | GFLOP per image per step | decode GFLOP per image "
+        "| total GFLOP | seconds (16 slices) |",
+        "|---|---|---|---|---|---|",
+        f"| latent (f={SIZE // h}) | {c}x{h}x{w} | {unet_gf:.2f} | {decode_gf:.2f} "
+        f"| {total_latent:.0f} | {latent_s:.2f} (measured, median of {args.repeats}) |",
+        f"| pixel | 1x{SIZE}x{SIZE} | {pixel_gf:.2f} | - | {N * STEPS * pixel_gf:.0f} "
+        f"| {pixel_s:.1f} ({args.pixel_steps} calls timed, x {STEPS}) |", "",
+        f"Latent sampling is {pixel_s / latent_s:.1f}x faster than pixel space at "
+        f"{SIZE}x{SIZE}. Goal <= 10 s for the latent row: "
+        f"{'met' if latent_s <= 10 else 'not met'} ({latent_s:.2f} s)."]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
