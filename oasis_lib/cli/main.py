@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--max-minutes", type=float, default=None,
                    help="stop after this much time in optimiser steps (a fair time budget)")
+    t.add_argument("--budget-clock", default=None, choices=BUDGET_CLOCKS,
+                   help="what --max-minutes counts: wall (default) or cpu (process CPU time, "
+                        "fair on a shared machine)")
     t.add_argument("--optimizer", default=None, choices=OPTIMIZERS)
     t.add_argument("--grad-clip", type=float, default=None, help="max grad norm; 0 disables")
     t.add_argument("--batch-size", type=int, default=None,

@@ -20,7 +20,8 @@ from .validate import check_memory, check_positive_float, check_positive_int, ch
 #: argparse dest -> TrainConfig field (``diffusion.x`` for the nested ones).
 ARG_FIELDS = {
     "preset": "preset", "arch": "arch", "image_size": "image_size", "epochs": "epochs",
-    "max_steps": "max_steps", "max_minutes": "max_minutes", "optimizer": "optimizer",
+    "max_steps": "max_steps", "max_minutes": "max_minutes", "budget_clock": "budget_clock",
+    "optimizer": "optimizer",
     "grad_clip": "grad_clip", "batch_size": "batch_size", "lr": "lr", "precision": "precision",
     "device": "device", "seed": "seed", "data_root": "data_root",
     "checkpoint_every": "checkpoint_every", "ema_decay": "ema_decay",
