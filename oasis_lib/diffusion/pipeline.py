@@ -228,10 +228,10 @@ class DiffusionPipeline:
         out (``models.conditioning.training_condition``); None is the null condition.
         """
         z0 = x0 if encoded else self.encode(x0)
-        net = self.denoiser(model)
+        net = self.model if model is None else model
         if self.condition is not None:
             cond = self.check_condition(Condition() if condition is None else condition)
-            net = _with_condition(self.model if model is None else model, cond)
+            net = _with_condition(net, cond)
         elif condition is not None:
             self.denoiser(model, condition=condition)  # raises: unconditional model
         return diffusion_loss(net, self.schedule, z0,
