@@ -109,8 +109,9 @@ class TrainingLoop:
             ckpt = load_checkpoint(self.last_path)
             # The run's recipe comes from the checkpoint and must match the caller's; its
             # length and the speed knobs (which do not change the maths) come from the caller.
+            saved = type(config).from_dict(ckpt["config"]).to_dict()  # newer fields: defaults
             config = type(config).from_dict(merge_for_resume(
-                ckpt["config"], config.to_dict(), checkpoint=str(self.last_path),
+                saved, config.to_dict(), checkpoint=str(self.last_path),
                 allow=("data_root",), check_data_root=train_set is None))  # moved data: warns
         self.cfg = cfg = config
         seed_everything(cfg.seed)
@@ -287,9 +288,8 @@ class TrainingLoop:
         return _images(batch)
 
     def train_step(self, x0) -> float:
-        """One optimiser step on this rank's share ``x0`` of a global batch (or a tuple from
-        :meth:`step_inputs`: extras go to ``compute_loss``, flipped too if >= 3-d), in
-        ``grad_accum`` micro-batches; returns the loss averaged over the whole global batch."""
+        """One optimiser step on this rank's share ``x0`` of a global batch (or a tuple of
+        :meth:`step_inputs`, extras flipped too if >= 3-d); returns the global mean loss."""
         c = self.cfg
         self.opt.zero_grad(set_to_none=True)
         total, parts = 0.0, (tuple(x0) if isinstance(x0, list | tuple) else (x0,))

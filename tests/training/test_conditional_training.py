@@ -177,3 +177,21 @@ def test_config_refuses_an_inconsistent_condition():
     from oasis_lib.config import TRAIN_PRESETS
 
     assert all(p.condition == "none" for p in TRAIN_PRESETS.values())
+
+
+def test_a_run_saved_before_the_condition_fields_resumes(tmp_path):
+    """Checkpoints written before issue 12 have no condition fields: they take the defaults."""
+    from synthetic import BlobSlices
+
+    from oasis_lib.checkpoint import atomic_save, load_checkpoint
+
+    plain = {"train_set": BlobSlices(40, SIZE, seed=0), "val_set": BlobSlices(16, SIZE, seed=1)}
+    defaults = dict(condition="none", p_uncond=0.1, mask_ablation_p=0.1)
+    Trainer(cond_config(tmp_path, max_steps=4, **defaults), **plain).fit()
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    for key in ("condition", "p_uncond", "condition_dropout", "mask_ablation_p"):
+        del ckpt["config"][key]
+    atomic_save(ckpt, tmp_path / "last.pt")
+    resumed = Trainer(cond_config(tmp_path, max_steps=6, **defaults), resume=True, **plain)
+    assert resumed.cfg.condition == "none"
+    assert resumed.fit().step == 6
