@@ -44,7 +44,9 @@ def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize(("sampler", "steps"), [("ddim", 5), ("dpm++2m", 5), ("ddpm", None)])
+@pytest.mark.parametrize(("sampler", "steps"), [
+    ("ddim", 5), ("dpm++2m", 5), ("ddpm", None), ("dpm++2m-sde", 5), ("dpm++3m", 5),
+    ("unipc", 5)])
 def test_scale_one_is_the_conditional_model_and_scale_zero_the_unconditional(sampler, steps):
     pipe = conditional_pipeline()
     cond = mask_condition(b=3)

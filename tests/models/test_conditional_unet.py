@@ -119,3 +119,14 @@ def test_config_validates_the_condition_fields():
     assert cfg.conditional
     assert not UNetConfig().conditional
     assert UNetConfig().mask_input_channels == 0
+
+
+@pytest.mark.parametrize("kind", ["learned", "sinusoidal"])
+def test_the_memory_probe_runs_conditional_networks_on_the_meta_device(kind):
+    from oasis_lib.cli.validate import activation_bytes
+
+    params, total, largest = activation_bytes(UNet("tiny", mask_encoding="onehot",
+                                                   slice_embedding=kind), (1, 32, 32))
+    plain = activation_bytes(UNet("tiny"), (1, 32, 32))
+    assert params > plain[0]
+    assert largest == plain[2]
