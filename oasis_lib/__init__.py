@@ -17,6 +17,7 @@ from .device import get_device
 from .diffusion.pipeline import DiffusionPipeline
 from .diffusion.sampling import SAMPLERS, SampleResult, sample
 from .diffusion.schedule import SCHEDULE_KINDS, NoiseSchedule
+from .models.conditioning import Condition
 from .models.factory import build_model, build_pipeline, build_schedule
 from .models.simple_unet import SimpleUNet
 from .models.unet import UNET_PRESETS, UNet, UNetConfig, count_parameters
@@ -31,6 +32,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULE_KINDS",
     "UNET_PRESETS",
+    "Condition",
     "DiffusionConfig",
     "DiffusionPipeline",
     "NoiseSchedule",

@@ -18,6 +18,7 @@ from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from .diffusion.sampling import SAMPLERS
 from .diffusion.schedule import SCHEDULE_KINDS
 from .models.autoencoder_config import AUTOENCODER_PRESETS, AutoencoderConfig
+from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, condition_fields
 from .models.unet_config import UNET_PRESETS
 
 ARCHS = ("unet", "simple")  # our UNet, or the seed's SimpleUNet baseline
@@ -178,6 +179,17 @@ class TrainConfig(RunConfig):
     #   scale_by_std); None: computed once from the cached training latents when the run starts
     #   and stored in this config, so checkpoints and exports carry it
     latent_cache_dir: str = "runs/latent_cache"  # latents of the data, keyed by autoencoder+data
+    # --- conditional generation (issue 12; models.conditioning): none keeps the run unconditional
+    condition: str = "none"  # none | mask | slice | mask+slice: what the U-Net is given (the
+    #   mask as one-hot channels, the slice 0..31 as an embedding; unet_overrides mask_encoding /
+    #   slice_embedding choose other encodings)
+    p_uncond: float = DEFAULT_P_UNCOND  # condition dropout for classifier-free guidance: 0.1,
+    #   the low end of Ho & Salimans' 0.1-0.2 (both gave their best FID), so 90% of a small CPU
+    #   budget trains the conditional model while the null condition still gets ~1 batch in 10
+    condition_dropout: str = "joint"  # joint (mask and slice dropped together) | independent
+    mask_ablation_p: float = 0.1  # per-class mask ablation (Konz et al. 2024) so partial masks
+    #   work; 0.1 (not their 0.5) keeps 0.9**3 = 73% of masks complete: full masks, the usual
+    #   request, stay the main signal and "background" stays mostly non-brain
     # --- progress grids
     sample_n: int = 16
     sampler: str = "ddim"  # sampler of the progress grids
@@ -199,6 +211,25 @@ class TrainConfig(RunConfig):
                              "1-channel only)")
         if self.latent_scale_factor is not None and not self.latent_scale_factor > 0:
             raise ValueError(f"latent_scale_factor must be > 0, got {self.latent_scale_factor}")
+        self._validate_condition()
+
+    def _validate_condition(self) -> None:
+        _choice("condition", self.condition, CONDITIONS)
+        _choice("condition_dropout", self.condition_dropout, DROPOUT_MODES)
+        for name in ("p_uncond", "mask_ablation_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got "
+                                 f"{getattr(self, name)}")
+        if self.condition != "none" and self.arch != "unet":
+            raise ValueError("conditional training needs arch 'unet' (the seed's SimpleUNet "
+                             "takes no condition)")
+        uses = dict(zip(("mask_encoding", "slice_embedding"), condition_fields(self.condition),
+                        strict=True))
+        for key, used in uses.items():
+            value = self.unet_overrides.get(key)
+            if value is not None and (value != "none") != used:
+                raise ValueError(f"unet_overrides {key}={value!r} does not fit condition "
+                                 f"{self.condition!r}; set condition to match, or drop {key}")
 
     @classmethod
     def presets(cls) -> dict[str, TrainConfig]:

@@ -22,6 +22,8 @@ from ..config import (
 from ..diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from ..diffusion.sampling import SAMPLERS, SPACINGS
 from ..diffusion.schedule import SCHEDULE_KINDS
+from ..models.conditioning import CONDITIONS
+from .conditional import add_condition_flags, add_inpaint_parser
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
 from .validate import check_args
 
@@ -60,6 +62,8 @@ def _train_config(args):
         "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
         "validate_every": args.validate_every, "sample_every": args.sample_every,
         "autoencoder": args.autoencoder, "latent_cache_dir": args.latent_cache_dir,
+        "condition": args.condition, "p_uncond": args.p_uncond,
+        "mask_ablation_p": args.mask_ablation_p,
     }.items() if v is not None}
     if args.channels_last:
         over["channels_last"] = True
@@ -147,15 +151,19 @@ def _cmd_sample(args) -> int:
     from torchvision.utils import save_image
 
     from ..pretrained import load_model
+    from .conditional import condition_from_args
     from .validate import check_sample_args
 
     pipe = load_model(args.checkpoint, device=args.device)
     check_sample_args(args, pipe)  # steps against T, --n against memory, before sampling
+    cond = condition_from_args(args, pipe)  # --mask/--slice read and checked against the model
     device = pipe.device
     t0 = time.perf_counter()
     x = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
                     spacing=args.spacing, generator=torch.Generator().manual_seed(args.seed),
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, condition=cond,
+                    guidance_scale=args.guidance if pipe.conditional else None,
+                    guidance_rescale=args.guidance_rescale)
     x = (x.float().cpu().clamp(-1, 1) + 1) / 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "diffusion model in its latent space")
     t.add_argument("--latent-cache-dir", default=None,
                    help="where the encoded data is cached (default runs/latent_cache)")
+    t.add_argument("--condition", default=None, choices=CONDITIONS,
+                   help="train a conditional model on the tissue mask and/or slice level")
+    t.add_argument("--p-uncond", type=float, default=None, metavar="P",
+                   help="condition dropout for classifier-free guidance (default 0.1)")
+    t.add_argument("--mask-ablation-p", type=float, default=None, metavar="P",
+                   help="per-class mask ablation probability (default 0.1)")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--max-minutes", type=float, default=None,
@@ -328,8 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default=None)
     a.add_argument("--out", default="outputs/samples.png")
     a.add_argument("--individual", action="store_true", help="also write one PNG per sample")
+    add_condition_flags(a)
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_cmd_sample)
+    add_inpaint_parser(sub)
 
     e = sub.add_parser("export", help="export a checkpoint's EMA weights to fp16 safetensors")
     e.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")

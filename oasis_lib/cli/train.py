@@ -30,6 +30,7 @@ ARG_FIELDS = {
     "schedule": "diffusion.schedule", "timesteps": "diffusion.timesteps",
     "loss": "diffusion.loss_type", "min_snr_gamma": "diffusion.min_snr_gamma",
     "autoencoder": "autoencoder", "latent_cache_dir": "latent_cache_dir",
+    "condition": "condition", "p_uncond": "p_uncond", "mask_ablation_p": "mask_ablation_p",
 }
 FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress"}
 DEFAULT_PRESET = "cpu"
@@ -50,6 +51,11 @@ def check_train_args(args) -> None:
     check_positive_int(args.warmup_steps, flag="--warmup-steps", minimum=0)
     for dest in ("lr", "max_minutes", "min_snr_gamma"):
         check_positive_float(getattr(args, dest), flag="--" + dest.replace("_", "-"))
+    for dest in ("p_uncond", "mask_ablation_p"):
+        value = getattr(args, dest, None)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UsageError(f"--{dest.replace('_', '-')} must be a probability in [0, 1], "
+                             f"got {value}")
     check_positive_float(args.grad_clip, flag="--grad-clip", allow_zero=True)
     if args.ema_decay is not None and not 0.0 <= args.ema_decay < 1.0:
         raise UsageError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")

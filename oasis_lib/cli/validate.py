@@ -214,6 +214,9 @@ def check_sample_args(args, pipe=None) -> None:
             raise UsageError(f"--individual writes into {folder}, which is a file; choose "
                              "another --out")
         check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args))
+        from .conditional import check_condition_flags
+
+        check_condition_flags(args)
         return
     check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args),
                         timesteps=pipe.schedule.T)
@@ -267,7 +270,10 @@ def check_summary_args(args) -> None:
 
 def check_args(args) -> None:
     """The checks of ``args.command`` that need nothing loaded (train: :mod:`.train`)."""
+    from .conditional import check_inpaint_args
+
     checks = {"sample": check_sample_args, "evaluate": check_evaluate_args,
+              "inpaint": check_inpaint_args,
               "train-segmenter": check_segmenter_args, "make-demo": check_make_demo_args,
               "summary": check_summary_args}
     check = checks.get(getattr(args, "command", None))

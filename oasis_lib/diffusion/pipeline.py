@@ -12,8 +12,11 @@ used to pass again by hand:
   ``encode(x) -> z`` and ``decode(z) -> x``; the pipeline scales latents by
   ``scale_factor`` so that the diffusion sees unit-variance data. ``None`` means pixel space
   (the identity);
-* ``condition`` (optional): reserved for conditional generation (tissue masks, slice level);
-  ``None`` is the unconditional model.
+* ``condition`` (optional): the condition spec of a conditional model (issue 12), one of
+  ``CONDITIONS`` (``"mask"``, ``"slice"``, ``"mask+slice"``); ``None`` is the unconditional
+  model. A conditional pipeline samples with ``condition=Condition(...)`` and a
+  classifier-free guidance scale (:class:`~oasis_lib.diffusion.guidance.ClassifierFreeGuidance`,
+  s = 1 + w), and :meth:`inpaint` runs RePaint (Lugmayr et al. 2022) with either kind.
 
 Training and sampling both go through it: the Trainer calls :meth:`loss`, and notebooks, the
 CLI, evaluation and the demo call :meth:`sample`. The samplers keep their contract: they see
@@ -31,6 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..models.conditioning import Condition, condition_fields
+from .guidance import ClassifierFreeGuidance
+from .inpainting import repaint, repaint_latent
 from .objectives import LOSS_TYPES, check_prediction_type, diffusion_loss
 from .sampling import SampleResult, sample
 from .schedule import NoiseSchedule
@@ -52,7 +58,9 @@ class DiffusionPipeline:
         autoencoder (optional): ``encode(x) -> z`` and ``decode(z) -> x``; ``None`` = pixels.
         scale_factor (float, default 1): latents are multiplied by this after encoding and
             divided by it before decoding (LDM's ``scale_by_std``: 1 / std of the latents).
-        condition: reserved for conditional generation; must be ``None`` for now.
+        condition (str or None): which conditions the model takes, one of ``CONDITIONS``
+            (``"none"`` is stored as None: the unconditional model). A ``UNet`` must agree
+            (its ``mask_encoding`` / ``slice_embedding``).
         config: the run's configuration (``TrainConfig``), kept for saving and display.
     """
 
@@ -76,9 +84,16 @@ class DiffusionPipeline:
             raise ValueError(f"sample_shape must be (C, H, W) of positive sizes, got "
                              f"{self.sample_shape!r}")
         self.sample_shape = shape
-        if self.condition is not None:
-            raise ValueError("conditional pipelines are not implemented yet; condition must be "
-                             "None")
+        if self.condition == "none":
+            self.condition = None
+        uses = condition_fields(self.condition)  # ValueError for an unknown spec
+        cfg = getattr(self.model, "config", None)
+        if hasattr(cfg, "mask_encoding"):  # our UNet: its inputs must be the spec's
+            takes = (cfg.mask_encoding != "none", cfg.slice_embedding != "none")
+            if takes != uses:
+                raise ValueError(f"condition {self.condition!r} does not match the network "
+                                 f"(mask_encoding={cfg.mask_encoding!r}, slice_embedding="
+                                 f"{cfg.slice_embedding!r})")
         if not self.scale_factor > 0:
             raise ValueError(f"scale_factor must be > 0, got {self.scale_factor!r}")
 
@@ -127,23 +142,99 @@ class DiffusionPipeline:
             return z
         return self.autoencoder.decode(z / self.scale_factor)
 
-    def denoiser(self, model: nn.Module | None = None) -> Denoiser:
-        """The callable ``(x_t, t)`` the samplers and the loss see (the network, unconditional)."""
-        return self.model if model is None else model
+    @property
+    def conditional(self) -> bool:
+        return self.condition is not None
+
+    def check_condition(self, condition: Condition, n: int | None = None) -> Condition:
+        """``condition`` checked against this model (fields it takes, the mask's size against
+        :attr:`image_shape`) and, with ``n``, a batch of 1 expanded to ``n``."""
+        if not isinstance(condition, Condition):
+            raise ValueError("condition must be an oasis_lib.models.conditioning.Condition, got "
+                             f"{type(condition).__name__}")
+        uses_mask, uses_slice = condition_fields(self.condition)
+        for given, used, what in ((condition.mask, uses_mask, "a mask"),
+                                  (condition.slice_index, uses_slice, "a slice index")):
+            if given is not None and not used:
+                raise ValueError(f"this model is conditioned on {self.condition!r}: it takes no "
+                                 f"{what[2:]}; drop it")
+        if condition.mask is not None:
+            want = tuple(self.image_shape[-2:])
+            if tuple(condition.mask.shape[-2:]) != want:
+                h, w = condition.mask.shape[-2:]
+                raise ValueError(f"the mask is {h}x{w} but this model generates {want[0]}x"
+                                 f"{want[1]} images; resize it (nearest) to {want[0]}x{want[1]}")
+        b = condition.batch_size
+        if n is not None and b is not None and b != n:
+            if b != 1:
+                raise ValueError(f"the condition has batch size {b} but {n} images were asked "
+                                 "for; give 1 (used for all) or n")
+            grow = {k: None if v is None else v.expand(n, *v.shape[1:]) for k, v in (
+                ("mask", condition.mask), ("slice_index", condition.slice_index),
+                ("mask_present", condition.mask_present),
+                ("slice_present", condition.slice_present))}
+            condition = Condition(**grow)
+        return condition
+
+    def denoiser(self, model: nn.Module | None = None, *, condition: Condition | None = None,
+                 guidance_scale: float | None = None, guidance_rescale: float = 0.0,
+                 batch_size: int | None = None, null_ok: bool = False) -> Denoiser:
+        """The callable ``(x_t, t)`` the samplers see: the network itself (unconditional), or
+        for a conditional model :class:`~oasis_lib.diffusion.guidance.ClassifierFreeGuidance`
+        around it: ``u + s (c - u)`` (Ho & Salimans 2022 eq. 6, s = 1 + w; s = 1 is the
+        conditional model, s = 0 the unconditional one), ``guidance_rescale`` phi of Lin et al.
+        2024 sec. 3.4 applied to the predicted x0.
+
+        A conditional model needs a condition unless ``guidance_scale == 0``, ``null_ok`` (the
+        inpainting default) or ``condition=Condition()`` (the null condition) is given."""
+        net = self.model if model is None else model
+        if self.condition is None:
+            if condition is not None and (condition.mask is not None
+                                          or condition.slice_index is not None):
+                raise ValueError("this model is unconditional (trained without a condition): it "
+                                 "takes no mask or slice; drop the condition, or load a model "
+                                 "trained with --condition")
+            if guidance_scale not in (None, 1.0) or guidance_rescale:
+                raise ValueError("guidance needs a conditional model; this one is "
+                                 "unconditional: drop guidance_scale / guidance_rescale")
+            return net
+        scale = 1.0 if guidance_scale is None else float(guidance_scale)
+        if condition is None:
+            if scale != 0.0 and not null_ok:
+                raise ValueError(
+                    f"this model is conditional ({self.condition}): pass condition=Condition("
+                    "mask=..., slice_index=...) (CLI: --mask FILE.png, --slice N); for "
+                    "unconditional samples use guidance_scale=0 (CLI: --guidance 0) or the "
+                    "null condition condition=Condition()")
+            condition = Condition()
+        condition = self.check_condition(condition, batch_size)
+        if condition.batch_size is None:  # the null condition: one unconditional pass
+            scale, guidance_rescale = 1.0, 0.0
+        return ClassifierFreeGuidance(net, condition, scale=scale, rescale=guidance_rescale,
+                                      schedule=self.schedule,
+                                      prediction_type=self.prediction_type)
 
     # ------------------------------------------------------------------ training
     def loss(self, x0: Tensor, *, model: nn.Module | None = None, t: Tensor | None = None,
              noise: Tensor | None = None, generator: torch.Generator | None = None,
-             encoded: bool = False) -> Tensor:
+             encoded: bool = False, condition: Condition | None = None) -> Tensor:
         """The training loss of a batch of clean images (Ho et al. 2020 Algorithm 1, eq. 14).
 
         ``x0`` is in pixel space and is encoded first (unless ``encoded``, e.g. latents read
         from a cache). ``model`` replaces the pipeline's network for this call (the Trainer
         passes its compiled or data-parallel wrapper, or the EMA copy for validation). ``t``,
         ``noise`` and ``generator`` as in :func:`~oasis_lib.diffusion.objectives.diffusion_loss`.
+        ``condition`` (conditional models): the batch's Condition, already ablated and dropped
+        out (``models.conditioning.training_condition``); None is the null condition.
         """
         z0 = x0 if encoded else self.encode(x0)
-        return diffusion_loss(self.denoiser(model), self.schedule, z0,
+        net = self.model if model is None else model
+        if self.condition is not None:
+            cond = self.check_condition(Condition() if condition is None else condition)
+            net = _with_condition(net, cond)
+        elif condition is not None:
+            self.denoiser(model, condition=condition)  # raises: unconditional model
+        return diffusion_loss(net, self.schedule, z0,
                               prediction_type=self.prediction_type, loss_type=self.loss_type,
                               min_snr_gamma=self.min_snr_gamma, t=t, noise=noise,
                               generator=generator)
@@ -153,7 +244,9 @@ class DiffusionPipeline:
                eta: float = 0.0, generator: torch.Generator | None = None,
                return_intermediates: bool = False, every: int = 1, progress: bool = True,
                spacing: str = "trailing", clip_x0: bool = True, x_T: Tensor | None = None,
-               model: nn.Module | None = None, **kwargs: Any) -> Tensor | SampleResult:
+               model: nn.Module | None = None, condition: Condition | None = None,
+               guidance_scale: float | None = None, guidance_rescale: float = 0.0,
+               **kwargs: Any) -> Tensor | SampleResult:
         """Generate ``n`` images with the reverse process; returns pixel-space images.
 
         Args:
@@ -168,6 +261,11 @@ class DiffusionPipeline:
             every, progress, spacing, clip_x0, x_T: as in
                 :func:`~oasis_lib.diffusion.sampling.sample`.
             model: replaces the pipeline's network for this call (e.g. an EMA copy).
+            condition (Condition or None): conditional models only; a batch of 1 or ``n``;
+                masks at the pixel size :attr:`image_shape` (pooled to a latent grid).
+            guidance_scale (float or None): classifier-free guidance s = 1 + w (None: 1, the
+                conditional model; 0: unconditional, no condition needed), see
+                :meth:`denoiser`; guidance_rescale (float, default 0): phi in [0, 1].
             **kwargs: further options of :func:`~oasis_lib.diffusion.sampling.sample`.
 
         Returns:
@@ -175,7 +273,8 @@ class DiffusionPipeline:
         """
         if int(n) != n or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        net = self.denoiser(model)
+        net = self.denoiser(model, condition=condition, guidance_scale=guidance_scale,
+                            guidance_rescale=guidance_rescale, batch_size=int(n))
         device = next(net.parameters()).device if isinstance(net, nn.Module) and any(
             True for _ in net.parameters()) else self.device
         out = sample(net, self.schedule, (int(n), *self.sample_shape), sampler=sampler,
@@ -192,11 +291,45 @@ class DiffusionPipeline:
                 return out
             return self.decode(out).clamp(-1, 1)
 
+    def inpaint(self, image: Tensor, region: Tensor, *, jump_length: int = 1, resample: int = 1,
+                generator: torch.Generator | None = None, progress: bool = True,
+                condition: Condition | None = None, guidance_scale: float | None = None,
+                guidance_rescale: float = 0.0, dilation: int = 1, feather: int | None = None,
+                model: nn.Module | None = None, **kwargs: Any) -> Tensor:
+        """Regenerate ``region`` (1 = regenerate, 0 = keep) of pixel ``image`` [B, C, H, W] with
+        RePaint (Lugmayr et al. 2022, Algorithm 1: DDPM over all T steps, the known part
+        re-noised by q(x_t | x_0) and pasted at every step, ``resample`` passes over every
+        ``jump_length`` steps). Latent models: :func:`~oasis_lib.diffusion.inpainting.
+        repaint_latent` (the region brought to the latent grid and dilated by ``dilation``
+        cells, the decode pasted back with a ``feather``-pixel ramp; exact outside it).
+
+        Any model: a conditional one inpaints unconditionally unless ``condition`` (and
+        ``guidance_scale``) are given. Returns images equal to ``image`` outside the region
+        (pixel models: exactly; latent models: beyond the feather ring)."""
+        if image.ndim != 4 or tuple(image.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(f"expected image of shape [B, {', '.join(map(str, self.image_shape))}"
+                             f"], got {tuple(image.shape)}")
+        net = self.denoiser(model, condition=condition, guidance_scale=guidance_scale,
+                            guidance_rescale=guidance_rescale, batch_size=len(image), null_ok=True)
+        params = next(net.parameters(), None) if isinstance(net, nn.Module) else None
+        device = params.device if params is not None else self.device
+        opts = dict(jump_length=jump_length, resample=resample, generator=generator,
+                    prediction_type=self.prediction_type, progress=progress, device=device,
+                    **kwargs)
+        image = image.to(device)
+        if self.autoencoder is None:
+            return repaint(net, self.schedule, image, region, clip_x0=True, **opts)
+        out = repaint_latent(net, self.schedule, image, region, encode=self.encode,
+                             decode=self.decode, dilation=dilation, feather=feather,
+                             clip_x0=False, **opts)
+        return out.clamp(-1, 1)
+
     def __repr__(self) -> str:
         space = "pixel" if self.autoencoder is None else f"latent (scale {self.scale_factor:.4g})"
+        cond = f", conditioned on {self.condition}" if self.condition else ""
         return (f"DiffusionPipeline({type(self.model).__name__}, {self.schedule.kind} "
                 f"T={self.schedule.T}, predicts {self.prediction_type}, sample shape "
-                f"{self.sample_shape}, {space} space)")
+                f"{self.sample_shape}, {space} space{cond})")
 
     # ------------------------------------------------------------------ saving
     def save(self, path, *, dtype: torch.dtype = torch.float16):
@@ -214,3 +347,10 @@ class DiffusionPipeline:
             config |= {"autoencoder": None, "latent_scale_factor": self.scale_factor,
                        "autoencoder_config": self.autoencoder.config.to_dict()}
         return export_safetensors(state, path, config=config, dtype=dtype)
+
+
+def _with_condition(net: Callable[..., Tensor], condition: Condition) -> Denoiser:
+    """``(x, t) -> net(x, t, condition)`` with the condition on x's device (the training loss)."""
+    def call(x: Tensor, t: Tensor) -> Tensor:
+        return net(x, t, condition.to(x.device))
+    return call

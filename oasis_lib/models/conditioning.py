@@ -42,6 +42,15 @@ DROPOUT_MODES = ("joint", "independent")
 DEFAULT_ABLATION_P = 0.5
 #: Default condition-dropout probability for classifier-free guidance (Ho & Salimans use 0.1-0.2).
 DEFAULT_P_UNCOND = 0.1
+#: What a model can be conditioned on (``TrainConfig.condition``, ``DiffusionPipeline.condition``).
+CONDITIONS = ("none", "mask", "slice", "mask+slice")
+
+
+def condition_fields(spec: str | None) -> tuple[bool, bool]:
+    """``(uses mask, uses slice)`` of a condition spec (one of ``CONDITIONS``; None = "none")."""
+    spec = "none" if spec is None else spec
+    _check_choice("condition", spec, CONDITIONS)
+    return "mask" in spec, "slice" in spec
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
@@ -153,6 +162,11 @@ class Condition:
             slice_present=None if self.slice_index is None else torch.zeros(
                 self.slice_index.shape[0], dtype=torch.bool, device=self.slice_index.device),
         )
+
+    def select(self, index) -> Condition:
+        """The condition of ``x[index]`` (a slice or an index tensor over the batch)."""
+        return Condition(*(None if v is None else v[index] for v in
+                           (self.mask, self.slice_index, self.mask_present, self.slice_present)))
 
     def to(self, device: torch.device | str) -> Condition:
         """A copy with every tensor on ``device``."""

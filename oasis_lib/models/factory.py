@@ -11,6 +11,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..diffusion.pipeline import DiffusionPipeline
 from ..diffusion.schedule import NoiseSchedule
+from .conditioning import condition_fields
 from .simple_unet import SimpleUNet
 from .unet import UNet, UNetConfig
 
@@ -26,8 +27,18 @@ def build_model(config: TrainConfig, *, latent_shape: tuple[int, int, int] | Non
         c, size = latent_shape[0], latent_shape[1]
         channels = {"in_channels": c, "out_channels": c}
     ucfg = UNetConfig.preset(config.preset, image_size=size,
-                             **{**channels, **config.unet_overrides})
+                             **{**channels, **condition_overrides(config),
+                                **config.unet_overrides})
     return UNet(ucfg)
+
+
+def condition_overrides(config: TrainConfig) -> dict[str, str]:
+    """The U-Net fields ``config.condition`` sets: one-hot mask channels (``"onehot"``: the
+    classes are categories, so no false CSF < grey < white order; 4 channels with the presence
+    flag) and a learned slice table (``"learned"``); ``unet_overrides`` may choose others."""
+    uses_mask, uses_slice = condition_fields(config.condition)
+    return {"mask_encoding": "onehot" if uses_mask else "none",
+            "slice_embedding": "learned" if uses_slice else "none"}
 
 
 def build_schedule(config: TrainConfig, *, warn: bool = True) -> NoiseSchedule:
@@ -58,4 +69,5 @@ def build_pipeline(config: TrainConfig, *, model: nn.Module | None = None, autoe
         if model is None else model,
         schedule=build_schedule(config, warn=warn), prediction_type=d.prediction_type,
         sample_shape=shape, loss_type=d.loss_type, min_snr_gamma=d.min_snr_gamma,
-        autoencoder=autoencoder, scale_factor=scale, config=config)
+        autoencoder=autoencoder, scale_factor=scale, config=config,
+        condition=None if config.condition == "none" else config.condition)

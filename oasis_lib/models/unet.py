@@ -57,6 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .condition_encoding import SliceEmbedding, condition_inputs
+from .conditioning import Condition
 from .embeddings import sinusoidal_embedding
 from .unet_config import UNET_PRESETS, UNetConfig
 
@@ -163,8 +165,10 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(cfg.base_channels, temb), nn.SiLU(), nn.Linear(temb, temb)
         )
-        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, cfg.base_channels, 3,
-                                 padding=1)
+        if cfg.slice_embedding != "none":  # only then: unconditional state dicts are unchanged
+            self.slice_embed = SliceEmbedding(temb, kind=cfg.slice_embedding)
+        extra = cfg.cond_channels + cfg.mask_input_channels
+        self.conv_in = nn.Conv2d(cfg.in_channels + extra, cfg.base_channels, 3, padding=1)
 
         # Down path: remember the channels of every pushed skip.
         skip_chans, ch = [cfg.base_channels], cfg.base_channels
@@ -206,7 +210,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # the untrained model predicts exactly 0
         nn.init.zeros_(self.conv_out.bias)
 
-    def _check_inputs(self, x: torch.Tensor, t, cond) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_inputs(self, x: torch.Tensor, t, cond):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"expected x of shape [B, in_channels={cfg.in_channels}, H, W], "
@@ -215,7 +219,21 @@ class UNet(nn.Module):
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(f"H and W must be divisible by {factor} ({cfg.num_levels} levels), "
                              f"got {tuple(x.shape[-2:])}")
-        if cfg.cond_channels:
+        tokens = None
+        if cfg.conditional:  # a Condition; None or absent fields: the null condition
+            if cond is not None and not isinstance(cond, Condition):
+                raise ValueError("this UNet takes a Condition (mask_encoding="
+                                 f"{cfg.mask_encoding!r}, slice_embedding="
+                                 f"{cfg.slice_embedding!r}), got {type(cond).__name__}")
+            channels, tokens = condition_inputs(
+                cond, x, use_mask=cfg.mask_encoding != "none",
+                use_slice=cfg.slice_embedding != "none", mask_encoding=cfg.mask_encoding)
+            if channels is not None:
+                x = torch.cat([x, channels], dim=1)
+        elif isinstance(cond, Condition):
+            raise ValueError("a Condition was given, but this UNet is unconditional "
+                             "(mask_encoding and slice_embedding are 'none')")
+        elif cfg.cond_channels:
             if cond is None:
                 raise ValueError(f"this UNet has cond_channels={cfg.cond_channels}: pass cond")
             if cond.shape[1] != cfg.cond_channels or cond.shape[-2:] != x.shape[-2:]:
@@ -230,15 +248,22 @@ class UNet(nn.Module):
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape [B]=[{x.shape[0]}] or be a scalar, "
                              f"got {tuple(t.shape)}")
-        return x, t
+        return x, t, tokens
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int | float,
-                cond: torch.Tensor | None = None) -> torch.Tensor:
+                cond: torch.Tensor | Condition | None = None) -> torch.Tensor:
         """``x``: ``[B, in_channels, H, W]``; ``t``: ``[B]`` long or float (or a scalar);
-        ``cond``: ``[B, cond_channels, H, W]`` iff ``cond_channels > 0``. Returns
+        ``cond``: raw channels ``[B, cond_channels, H, W]`` iff ``cond_channels > 0``, or, for a
+        conditional network (``mask_encoding`` / ``slice_embedding`` set), a
+        :class:`~oasis_lib.models.conditioning.Condition` whose mask (pixel or latent grid) is
+        encoded and pooled to x's grid and concatenated to x (Konz et al. 2024), and whose slice
+        token's embedding is added to the time embedding (as class labels in Ho & Salimans
+        2022); None or an absent field is the null condition. Returns
         ``[B, out_channels, H, W]``."""
-        x, t = self._check_inputs(x, t, cond)
+        x, t, tokens = self._check_inputs(x, t, cond)
         temb = self.time_mlp(sinusoidal_embedding(t, self.config.base_channels).to(x.dtype))
+        if tokens is not None:
+            temb = temb + self.slice_embed(tokens).to(temb.dtype)
 
         h = self.conv_in(x)
         skips = [h]

@@ -9,7 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["UNET_PRESETS", "UNetConfig"]
+from .condition_encoding import MASK_ENCODINGS, SLICE_EMBEDDINGS, mask_channels
+
+__all__ = ["UNET_MASK_ENCODINGS", "UNET_PRESETS", "UNET_SLICE_EMBEDDINGS", "UNetConfig"]
+
+#: ``UNetConfig.mask_encoding``: "none" (no mask input) or an encoding of ``encode_mask``.
+UNET_MASK_ENCODINGS = ("none", *MASK_ENCODINGS)
+#: ``UNetConfig.slice_embedding``: "none" (no slice input) or a ``SliceEmbedding`` kind.
+UNET_SLICE_EMBEDDINGS = ("none", *SLICE_EMBEDDINGS)
 
 
 def _check_int(name: str, value: object, minimum: int = 1) -> None:
@@ -42,6 +49,11 @@ class UNetConfig:
     dropout: float = 0.0  # dropout inside ResBlocks (DDPM used 0.1 on CIFAR-10)
     norm_groups: int = 8  # GroupNorm groups; must divide every channel count
     time_embed_dim: int | None = None  # E; None means 4 * base_channels
+    # --- conditions (issue 12); "none" keeps the unconditional network and its state-dict keys
+    mask_encoding: str = "none"  # none | onehot | scalar: the tissue mask enters conv_in as
+    #   mask_channels(encoding) extra channels (classes + a presence channel for the null mask)
+    slice_embedding: str = "none"  # none | learned | sinusoidal: a SliceEmbedding (null index
+    #   32 = no slice) added to the time embedding
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON); frozen dataclass, hence object.__setattr__
@@ -61,6 +73,13 @@ class UNetConfig:
             _check_int("each channel_mult entry", m)
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name, valid in (("mask_encoding", UNET_MASK_ENCODINGS),
+                            ("slice_embedding", UNET_SLICE_EMBEDDINGS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {valid}")
+        if self.mask_encoding != "none" and self.cond_channels:
+            raise ValueError("mask_encoding sets the mask's input channels itself; leave "
+                             f"cond_channels at 0 (got {self.cond_channels})")
 
         factor = 2 ** (self.num_levels - 1)
         if self.image_size % factor:
@@ -109,6 +128,16 @@ class UNetConfig:
     @property
     def level_attention(self) -> tuple[bool, ...]:
         return tuple(r in self.attention_resolutions for r in self.resolutions)
+
+    @property
+    def mask_input_channels(self) -> int:
+        """Input channels of the mask encoding (0 without a mask)."""
+        return 0 if self.mask_encoding == "none" else mask_channels(self.mask_encoding)
+
+    @property
+    def conditional(self) -> bool:
+        """True when the network takes a mask or a slice (a ``Condition``)."""
+        return self.mask_encoding != "none" or self.slice_embedding != "none"
 
     @property
     def temb_dim(self) -> int:

@@ -63,7 +63,7 @@ from .distributed import (
 )
 from .ema import EMA
 from .guards import DivergenceGuard, check_batches, check_finite_weights
-from .precision import resolve_precision
+from .precision import autocast_dtype, resolve_precision  # noqa: F401 (autocast_dtype: API)
 from .resume import FREE, merge_for_resume
 from .run_dir import RunLock, append_jsonl, read_jsonl, tidy_run_dir, write_text_atomic
 from .signals import GracefulStop, TrainingStopped, stopped
@@ -85,12 +85,6 @@ class TrainResult:
     best_val_loss: float | None
     out_dir: Path
     images_per_second: float
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision choice on a device (``None``: plain fp32); see
-    :func:`oasis_lib.training.precision.resolve_precision` for the reason too."""
-    return resolve_precision(precision, device)[0]
 
 
 def _images(batch):
@@ -115,8 +109,9 @@ class TrainingLoop:
             ckpt = load_checkpoint(self.last_path)
             # The run's recipe comes from the checkpoint and must match the caller's; its
             # length and the speed knobs (which do not change the maths) come from the caller.
+            saved = type(config).from_dict(ckpt["config"]).to_dict()  # newer fields: defaults
             config = type(config).from_dict(merge_for_resume(
-                ckpt["config"], config.to_dict(), checkpoint=str(self.last_path),
+                saved, config.to_dict(), checkpoint=str(self.last_path),
                 allow=("data_root",), check_data_root=train_set is None))  # moved data: warns
         self.cfg = cfg = config
         seed_everything(cfg.seed)
@@ -288,23 +283,29 @@ class TrainingLoop:
         return shard_batches(self._epoch_batches(epoch), self.dist)
 
     # ------------------------------------------------------------------ the loop
-    def train_step(self, x0: torch.Tensor) -> float:
-        """One optimiser step on this rank's share ``x0`` of a global batch, in ``grad_accum``
-        micro-batches; returns the loss averaged over the whole global batch."""
+    def step_inputs(self, batch):
+        """A loader batch -> :meth:`train_step`'s input: the images (or (images, *extras))."""
+        return _images(batch)
+
+    def train_step(self, x0) -> float:
+        """One optimiser step on this rank's share ``x0`` of a global batch (or a tuple of
+        :meth:`step_inputs`, extras flipped too if >= 3-d); returns the global mean loss."""
         c = self.cfg
         self.opt.zero_grad(set_to_none=True)
-        chunks = x0.split(self.micro_batch) if c.grad_accum > 1 else (x0,)
-        total = 0.0
-        for k, xk in enumerate(chunks):
+        total, parts = 0.0, (tuple(x0) if isinstance(x0, list | tuple) else (x0,))
+        chunks = [parts] if c.grad_accum == 1 else list(
+            zip(*(p.split(self.micro_batch) for p in parts), strict=True))
+        for k, (xk, *extra) in enumerate(chunks):
             if c.hflip and not self.encoded:  # from the trainer's generator (exact resume)
                 flip = torch.rand(xk.shape[0], generator=self.gen) < 0.5
-                xk = torch.where(flip[:, None, None, None], xk.flip(-1), xk)
+                xk, *extra = (p if p.ndim < 3 else torch.where(
+                    flip.view(-1, *[1] * (p.ndim - 1)), p.flip(-1), p) for p in (xk, *extra))
             xk = self._to_device(xk)
             # DDP all-reduces the gradients in the backward of the last micro-step only.
             with no_sync(self.model, k < len(chunks) - 1), \
                     collective_guard(self.dist, f"gradient all-reduce of step {self.step + 1}"):
                 with self._autocast():
-                    loss = self.compute_loss(xk)
+                    loss = self.compute_loss(xk, *extra)
                 if not self.dist.enabled:
                     self._check_finite(loss)
                 self.scaler.scale(loss / len(chunks) if len(chunks) > 1 else loss).backward()
@@ -366,7 +367,7 @@ class TrainingLoop:
                            disable=not show)
                 for batch in bar:
                     t_step = self._clock()
-                    loss = self.train_step(_images(batch))
+                    loss = self.train_step(self.step_inputs(batch))
                     self.train_seconds += self._clock() - t_step
                     self.batch_in_epoch += 1
                     images += c.batch_size

@@ -112,3 +112,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> tuple[torch
                       f"matmul ran at {speedup:.2f}x fp32 here")
     return torch.bfloat16, (f"auto on cpu: bf16 autocast, native bf16 ({'/'.join(flags)}), "
                             f"bf16 matmul {speedup:.1f}x fp32")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision choice on a device (``None``: plain fp32); see
+    :func:`resolve_precision` for the reason too."""
+    return resolve_precision(precision, device)[0]

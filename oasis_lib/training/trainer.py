@@ -5,7 +5,17 @@ eps ~ N(0, I); form x_t = q_sample(x0, t, eps); regress the network output on th
 (eps, x0 or v). The loss and the sample grids are the run's
 :class:`~oasis_lib.diffusion.DiffusionPipeline`'s (``pipeline.loss``, ``pipeline.sample``);
 validation uses fixed slices, fixed timesteps and fixed noise, so the number is comparable
-between epochs; the grid is drawn by the EMA model from fixed seed noise. Everything around
+between epochs; the grid is drawn by the EMA model from fixed seed noise.
+
+Conditional runs (``config.condition``, issue 12) read ``(slice, mask, slice index)`` batches
+(:class:`~oasis_lib.data.conditional.ConditionalSlices`; latent runs keep the pixel masks and
+indices next to the cached latents, and the U-Net pools the mask to the latent grid). Each step
+builds the batch's :class:`~oasis_lib.models.conditioning.Condition`, then draws per-class mask
+ablation ([B, 3]) and condition dropout ([B] joint, [B, 2] independent) from the Trainer's
+generator, right after the flips and before t and the noise: the same generator whose state is
+in every checkpoint, so a killed-and-resumed conditional run is exact too. Validation and the
+grids use the fixed validate slices' own masks and indices, complete (no ablation, no
+dropout; guidance scale 1). Everything around
 the step (optimiser, EMA, checkpoints, exact resume, budget, signals, DDP) is the shared
 :class:`~oasis_lib.training.loop.TrainingLoop`.
 """
@@ -15,10 +25,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.utils.data import TensorDataset
 from torchvision.utils import save_image
 
 from ..config import TrainConfig
+from ..data.conditional import ConditionalSlices, condition_tensors
 from ..diffusion.objectives import validation_draws
+from ..models.conditioning import Condition, condition_fields, training_condition
 from ..models.factory import build_pipeline
 from ..seeding import cpu_generator
 from .distributed import destroy
@@ -30,26 +43,72 @@ __all__ = ["RESUME_OVERRIDES", "NonFiniteLossError", "TrainResult", "Trainer", "
 class Trainer(TrainingLoop):
     """Train the diffusion model ``config`` describes: ``Trainer(cfg).fit()``."""
 
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.condition != "none"
+
+    @property
+    def needs_masks(self) -> bool:  # read by the loop when it loads the data
+        return self.conditional
+
     # ------------------------------------------------------------------ what is trained
     def build(self) -> torch.nn.Module:
         """The network to optimise (here: the diffusion pipeline's), before moving it."""
         self.pipeline = build_pipeline(self.cfg)
         self.schedule = self.pipeline.schedule
+        self._slice_sets = (self.train_set, self.val_set)  # before a latent run replaces them
         return self.pipeline.model
 
-    def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
-        """The training loss of one batch (on the device), drawing from ``self.gen``."""
+    def step_inputs(self, batch):
+        """Images (or latents), and for a conditional run their masks and slice indices."""
+        return tuple(batch[:3]) if self.conditional else _images(batch)
+
+    def condition_of(self, mask: torch.Tensor, slice_index: torch.Tensor) -> Condition:
+        """The complete Condition of a batch: the fields ``config.condition`` names."""
+        uses_mask, uses_slice = condition_fields(self.cfg.condition)
+        return Condition(mask=mask.long() if uses_mask else None,
+                         slice_index=slice_index.long().reshape(-1) if uses_slice else None)
+
+    def compute_loss(self, x0: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch (on the device), drawing from ``self.gen``; a
+        conditional batch's condition is ablated and dropped out first (module docstring)."""
+        cond = None
+        if self.conditional:
+            c = self.cfg
+            cond = training_condition(self.condition_of(*extra), ablation_p=c.mask_ablation_p,
+                                      p_uncond=c.p_uncond, mode=c.condition_dropout,
+                                      generator=self.gen).to(self.device)
         return self.pipeline.loss(x0, model=self.model, generator=self.gen,
-                                  encoded=self.encoded)
+                                  encoded=self.encoded, condition=cond)
+
+    def _conditional_sets(self) -> None:
+        """(slice or latent, mask, slice index) datasets for a conditional run."""
+        train, val = self._slice_sets
+        if not self.encoded:
+            self.train_set, self.val_set = ConditionalSlices(train), ConditionalSlices(val)
+            return
+        self.train_set, self.val_set = (
+            TensorDataset(latents.tensors[0], *condition_tensors(raw))
+            for latents, raw in ((self.train_set, train), (self.val_set, val)))
 
     def _fixed_validation_batch(self) -> None:
         """Fixed validate slices (spread over all cases), timesteps and noise
-        (:func:`~oasis_lib.diffusion.objectives.validation_draws`)."""
+        (:func:`~oasis_lib.diffusion.objectives.validation_draws`), and their conditions."""
+        if self.conditional:
+            self._conditional_sets()
         n = min(self.cfg.val_size, len(self.val_set))
         idx = torch.linspace(0, len(self.val_set) - 1, n).round().long().tolist()
-        self.val_x0 = torch.stack([_images(self.val_set[i]) for i in idx])
+        items = [self.val_set[i] for i in idx]
+        self.val_x0 = torch.stack([_images(item) for item in items])
+        self.val_cond = None
+        if self.conditional:
+            self.val_cond = self.condition_of(torch.stack([torch.as_tensor(it[1]) for it in items]),
+                                              torch.stack([torch.as_tensor(it[2]) for it in items]))
         self.val_t, self.val_noise = validation_draws(
             self.schedule, (n, *self.pipeline.sample_shape), seed=self.cfg.seed + 1)
+
+    def _val_condition(self, index) -> Condition | None:
+        return None if self.val_cond is None else self.val_cond.select(index).to(self.device)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -64,17 +123,20 @@ class Trainer(TrainingLoop):
                 with self._autocast():
                     loss = self.pipeline.loss(self._to_device(self.val_x0[sl]), model=net,
                                               t=self.val_t[sl], noise=self.val_noise[sl],
-                                              encoded=self.encoded)
+                                              encoded=self.encoded,
+                                              condition=self._val_condition(sl))
                 total += float(loss) * len(self.val_x0[sl])
             net.train(was_training)
             out[name] = total / len(self.val_x0)
         return out
 
     def sample_grid(self, path: Path) -> Path:
-        """A grid of EMA samples from fixed seed noise, saved as PNG."""
+        """A grid of EMA samples from fixed seed noise, saved as PNG (conditional runs: on the
+        fixed validate slices' conditions, in turn)."""
         c = self.cfg
+        cond = self._val_condition(torch.arange(c.sample_n) % len(self.val_x0))
         x = self.pipeline.sample(c.sample_n, model=self.ema.model, sampler=c.sampler,
-                                 steps=c.sample_steps,
+                                 steps=c.sample_steps, condition=cond,
                                  generator=cpu_generator(c.seed), progress=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_image((x.float().cpu() + 1) / 2, path, nrow=int(c.sample_n ** 0.5 + 0.5), padding=1)
