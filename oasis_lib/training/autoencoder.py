@@ -33,6 +33,7 @@ class AutoencoderTrainer(TrainingLoop):
     """Train ``AutoencoderTrainConfig``: ``AutoencoderTrainer(cfg).fit()``."""
 
     needs_masks = True  # PSNR and SSIM are measured inside the brain (mask > 0)
+    cli_command = "train-autoencoder"  # named by the stop message: how to resume this run
 
     def __init__(self, config: AutoencoderTrainConfig, **kwargs):
         if not isinstance(config, AutoencoderTrainConfig):

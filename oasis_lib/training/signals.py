@@ -71,6 +71,7 @@ def stopped(trainer, signum: int) -> TrainingStopped:
                 else "saved nothing") + f" (the loss was suspect at step {trainer.step})"
     else:
         kept = f"saved step {trainer.step} to {path}"
-    return TrainingStopped(f"{name} received: {kept}; continue with `python -m oasis_lib train "
-                           f"--out {trainer.out} --resume` (or Trainer(config, resume=True))",
-                           signum=signum)
+    command = getattr(trainer, "cli_command", "train")  # train-autoencoder for autoencoders
+    return TrainingStopped(f"{name} received: {kept}; continue with `python -m oasis_lib "
+                           f"{command} --out {trainer.out} --resume` (or "
+                           f"{type(trainer).__name__}(config, resume=True))", signum=signum)

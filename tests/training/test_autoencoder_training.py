@@ -66,3 +66,25 @@ def test_bad_autoencoder_configs_are_refused():
         AutoencoderTrainConfig.from_preset("huge")
     with pytest.raises(ValueError, match="needs perceptual_weights"):
         AutoencoderTrainConfig.from_preset("cpu", perceptual_net="lpips")
+
+
+def test_sigterm_saves_and_names_the_autoencoder_command(tmp_path):
+    import os
+    import signal
+
+    from oasis_lib.training.signals import TrainingStopped
+
+    trainer = AutoencoderTrainer(tiny(tmp_path, max_steps=20, epochs=20), **data())
+    step = trainer.train_step
+
+    def step_then_signal(*args, **kwargs):
+        loss = step(*args, **kwargs)
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    trainer.train_step = step_then_signal
+    with pytest.raises(TrainingStopped, match=r"saved step 2 to .*last\.pt; continue with "
+                                              r"`python -m oasis_lib train-autoencoder --out "):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
