@@ -213,7 +213,7 @@ def _cmd_evaluate(args) -> int:
                       seed=args.seed, out=args.out, data_root=args.data,
                       segmenter_path=args.segmenter, inception_weights=args.inception_weights,
                       batch_size=args.batch_size, device=args.device,
-                      progress=not args.no_progress, n_boot=args.n_boot)
+                      progress=not args.no_progress, n_subsets=args.n_subsets)
     meta = report["meta"]
     print(format_report(report))
     print(f"{meta['n']} samples ({meta['sampler']}, {meta['seconds_per_image']:.3f} s/image), "
@@ -390,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local torchvision Inception-v3 state dict for the standard FID "
                         "(optional; nothing is downloaded)")
     v.add_argument("--batch-size", type=int, default=64)
-    v.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    v.add_argument("--n-subsets", type=int, default=200,
+                   help="random half-size subsets behind each subsample range (default 200)")
     v.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     v.add_argument("--out", default="outputs/eval", help="folder for report.json and figures")
     v.add_argument("--no-progress", action="store_true")

@@ -229,7 +229,7 @@ def check_evaluate_args(args) -> None:
     check_input_checkpoint(args.checkpoint)
     check_positive_int(args.n, flag="--n", minimum=2)
     check_positive_int(args.batch_size, flag="--batch-size")
-    check_positive_int(args.n_boot, flag="--n-boot")
+    check_positive_int(args.n_subsets, flag="--n-subsets", minimum=2)
     check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=None)
     for flag, path in (("--segmenter", args.segmenter),
                        ("--inception-weights", args.inception_weights)):

@@ -62,7 +62,7 @@ class EvaluationReport:
     """
 
     meta: dict
-    metrics: dict  # name -> entry (value, floor, interval, direction, explanation, ...)
+    metrics: dict  # name -> entry (value, floor, subsample_range, direction, explanation, ...)
     verdict: str
     samples: Tensor  # float32 [n, 1, S, S] in [-1, 1], CPU
     sample_masks: Tensor  # long [n, S, S]: the segmenter's masks of the samples
@@ -105,8 +105,8 @@ class EvaluationReport:
         return path
 
     def table(self, *, digits: int = 3) -> str:
-        """The metrics as a table (value, reference, 95% bootstrap interval, direction), rounded
-        to ``digits`` significant digits so a notebook's table reproduces across CPUs."""
+        """The metrics as a table (value, reference, subsample range at half size, direction),
+        rounded to ``digits`` significant digits so a notebook's table reproduces across CPUs."""
         return metrics_table(self.to_dict(), digits=digits)
 
     def __str__(self) -> str:
@@ -136,7 +136,7 @@ def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | No
 # --------------------------------------------------------------------------- scoring
 def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segmenter_path=None,
                      out=None, inception_weights=None, batch_size: int = 64, device=None,
-                     seed: int = 0, n_boot: int = 200, meta: dict | None = None,
+                     seed: int = 0, n_subsets: int = 200, meta: dict | None = None,
                      progress: bool = True) -> EvaluationReport:
     """Score generated ``samples`` [n, 1, S, S] in [-1, 1] against real slices at size S.
 
@@ -145,10 +145,12 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
             from ``segmenter_path``; None: the shipped one) on ``device``.
         out: folder for ``report.json`` and the figures (None: write nothing).
         inception_weights: a local Inception-v3 state dict for the optional standard FID.
-        n_boot: bootstrap resamples for the intervals. meta: extra fields for the report.
+        n_subsets: random half-size subsets of the samples behind each ``subsample_range``
+            (:func:`~oasis_lib.evaluation.metrics.subsample_range`). meta: extra fields.
 
     Returns an :class:`EvaluationReport`; its JSON view is ``{"meta": {...}, "metrics": {name:
-    {"value", "floor", "interval", "direction", "explanation", ...}}, "verdict": str}``.
+    {"value", "floor", "subsample_range", "subsample_size", "direction", "explanation", ...}},
+    "verdict": str}``.
     """
     t0 = time.perf_counter()
     if samples.ndim != 4 or samples.shape[1] != 1 or len(samples) < 2:
@@ -167,13 +169,13 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
         float(np.mean(ref.dice[1:])), None, "higher",
         "segmenter Dice on validate (mean of CSF/grey/white): how far to trust the "
         "segmenter-based metrics", per_class=dice)}
-    metrics |= _feature_metrics(out_s["features"], ref, seed=seed, n_boot=n_boot)
-    metrics |= _distribution_metrics(samples, out_s, ref, seed=seed, n_boot=n_boot)
+    metrics |= _feature_metrics(out_s["features"], ref, seed=seed, n_subsets=n_subsets)
+    metrics |= _distribution_metrics(samples, out_s, ref, seed=seed, n_subsets=n_subsets)
     metrics |= _memorization(samples, out_s["features"], ref)
     metrics["inception_fid"] = _inception(samples, ref, inception_weights, dev, seed)
     report = EvaluationReport(
         meta={"n": len(samples), "image_size": samples.shape[-1], "n_train": len(ref.train),
-              "n_validate": len(ref.validate), "seed": seed, "n_boot": n_boot, **(meta or {}),
+              "n_validate": len(ref.validate), "seed": seed, "n_subsets": n_subsets, **(meta or {}),
               "reference_seconds": round(t_ref, 2),
               "metric_seconds": round(time.perf_counter() - t0 - t_ref, 2)},
         metrics=metrics,
@@ -188,7 +190,7 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
 def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int | None = 50,
              seed: int = 0, out="outputs/eval", data_root=None, segmenter_path=None,
              segmenter=None, inception_weights=None, batch_size: int = 64, device=None,
-             progress: bool = True, n_boot: int = 200) -> EvaluationReport:
+             progress: bool = True, n_subsets: int = 200) -> EvaluationReport:
     """Generate ``n`` samples from ``checkpoint`` (a path, a loaded pipeline, or None for the
     shipped demo model) with ``sampler``/``steps`` from ``seed`` and score them
     (:func:`evaluate_samples`); writes ``report.json`` and the figures to ``out`` (None:
@@ -210,7 +212,7 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
     return evaluate_samples(samples, data_root=data_root, segmenter=segmenter,
                             segmenter_path=segmenter_path, out=out,
                             inception_weights=inception_weights, batch_size=batch_size,
-                            device=pipe.device, seed=seed, n_boot=n_boot, meta=meta,
+                            device=pipe.device, seed=seed, n_subsets=n_subsets, meta=meta,
                             progress=progress)
 
 
@@ -244,16 +246,18 @@ def format_report(report: dict) -> str:
 
 def metrics_table(report: dict, *, digits: int = 3) -> str:
     """The report's metrics as a table: metric, value, floor (the real-vs-real reference),
-    95% bootstrap interval, direction; numbers rounded to ``digits`` significant digits.
+    subsample range (2.5-97.5 percentiles over random subsets of k samples, k = half the
+    compared set, drawn without replacement: a spread at size k, not a confidence interval),
+    direction; numbers rounded to ``digits`` significant digits.
     :func:`format_report` is the CLI's longer version."""
     def num(v):
         return "-" if v is None else f"{v:.{digits}g}"
 
-    rows = [f"{'metric':<22}{'value':>9}{'floor':>9}  {'interval':<20}direction"]
+    rows = [f"{'metric':<22}{'value':>9}{'floor':>9}  {'subsample range':<26}direction"]
     for name, e in report["metrics"].items():
-        iv = e.get("interval")
-        span = "-" if iv is None else f"[{num(iv[0])}, {num(iv[1])}]"
-        rows.append(f"{name:<22}{num(e['value']):>9}{num(e['floor']):>9}  {span:<20}"
+        iv = e.get("subsample_range")
+        span = "-" if iv is None else f"[{num(iv[0])}, {num(iv[1])}] k={e['subsample_size']}"
+        rows.append(f"{name:<22}{num(e['value']):>9}{num(e['floor']):>9}  {span:<26}"
                     f"{e['direction']}")
     return "\n".join(rows)
 

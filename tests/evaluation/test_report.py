@@ -16,7 +16,7 @@ SIZE = 32
 METRICS = ("segmenter_dice", "frechet_segmenter", "kid_segmenter", "tissue_fractions",
            "intensity_histogram", "diversity_ssim", "memorization_pixel",
            "memorization_features", "inception_fid")
-ENTRY_KEYS = {"value", "floor", "interval", "direction", "explanation"}
+ENTRY_KEYS = {"value", "floor", "subsample_range", "subsample_size", "direction", "explanation"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     out = tmp_path / "eval"
     report = E.evaluate(tiny_model, n=6, steps=2, seed=0, out=out, data_root=fake_data,
                         segmenter=segmenter, batch_size=4, device="cpu", progress=False,
-                        n_boot=5)
+                        n_subsets=5)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report.to_dict()))
     # The report keeps the arrays behind its numbers (notebooks draw from them).
@@ -81,8 +81,10 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     assert meta["sampler"] == "ddim"
     assert meta["seconds_per_image"] > 0
     assert m["frechet_segmenter"]["n_compared"] == 6  # min(n, validate)
-    lo, hi = m["frechet_segmenter"]["interval"]
+    lo, hi = m["frechet_segmenter"]["subsample_range"]
     assert lo <= hi
+    assert m["frechet_segmenter"]["subsample_size"] == 3  # half of the 6 compared samples
+    assert m["intensity_histogram"]["subsample_range"] is None
     assert set(m["segmenter_dice"]["per_class"]) == {"background", "csf", "grey_matter",
                                                      "white_matter"}
     assert m["inception_fid"]["value"] is None
@@ -96,7 +98,7 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
 def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
     ref = E.real_reference(segmenter, SIZE, data_root=fake_data)
     copies = ref.train[:5].clone()
-    report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_boot=5)
+    report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_subsets=5)
     assert E.real_reference(segmenter, SIZE, data_root=fake_data) is ref  # cached
     mem = report["metrics"]["memorization_pixel"]
     assert mem["copies_training_data"]
@@ -120,7 +122,7 @@ def test_evaluate_cli_prints_the_table(fake_data, tiny_model, segmenter_file, tm
     out = tmp_path / "cli"
     assert main(["evaluate", "--checkpoint", str(tiny_model), "--n", "4", "--steps", "2",
                  "--data", str(fake_data), "--segmenter", str(segmenter_file), "--out", str(out),
-                 "--batch-size", "4", "--n-boot", "5", "--device", "cpu", "--no-progress"]) == 0
+                 "--batch-size", "4", "--n-subsets", "5", "--device", "cpu", "--no-progress"]) == 0
     text = capsys.readouterr().out
     for name in ("metric", "frechet_segmenter", "memorization (features)", "report.json"):
         assert name in text
@@ -129,14 +131,15 @@ def test_evaluate_cli_prints_the_table(fake_data, tiny_model, segmenter_file, tm
 
 def test_metrics_table_rounds_and_lists_every_metric():
     report = {"metrics": {
-        "frechet_segmenter": {"value": 0.350212, "floor": 0.29295, "interval": [0.3450, 0.56283],
+        "frechet_segmenter": {"value": 0.350212, "floor": 0.29295,
+                              "subsample_range": [0.3450, 0.56283], "subsample_size": 16,
                               "direction": "lower"},
-        "inception_fid": {"value": None, "floor": None, "interval": None,
-                          "direction": "lower"}}}
+        "inception_fid": {"value": None, "floor": None, "subsample_range": None,
+                          "subsample_size": None, "direction": "lower"}}}
     lines = E.metrics_table(report).splitlines()
     assert lines[0].split()[:3] == ["metric", "value", "floor"]
     assert lines[1].split() == ["frechet_segmenter", "0.35", "0.293", "[0.345,", "0.563]",
-                                "lower"]
+                                "k=16", "lower"]
     assert lines[2].split() == ["inception_fid", "-", "-", "-", "lower"]
 
 
