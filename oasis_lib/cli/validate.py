@@ -7,6 +7,7 @@ or an impossible combination fails in a second, not after an hour of sampling or
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from pathlib import Path
@@ -86,6 +87,24 @@ def check_input_checkpoint(path: str | os.PathLike | None, *, flag: str = "--che
 
 
 # ------------------------------------------------------------------ numbers
+def _train_splits(text: str) -> tuple[str, ...]:
+    from ..data.layout import check_train_splits
+
+    try:
+        return check_train_splits(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_train_splits_flag(parser, *, default=None) -> None:
+    """``--train-splits SPLITS`` (comma-separated, checked by name as it is parsed)."""
+    parser.add_argument(
+        "--train-splits", type=_train_splits, default=default, metavar="SPLITS",
+        help="comma-separated splits to train on: train (default; test stays held out for the "
+             "final numbers, validate chooses) or train,test (the seed's choice: nothing held "
+             "out)")
+
+
 def check_positive_int(value, *, flag: str, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise UsageError(f"{flag} must be >= {minimum}, got {value}")

@@ -2,7 +2,8 @@
 
 Every entry is ``{"value", "floor", "subsample_range", "subsample_size", "direction",
 "explanation", ...}``: ``floor``
-is the same metric for real validate slices against the train slices at the same sample
+is the same metric for real held-out slices (``ref.held_out``: the test split unless the model
+trained on it, else validate) against the train slices at the same sample
 size. It is a *reference*, not a bound: a finite set of samples can score below it by chance
 or by being closer to train than held-out subjects are (for the Fréchet distance, whose
 estimate is biased upwards at small sizes, the sample and the reference are therefore always
@@ -60,7 +61,7 @@ def _feature_metrics(fs: np.ndarray, ref: RealReference, *, seed: int, n_subsets
             M.frechet_distance(fs_m, ft),
             M.real_vs_real_floor(M.frechet_distance, fv, ft, size=m, seed=seed), "lower",
             f"Fréchet distance of segmenter features, {m} samples vs all train slices; floor: "
-            f"{m} validate slices vs train",
+            f"{m} {ref.held_out} slices vs train",
             _spread(M.frechet_distance, fs_m, ft, n_subsets=n_subsets, seed=seed),
             n_compared=m, value_all_samples=M.frechet_distance(fs, ft)),
         "kid_segmenter": _entry(
@@ -132,7 +133,8 @@ def _memorization(samples: Tensor, fs: np.ndarray, ref: RealReference) -> dict:
         rep = M.memorization_report(d_s, d_v, exact_threshold=exact)
         out[f"memorization_{space}"] = _entry(
             rep["near_copy_fraction"], rep["expected_near_fraction"], "lower",
-            f"fraction of samples nearer ({metric}, {space}) to a train slice than any validate "
+            f"fraction of samples nearer ({metric}, {space}) to a train slice than any "
+            f"{ref.held_out} "
             f"slice is; floor: the chance level. {rep['verdict']}", **rep,
             _nn=(d_s, i_s, d_v, r))
     return out

@@ -67,7 +67,7 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     assert report.fractions["samples"].shape == (6, 3)
     nn = report.nearest_neighbours("pixel")
     assert len(nn["distance"]) == 6
-    assert len(nn["references"]) == 2 * 16  # the train slices and their mirror images
+    assert len(nn["references"]) == 2 * 12  # the train slices and their mirror images
     assert float(nn["distance"].min()) == pytest.approx(
         report["metrics"]["memorization_pixel"]["sample_min"], rel=1e-5)
     assert tuple(on_disk["metrics"]) == METRICS
@@ -76,14 +76,16 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
         assert not any(k.startswith("_") for k in entry), name
     m, meta = on_disk["metrics"], on_disk["meta"]
     assert meta["n"] == 6
-    assert meta["n_train"] == 16
-    assert meta["n_validate"] == 8
+    # the tiny preset trains on the train split only, so test is the held-out reference
+    assert (meta["train_splits"], meta["held_out"]) == (["train"], "test")
+    assert meta["n_train"] == 12
+    assert meta["n_validate"] == 4
     assert meta["sampler"] == "ddim"
     assert meta["seconds_per_image"] > 0
-    assert m["frechet_segmenter"]["n_compared"] == 6  # min(n, validate)
+    assert m["frechet_segmenter"]["n_compared"] == 4  # min(n, held out)
     lo, hi = m["frechet_segmenter"]["subsample_range"]
     assert lo <= hi
-    assert m["frechet_segmenter"]["subsample_size"] == 3  # half of the 6 compared samples
+    assert m["frechet_segmenter"]["subsample_size"] == 2  # half of the 4 compared samples
     assert m["intensity_histogram"]["subsample_range"] is None
     assert set(m["segmenter_dice"]["per_class"]) == {"background", "csf", "grey_matter",
                                                      "white_matter"}
@@ -93,12 +95,26 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     for fig in E.FIGURES:
         assert (out / fig).stat().st_size > 0
     assert "memorization (pixel):" in E.format_report(report)
+    assert "held out: test (never used for training" in E.format_report(report)
+
+
+def test_a_model_trained_on_train_and_test_is_scored_against_validate(fake_data, segmenter):
+    """The seed's choice (the shipped checkpoint's): test is in the train set, validate is the
+    held-out reference, and the report says that no split is untouched."""
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train", "test"))
+    assert (len(ref.train), len(ref.validate), ref.held_out) == (16, 8, "validate")
+    report = E.evaluate_samples(ref.validate[:4].clone(), data_root=fake_data,
+                                segmenter=segmenter, n_subsets=5,
+                                train_splits=("train", "test"))
+    assert report["meta"]["held_out"] == "validate"
+    assert "no split is untouched" in E.format_report(report)
 
 
 def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
     ref = E.real_reference(segmenter, SIZE, data_root=fake_data)
     copies = ref.train[:5].clone()
     report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_subsets=5)
+    assert report["meta"]["held_out"] == "test"
     assert E.real_reference(segmenter, SIZE, data_root=fake_data) is ref  # cached
     mem = report["metrics"]["memorization_pixel"]
     assert mem["copies_training_data"]
