@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data import (
-    DEFAULT_TRAIN_SPLITS,
+    SEED_TRAIN_SPLITS,
     check_train_splits,
     held_out_split,
     load_split,
@@ -81,12 +81,13 @@ def _stack(datasets) -> tuple[Tensor, Tensor]:
 
 
 def real_reference(segmenter, image_size: int, *, data_root=None,
-                   train_splits=DEFAULT_TRAIN_SPLITS, batch_size: int = 64,
+                   train_splits=SEED_TRAIN_SPLITS, batch_size: int = 64,
                    progress: bool = False) -> RealReference:
     """The training slices (``train_splits``, those the diffusion model learned from) and the
     held-out slices (:func:`~oasis_lib.data.layout.held_out_split`: test unless the model
     trained on it, else validate) at ``image_size``, with their segmenter outputs; cached per
-    (data root, image size, train splits, segmenter object)."""
+    (data root, image size, train splits, segmenter object). The default ``train_splits``, the
+    seed's train + test, never holds out a split the model trained on, whatever the model."""
     train_splits = check_train_splits(train_splits)
     held_out = held_out_split(train_splits)
     root = resolve_data_root(data_root)

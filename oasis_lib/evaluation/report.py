@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..data.layout import DEFAULT_TRAIN_SPLITS, SEED_TRAIN_SPLITS
+from ..data.layout import SEED_TRAIN_SPLITS
 from ..device import get_device
 from ..seeding import cpu_generator
 from .reference import RealReference, real_reference, segment
@@ -143,7 +143,7 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
                      out=None, inception_weights=None, batch_size: int = 64, device=None,
                      seed: int = 0, n_subsets: int = 200, meta: dict | None = None,
                      progress: bool = True,
-                     train_splits=DEFAULT_TRAIN_SPLITS) -> EvaluationReport:
+                     train_splits=SEED_TRAIN_SPLITS) -> EvaluationReport:
     """Score generated ``samples`` [n, 1, S, S] in [-1, 1] against real slices at size S.
 
     Args:
@@ -151,9 +151,12 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
             from ``segmenter_path``; None: the shipped one) on ``device``.
         out: folder for ``report.json`` and the figures (None: write nothing).
         inception_weights: a local Inception-v3 state dict for the optional standard FID.
-        train_splits: the splits the model was trained on (its ``config.train_splits``; the
-            shipped demo checkpoint: ``("train", "test")``); they form the *train* set and
-            decide which split is held out (test unless trained on, else validate).
+        train_splits: the splits the model was trained on (its ``config.train_splits``, as
+            :func:`evaluate` passes); they form the *train* set and decide which split is held
+            out (test unless trained on, else validate). The default, the seed's
+            ``("train", "test")`` (the shipped demo checkpoint's), is safe for any model, since
+            validate is never trained on; pass ``("train",)`` for a model trained on train only
+            to be scored against the untouched test split.
         n_subsets: random half-size subsets of the samples behind each ``subsample_range``
             (:func:`~oasis_lib.evaluation.metrics.subsample_range`). meta: extra fields.
 

@@ -101,7 +101,7 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
 def test_a_model_trained_on_train_and_test_is_scored_against_validate(fake_data, segmenter):
     """The seed's choice (the shipped checkpoint's): test is in the train set, validate is the
     held-out reference, and the report says that no split is untouched."""
-    ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train", "test"))
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data)  # the default: the seed's
     assert (len(ref.train), len(ref.validate), ref.held_out) == (16, 8, "validate")
     report = E.evaluate_samples(ref.validate[:4].clone(), data_root=fake_data,
                                 segmenter=segmenter, n_subsets=5,
@@ -114,7 +114,8 @@ def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
     ref = E.real_reference(segmenter, SIZE, data_root=fake_data)
     copies = ref.train[:5].clone()
     report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_subsets=5)
-    assert report["meta"]["held_out"] == "test"
+    # without the model's splits, the safe default: train + test as trained on, validate held out
+    assert report["meta"]["held_out"] == "validate"
     assert E.real_reference(segmenter, SIZE, data_root=fake_data) is ref  # cached
     mem = report["metrics"]["memorization_pixel"]
     assert mem["copies_training_data"]
