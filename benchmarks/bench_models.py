@@ -24,6 +24,32 @@ Run it on an otherwise idle machine; other processes on the same cores make the 
     python benchmarks/bench_models.py --large          # + gpu preset and SimpleUNet at 128x128
     python benchmarks/bench_models.py --presets cpu --iters 10
     python benchmarks/bench_models.py --quick          # smoke test: tiny preset, 2 iterations
+
+**Against diffusers** (``--vs-diffusers``; diffusers is an optional, bench-only dependency:
+``pip install diffusers``; without it the mode says so and stops): our ``cpu`` preset
+(4,056,193 parameters) next to diffusers' ``UNet2DModel`` at a parameter count within 10% of
+it, in two layouts, all three in *one* process and timed *interleaved* (each timed round runs
+one step of every model in turn, so a change in machine load hits all three alike):
+
+* ``diffusers-default``: UNet2DModel's default layout (block types Down, AttnDown x3; two
+  ResNet layers per block; channels 224-448-672-896, 32 GroupNorm groups, attention heads of
+  8) scaled by 1/8 to channels 28-56-84-112 (4,302,509 parameters, +6.1%); 4 GroupNorm groups
+  keep its 7/14/21/28 channels per group, and heads of 4 channels (8 does not divide 84);
+* ``diffusers-example``: the layout of diffusers' unconditional training example
+  (``examples/unconditional_image_generation/train_unconditional.py``: channels
+  128-128-256-256-512-512, Down x4 then AttnDown then Down, up mirrored with AttnUp second)
+  scaled by 3/16 to 24-24-48-48-96-96 (4,013,089 parameters, -1.1%); 6 groups keep its 4/8/16
+  channels per group, heads of 8 as in the example.
+
+For each of fp32 and bf16 autocast, channels_last off and on: the training step (forward,
+MSE, backward, AdamW) and the forward (``inference_mode``), batch ``--batch`` at 64x64, as
+img/s (median over the timed rounds), forward GFLOP per image (``FlopCounterMode`` with
+attention computed by the math kernel, so its matmuls are counted; training = 3x forward),
+GFLOP/s and its fraction of the same-precision 2048^2 matmul rate measured in the same
+process. The CPU's flags are printed first. Run it on an idle machine:
+
+    python benchmarks/bench_models.py --vs-diffusers                # the full table
+    python benchmarks/bench_models.py --vs-diffusers --iters 2 --warmup 1 --no-bf16  # smoke
 """
 
 from __future__ import annotations
@@ -152,6 +178,162 @@ def run_child(spec: dict) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- vs diffusers
+CPU_PRESET_PARAMS = 4_056_193  # UNet("cpu"); the diffusers layouts must stay within 10%
+DIFFUSERS_LAYOUTS = {
+    "diffusers-default": {"block_out_channels": (28, 56, 84, 112), "norm_num_groups": 4,
+                          "attention_head_dim": 4},
+    "diffusers-example": {
+        "block_out_channels": (24, 24, 48, 48, 96, 96), "norm_num_groups": 6,
+        "down_block_types": ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4},
+}
+
+
+class _Sample(torch.nn.Module):
+    """diffusers' UNet2DModel as a ``(x, t) -> tensor`` network, like ours."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, t):
+        return self.net(x, t).sample
+
+
+def vs_diffusers_models(size: int) -> dict[str, torch.nn.Module] | None:
+    """Ours and the two diffusers layouts, freshly seeded; None when diffusers is absent."""
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:
+        return None
+    from oasis_lib.models.unet import UNet
+
+    torch.manual_seed(0)
+    models = {"ours-cpu": UNet("cpu")}
+    for name, layout in DIFFUSERS_LAYOUTS.items():
+        models[name] = _Sample(UNet2DModel(sample_size=size, in_channels=1, out_channels=1,
+                                           layers_per_block=2, **layout))
+    return models
+
+
+def forward_flops(model: torch.nn.Module, size: int) -> int:
+    """Forward FLOP of one image; attention through the math kernel so its matmuls count
+    (FlopCounterMode has no formula for the fused CPU attention kernel)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, t = torch.randn(1, 1, size, size), torch.randint(0, 1000, (1,))
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(
+            SDPBackend.MATH):
+        model.eval()(x, t)
+    return counter.get_total_flops()
+
+
+def interleaved_seconds(steps: dict, *, warmup: int, iters: int) -> dict[str, float]:
+    """Median seconds of each ``steps[name]()``: warm-up calls first, then ``iters`` rounds
+    that each call every step once, in an order rotated from round to round."""
+    names = list(steps)
+    for name in names:
+        for _ in range(warmup):
+            steps[name]()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(iters):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def run_vs_diffusers(args) -> None:
+    from bench_autoencoder import cpu_flags
+
+    from oasis_lib.models.unet import count_parameters
+
+    size, batch = 64, args.batch
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, CPU flags: {cpu_flags()}, "
+          f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    models = vs_diffusers_models(size)
+    if models is None:
+        print("skipping the diffusers comparison: diffusers is not installed "
+              "(pip install diffusers; a bench-only dependency)")
+        return
+    import diffusers
+
+    params = {n: count_parameters(m) for n, m in models.items()}
+    for name, count in params.items():
+        if abs(count / CPU_PRESET_PARAMS - 1) > 0.10:
+            raise SystemExit(f"{name} has {count:,} parameters, not within 10% of the cpu "
+                             f"preset's {CPU_PRESET_PARAMS:,}")
+    flops = {n: forward_flops(m, size) for n, m in models.items()}
+    (fp32, n32), (bf16, n16) = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+    peak = {False: fp32, True: bf16}
+    print(f"diffusers {diffusers.__version__}; matmul in this process: fp32 {fp32:.1f} GFLOP/s "
+          f"({n32}x{n32}), bf16 {bf16:.1f} GFLOP/s ({n16}x{n16})")
+    print(f"{size}x{size}, batch {batch}, {args.warmup} warm-up + {args.iters} interleaved "
+          "timed rounds (median); train = forward + MSE + backward + AdamW; forward = "
+          "inference_mode; GFLOP/s = (3 x for train) forward FLOP x img/s; % matmul = of the "
+          "same-precision matmul above\n")
+    print("| model | params | fwd GFLOP/img | precision | channels_last | train img/s "
+          "| train GFLOP/s | % matmul | fwd img/s | fwd GFLOP/s | % matmul |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for use_bf16 in (False, True):
+        if use_bf16 and args.no_bf16:
+            continue
+        for cl in (False, True):
+            rows = _vs_diffusers_variant(size, batch, cl, use_bf16, args)
+            for name, (train_s, fwd_s) in rows.items():
+                gf = flops[name] / 1e9
+                tr_ips, fw_ips = batch / train_s, batch / fwd_s
+                tr_gfs, fw_gfs = 3 * gf * tr_ips, gf * fw_ips
+                print(f"| {name} | {params[name]:,} | {gf:.2f} | "
+                      f"{'bf16' if use_bf16 else 'fp32'} | {'yes' if cl else 'no'} | "
+                      f"{tr_ips:.1f} | {tr_gfs:.0f} | {100 * tr_gfs / peak[use_bf16]:.0f}% | "
+                      f"{fw_ips:.1f} | {fw_gfs:.0f} | {100 * fw_gfs / peak[use_bf16]:.0f}% |",
+                      flush=True)
+
+
+def _vs_diffusers_variant(size: int, batch: int, cl: bool, use_bf16: bool, args):
+    """``{name: (train seconds, forward seconds)}`` for one (channels_last, precision)."""
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    models = {n: m.to(memory_format=fmt) for n, m in vs_diffusers_models(size).items()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, size, size, generator=g).contiguous(memory_format=fmt)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+
+    def autocast():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16
+                else contextlib.nullcontext())
+
+    def train_step(model, opt):
+        def step():
+            with autocast():
+                loss = torch.nn.functional.mse_loss(model(x, t).float(), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    def forward(model):
+        def step():
+            with torch.inference_mode(), autocast():
+                model(x, t)
+        return step
+
+    for m in models.values():
+        m.train()
+    train = interleaved_seconds(
+        {n: train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-4)) for n, m in models.items()},
+        warmup=args.warmup, iters=args.iters)
+    for m in models.values():
+        m.eval()
+    fwd = interleaved_seconds({n: forward(m) for n, m in models.items()},
+                              warmup=args.warmup, iters=args.iters)
+    return {n: (train[n], fwd[n]) for n in models}
+
+
 def spawn(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
     try:
@@ -182,11 +364,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny preset at 64x64, 2 warm-up + 2 timed iterations, "
                         "--max-step 10")
+    parser.add_argument("--vs-diffusers", action="store_true",
+                        help="ours (cpu preset) against diffusers' UNet2DModel in two layouts, "
+                        "interleaved in one process (see the module docstring)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         print("RESULT " + json.dumps(run_child(json.loads(args.child))), flush=True)
+        return
+    if args.vs_diffusers:
+        run_vs_diffusers(args)
         return
     if args.quick:
         args.presets, args.sizes, args.large = ["tiny"], [64], False

@@ -90,7 +90,8 @@ def main(argv=None) -> None:
         report = evaluation.evaluate_samples(
             samples, data_root=args.data, segmenter=load_segmenter(device=device),
             out=work / name / "eval", device=device, seed=args.seed, progress=False,
-            meta={"recipe": name, "sampler": "ddim", "steps": args.steps})
+            meta={"recipe": name, "sampler": "ddim", "steps": args.steps},
+            train_splits=pipe.config.train_splits)  # the run's own: test held out by default
         results[name] = {"params": count_parameters(pipe.model), "steps": result.step,
                          "images_per_s": result.images_per_second, "train_wall_seconds": wall,
                          "seconds_per_image": spi, "metrics": report["metrics"]}

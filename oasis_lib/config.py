@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
+from .data.layout import DEFAULT_TRAIN_SPLITS, SEED_TRAIN_SPLITS, check_train_splits
 from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from .diffusion.sampling import SAMPLERS
 from .diffusion.schedule import SCHEDULE_KINDS
@@ -56,6 +57,9 @@ class RunConfig:
 
     image_size: int = 64  # slices are resized from 256 to this
     data_root: str | None = None  # None: $OASIS_DATA, else the demo dataset in data/demo
+    train_splits: tuple[str, ...] = DEFAULT_TRAIN_SPLITS  # splits trained on: ("train",) keeps
+    #   test untouched for the final numbers (validate chooses best.pt); ("train", "test") is
+    #   the seed's choice, which holds no split out (the shipped demo checkpoint was trained so)
     hflip: bool = True  # random horizontal flips of training slices (drawn by the trainer)
     # --- optimisation
     epochs: int = 30  # passes over the training split
@@ -101,6 +105,7 @@ class RunConfig:
 
 
     def validate(self) -> None:
+        self.train_splits = check_train_splits(self.train_splits)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("budget_clock", self.budget_clock, BUDGET_CLOCKS)
         _choice("precision", self.precision, PRECISIONS)
@@ -141,7 +146,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
         """Rebuild a config (e.g. from a checkpoint), refusing unknown fields by name."""
-        d = dict(d)
+        d = with_legacy_defaults(d)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:
@@ -289,6 +294,16 @@ class AutoencoderTrainConfig(RunConfig):
     @classmethod
     def presets(cls) -> dict[str, AutoencoderTrainConfig]:
         return AUTOENCODER_TRAIN_PRESETS
+
+
+# Fields added after checkpoints were shipped, with the value those checkpoints were trained
+# with (every run before `train_splits` existed trained on train + test).
+LEGACY_DEFAULTS: dict[str, Any] = {"train_splits": SEED_TRAIN_SPLITS}
+
+
+def with_legacy_defaults(d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored config dict with :data:`LEGACY_DEFAULTS` filled in where absent."""
+    return {**LEGACY_DEFAULTS, **d}
 
 
 def _choice(name: str, value: Any, valid: tuple) -> None:

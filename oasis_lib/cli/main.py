@@ -25,7 +25,7 @@ from ..diffusion.schedule import SCHEDULE_KINDS
 from ..models.conditioning import CONDITIONS
 from .conditional import add_condition_flags, add_inpaint_parser
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
-from .validate import check_args
+from .validate import add_train_splits_flag, check_args
 
 
 def _cmd_make_demo(args) -> int:
@@ -63,7 +63,7 @@ def _train_config(args):
         "validate_every": args.validate_every, "sample_every": args.sample_every,
         "autoencoder": args.autoencoder, "latent_cache_dir": args.latent_cache_dir,
         "condition": args.condition, "p_uncond": args.p_uncond,
-        "mask_ablation_p": args.mask_ablation_p,
+        "mask_ablation_p": args.mask_ablation_p, "train_splits": args.train_splits,
     }.items() if v is not None}
     if args.channels_last:
         over["channels_last"] = True
@@ -90,6 +90,7 @@ def _cmd_train_autoencoder(args) -> int:
         "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
         "device": args.device, "seed": args.seed, "data_root": args.data_root,
         "checkpoint_every": args.checkpoint_every, "budget_clock": args.budget_clock,
+        "train_splits": args.train_splits,
     }.items() if v is not None}
     if args.latent_channels is not None or args.channel_mult is not None:
         over["autoencoder_overrides"] = {k: v for k, v in {
@@ -197,7 +198,8 @@ def _cmd_train_segmenter(args) -> int:
 
     metrics = train_segmenter(args.data, image_size=args.size, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              out=args.out, device=args.device, progress=not args.no_progress)
+                              out=args.out, device=args.device, progress=not args.no_progress,
+                              train_splits=args.train_splits)
     print(f"trained the segmenter ({metrics['parameters']:,} parameters) in "
           f"{metrics['train_seconds']:.0f} s at {metrics['images_per_second']:.1f} images/s; "
           f"wrote {args.out}")
@@ -213,7 +215,7 @@ def _cmd_evaluate(args) -> int:
                       seed=args.seed, out=args.out, data_root=args.data,
                       segmenter_path=args.segmenter, inception_weights=args.inception_weights,
                       batch_size=args.batch_size, device=args.device,
-                      progress=not args.no_progress, n_boot=args.n_boot)
+                      progress=not args.no_progress, n_subsets=args.n_subsets)
     meta = report["meta"]
     print(format_report(report))
     print(f"{meta['n']} samples ({meta['sampler']}, {meta['seconds_per_image']:.3f} s/image), "
@@ -246,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a diffusion model (resumable)")
     t.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
+    add_train_splits_flag(t)
     t.add_argument("--preset", default=None, choices=tuple(TRAIN_PRESETS),
                    help="model and training preset (default cpu; on --resume: the run's)")
     t.add_argument("--arch", default=None, choices=ARCHS)
@@ -302,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("train-autoencoder",
                        help="train the latent autoencoder on crops of native slices (resumable)")
     k.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
+    add_train_splits_flag(k)
     k.add_argument("--preset", default=None, choices=tuple(AUTOENCODER_TRAIN_PRESETS),
                    help="default cpu; on --resume: the run's")
     k.add_argument("--image-size", type=int, default=None, help="slice size (preset: 256)")
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the tissue segmenter used to evaluate samples")
     g.add_argument("--data", "--data-root", dest="data", default=None,
                    help="OASIS root (default $OASIS_DATA or demo)")
+    add_train_splits_flag(g, default=("train",))
     g.add_argument("--size", type=int, default=64, help="image size (default 64)")
     g.add_argument("--epochs", type=int, default=20)
     g.add_argument("--batch-size", type=int, default=32)
@@ -390,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local torchvision Inception-v3 state dict for the standard FID "
                         "(optional; nothing is downloaded)")
     v.add_argument("--batch-size", type=int, default=64)
-    v.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    v.add_argument("--n-subsets", type=int, default=200, help="half-size subsets per range")
     v.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     v.add_argument("--out", default="outputs/eval", help="folder for report.json and figures")
     v.add_argument("--no-progress", action="store_true")

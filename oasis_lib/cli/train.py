@@ -31,6 +31,7 @@ ARG_FIELDS = {
     "loss": "diffusion.loss_type", "min_snr_gamma": "diffusion.min_snr_gamma",
     "autoencoder": "autoencoder", "latent_cache_dir": "latent_cache_dir",
     "condition": "condition", "p_uncond": "p_uncond", "mask_ablation_p": "mask_ablation_p",
+    "train_splits": "train_splits",
 }
 FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress"}
 DEFAULT_PRESET = "cpu"

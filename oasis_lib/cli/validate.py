@@ -7,6 +7,7 @@ or an impossible combination fails in a second, not after an hour of sampling or
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from pathlib import Path
@@ -86,6 +87,24 @@ def check_input_checkpoint(path: str | os.PathLike | None, *, flag: str = "--che
 
 
 # ------------------------------------------------------------------ numbers
+def _train_splits(text: str) -> tuple[str, ...]:
+    from ..data.layout import check_train_splits
+
+    try:
+        return check_train_splits(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_train_splits_flag(parser, *, default=None) -> None:
+    """``--train-splits SPLITS`` (comma-separated, checked by name as it is parsed)."""
+    parser.add_argument(
+        "--train-splits", type=_train_splits, default=default, metavar="SPLITS",
+        help="comma-separated splits to train on: train (default; test stays held out for the "
+             "final numbers, validate chooses) or train,test (the seed's choice: nothing held "
+             "out)")
+
+
 def check_positive_int(value, *, flag: str, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise UsageError(f"{flag} must be >= {minimum}, got {value}")
@@ -229,7 +248,7 @@ def check_evaluate_args(args) -> None:
     check_input_checkpoint(args.checkpoint)
     check_positive_int(args.n, flag="--n", minimum=2)
     check_positive_int(args.batch_size, flag="--batch-size")
-    check_positive_int(args.n_boot, flag="--n-boot")
+    check_positive_int(args.n_subsets, flag="--n-subsets", minimum=2)
     check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=None)
     for flag, path in (("--segmenter", args.segmenter),
                        ("--inception-weights", args.inception_weights)):

@@ -19,6 +19,11 @@ from pathlib import Path
 from ..paths import repo_root
 
 SPLITS = ("train", "validate", "test")
+# Which splits a model may train on. "validate" never: it chooses best.pt. The default keeps
+# "test" untouched for the final numbers; the seed trained on train + test (no split held out).
+TRAINABLE_SPLITS = ("train", "test")
+DEFAULT_TRAIN_SPLITS = ("train",)
+SEED_TRAIN_SPLITS = ("train", "test")
 MASK_VALUES = (0, 85, 170, 255)  # PNG value of each class in a mask file
 CLASS_NAMES = ("background", "csf", "grey_matter", "white_matter")  # class ids 0..3
 TISSUE_NAMES = CLASS_NAMES[1:]  # the three tissues (ids 1..3) whose fractions we report
@@ -30,6 +35,25 @@ MASK_PATTERN = re.compile(r"^seg_(\d+)_slice_(\d+)(?:\.nii)?\.png$", re.IGNORECA
 
 class DataError(ValueError):
     """A data folder or file is missing or malformed; the message names the path."""
+
+
+def check_train_splits(splits) -> tuple[str, ...]:
+    """``splits`` as a tuple of distinct names from :data:`TRAINABLE_SPLITS` (a string such as
+    ``"train,test"`` is split at commas); ValueError naming the valid ones otherwise."""
+    names = tuple(s.strip() for s in splits.split(",")) if isinstance(splits, str) else tuple(
+        splits)
+    bad = [s for s in names if s not in TRAINABLE_SPLITS]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f"invalid train_splits {splits!r}; choose distinct names from "
+                         f"{TRAINABLE_SPLITS} ('validate' chooses best.pt and is never trained on)")
+    return names
+
+
+def held_out_split(train_splits) -> str:
+    """The split the evaluation holds out for a model trained on ``train_splits``: "test"
+    (never used for training or selection) when the model did not train on it, else
+    "validate" (not trained on, but it chose best.pt)."""
+    return "validate" if "test" in check_train_splits(train_splits) else "test"
 
 
 def image_dir(root: str | os.PathLike, split: str) -> Path:

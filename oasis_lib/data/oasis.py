@@ -34,11 +34,13 @@ from torchvision.transforms.v2 import functional as TF
 
 from .checks import common_size, read_png
 from .layout import (
+    DEFAULT_TRAIN_SPLITS,
     IMAGE_PATTERN,
     MASK_PATTERN,
     MASK_VALUES,
     SPLITS,
     DataError,
+    check_train_splits,
     image_dir,
     image_name,
     mask_dir,
@@ -315,14 +317,21 @@ def load_split(name: str, root=None, image_size: int | Sequence[int] | None = 64
 
 
 def load_splits(root=None, image_size: int | Sequence[int] | None = 64, *,
-                with_masks: bool = False, augment: bool = True,
-                cache: bool = True) -> tuple[ConcatDataset, OASISDataset]:
-    """(train, validate) as in the seed: train = ConcatDataset(train split, test split), flipped
-    at random when ``augment``; validate is never augmented. Checks that no case is shared."""
+                with_masks: bool = False, augment: bool = True, cache: bool = True,
+                train_splits: Sequence[str] = DEFAULT_TRAIN_SPLITS,
+                ) -> tuple[ConcatDataset, OASISDataset]:
+    """(train, validate): train = ConcatDataset of the ``train_splits``, flipped at random when
+    ``augment``; validate is never augmented. Checks that no case is shared.
+
+    ``train_splits``: ``("train",)`` (the default) keeps the test split untouched, so it can
+    report final numbers (validate chooses best.pt); ``("train", "test")`` is the seed's
+    choice (:data:`~oasis_lib.data.layout.SEED_TRAIN_SPLITS`), which leaves no split held out.
+    """
+    train_splits = check_train_splits(train_splits)
     root = resolve_data_root(root)
     check_disjoint_splits(root)
     parts = [load_split(s, root, image_size, with_masks=with_masks, augment=augment, cache=cache)
-             for s in ("train", "test")]
+             for s in train_splits]
     validate = load_split("validate", root, image_size, with_masks=with_masks, augment=False,
                           cache=cache)
     return ConcatDataset(parts), validate

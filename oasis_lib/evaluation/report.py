@@ -4,11 +4,15 @@
 :func:`evaluate_samples`, which any caller (e.g. a benchmark comparing samplers) can also use
 on samples it made itself. Every metric (:mod:`oasis_lib.evaluation.sample_metrics`) comes with
 a real-vs-real **reference** (``floor`` in the report): the same number for real held-out
-slices (validate) against the training slices, so "how good is 3.1?" is answered by "real
+slices against the training slices, so "how good is 3.1?" is answered by "real
 held-out data scores 2.4". It is a reference, not a lower bound: samples can score below it.
 
-Sets: *train* = the slices the diffusion model learned from (train + test splits, as
-:func:`oasis_lib.data.load_splits`), *validate* = held-out subjects. Feature-space metrics use
+Sets: *train* = the slices the diffusion model learned from (its config's ``train_splits``,
+as :func:`oasis_lib.data.load_splits`); *held out* = the test split when the model did not
+train on it (never used for training or for choosing the checkpoint), else the validate split
+(which chose ``best.pt``: the seed's train + test choice, and the shipped demo checkpoint's,
+leaves no split untouched). The report's meta names both (``train_splits``, ``held_out``);
+the held-out set is kept under the ``validate`` names. Feature-space metrics use
 the tissue segmenter's features (:mod:`oasis_lib.evaluation.segmenter`), trained on brain
 slices, instead of ImageNet Inception features. The Fréchet distance depends on set size, so
 samples and validate slices are compared with train at one matched size
@@ -35,6 +39,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..data.layout import SEED_TRAIN_SPLITS
 from ..device import get_device
 from ..seeding import cpu_generator
 from .reference import RealReference, real_reference, segment
@@ -62,7 +67,7 @@ class EvaluationReport:
     """
 
     meta: dict
-    metrics: dict  # name -> entry (value, floor, interval, direction, explanation, ...)
+    metrics: dict  # name -> entry (value, floor, subsample_range, direction, explanation, ...)
     verdict: str
     samples: Tensor  # float32 [n, 1, S, S] in [-1, 1], CPU
     sample_masks: Tensor  # long [n, S, S]: the segmenter's masks of the samples
@@ -105,8 +110,8 @@ class EvaluationReport:
         return path
 
     def table(self, *, digits: int = 3) -> str:
-        """The metrics as a table (value, reference, 95% bootstrap interval, direction), rounded
-        to ``digits`` significant digits so a notebook's table reproduces across CPUs."""
+        """The metrics as a table (value, reference, subsample range at half size, direction),
+        rounded to ``digits`` significant digits so a notebook's table reproduces across CPUs."""
         return metrics_table(self.to_dict(), digits=digits)
 
     def __str__(self) -> str:
@@ -136,8 +141,9 @@ def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | No
 # --------------------------------------------------------------------------- scoring
 def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segmenter_path=None,
                      out=None, inception_weights=None, batch_size: int = 64, device=None,
-                     seed: int = 0, n_boot: int = 200, meta: dict | None = None,
-                     progress: bool = True) -> EvaluationReport:
+                     seed: int = 0, n_subsets: int = 200, meta: dict | None = None,
+                     progress: bool = True,
+                     train_splits=SEED_TRAIN_SPLITS) -> EvaluationReport:
     """Score generated ``samples`` [n, 1, S, S] in [-1, 1] against real slices at size S.
 
     Args:
@@ -145,10 +151,18 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
             from ``segmenter_path``; None: the shipped one) on ``device``.
         out: folder for ``report.json`` and the figures (None: write nothing).
         inception_weights: a local Inception-v3 state dict for the optional standard FID.
-        n_boot: bootstrap resamples for the intervals. meta: extra fields for the report.
+        train_splits: the splits the model was trained on (its ``config.train_splits``, as
+            :func:`evaluate` passes); they form the *train* set and decide which split is held
+            out (test unless trained on, else validate). The default, the seed's
+            ``("train", "test")`` (the shipped demo checkpoint's), is safe for any model, since
+            validate is never trained on; pass ``("train",)`` for a model trained on train only
+            to be scored against the untouched test split.
+        n_subsets: random half-size subsets of the samples behind each ``subsample_range``
+            (:func:`~oasis_lib.evaluation.metrics.subsample_range`). meta: extra fields.
 
     Returns an :class:`EvaluationReport`; its JSON view is ``{"meta": {...}, "metrics": {name:
-    {"value", "floor", "interval", "direction", "explanation", ...}}, "verdict": str}``.
+    {"value", "floor", "subsample_range", "subsample_size", "direction", "explanation", ...}},
+    "verdict": str}``.
     """
     t0 = time.perf_counter()
     if samples.ndim != 4 or samples.shape[1] != 1 or len(samples) < 2:
@@ -158,22 +172,23 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
     if segmenter is None:
         segmenter = load_segmenter(segmenter_path, device=dev)
     ref = real_reference(segmenter, samples.shape[-1], data_root=data_root,
-                         batch_size=batch_size, progress=progress)
+                         train_splits=train_splits, batch_size=batch_size, progress=progress)
     t_ref = time.perf_counter() - t0  # ~0 when cached
     out_s = segment(segmenter, samples, batch_size=batch_size)
     dice = dict(zip(("background", "csf", "grey_matter", "white_matter"), ref.dice,
                     strict=True))
     metrics = {"segmenter_dice": _entry(
         float(np.mean(ref.dice[1:])), None, "higher",
-        "segmenter Dice on validate (mean of CSF/grey/white): how far to trust the "
+        f"segmenter Dice on {ref.held_out} (mean of CSF/grey/white): how far to trust the "
         "segmenter-based metrics", per_class=dice)}
-    metrics |= _feature_metrics(out_s["features"], ref, seed=seed, n_boot=n_boot)
-    metrics |= _distribution_metrics(samples, out_s, ref, seed=seed, n_boot=n_boot)
+    metrics |= _feature_metrics(out_s["features"], ref, seed=seed, n_subsets=n_subsets)
+    metrics |= _distribution_metrics(samples, out_s, ref, seed=seed, n_subsets=n_subsets)
     metrics |= _memorization(samples, out_s["features"], ref)
     metrics["inception_fid"] = _inception(samples, ref, inception_weights, dev, seed)
     report = EvaluationReport(
         meta={"n": len(samples), "image_size": samples.shape[-1], "n_train": len(ref.train),
-              "n_validate": len(ref.validate), "seed": seed, "n_boot": n_boot, **(meta or {}),
+              "n_validate": len(ref.validate), "train_splits": list(ref.train_splits),
+              "held_out": ref.held_out, "seed": seed, "n_subsets": n_subsets, **(meta or {}),
               "reference_seconds": round(t_ref, 2),
               "metric_seconds": round(time.perf_counter() - t0 - t_ref, 2)},
         metrics=metrics,
@@ -188,11 +203,12 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
 def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int | None = 50,
              seed: int = 0, out="outputs/eval", data_root=None, segmenter_path=None,
              segmenter=None, inception_weights=None, batch_size: int = 64, device=None,
-             progress: bool = True, n_boot: int = 200) -> EvaluationReport:
+             progress: bool = True, n_subsets: int = 200) -> EvaluationReport:
     """Generate ``n`` samples from ``checkpoint`` (a path, a loaded pipeline, or None for the
     shipped demo model) with ``sampler``/``steps`` from ``seed`` and score them
-    (:func:`evaluate_samples`); writes ``report.json`` and the figures to ``out`` (None:
-    nothing written)."""
+    (:func:`evaluate_samples`) against the checkpoint's own ``train_splits`` (a pipeline
+    without a config: the seed's train + test); writes ``report.json`` and the figures to
+    ``out`` (None: nothing written)."""
     from ..diffusion.pipeline import DiffusionPipeline
     from ..paths import DEMO_CHECKPOINT
     from ..pretrained import load_model
@@ -207,10 +223,12 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
                                     batch_size=batch_size, progress=progress)
     meta = {"checkpoint": name, "sampler": sampler, "steps": steps, "device": pipe.device.type,
             "seconds_per_image": round(spi, 4), "sampling_seconds": round(spi * n, 1)}
+    train_splits = getattr(pipe.config, "train_splits", SEED_TRAIN_SPLITS)
     return evaluate_samples(samples, data_root=data_root, segmenter=segmenter,
+                            train_splits=train_splits,
                             segmenter_path=segmenter_path, out=out,
                             inception_weights=inception_weights, batch_size=batch_size,
-                            device=pipe.device, seed=seed, n_boot=n_boot, meta=meta,
+                            device=pipe.device, seed=seed, n_subsets=n_subsets, meta=meta,
                             progress=progress)
 
 
@@ -239,21 +257,36 @@ def format_report(report: dict) -> str:
     for space in ("pixel", "features"):
         verdict = report["metrics"][f"memorization_{space}"]["verdict"]
         rows.append(f"memorization ({space}): {verdict}")
+    rows.append(held_out_note(report["meta"]))
     return "\n".join(rows)
+
+
+def held_out_note(meta: dict) -> str:
+    """One line naming the train and held-out splits of a report, and whether the held-out
+    numbers are untouched by training and selection."""
+    trained = " + ".join(meta.get("train_splits") or SEED_TRAIN_SPLITS)
+    held = meta.get("held_out", "validate")
+    if held == "test":
+        return (f"trained on {trained}; held out: test (never used for training or for "
+                "choosing the checkpoint)")
+    return (f"trained on {trained}; held out: {held}, which also chose the checkpoint (no split "
+            "is untouched; retrain with --train-splits train to keep test for final numbers)")
 
 
 def metrics_table(report: dict, *, digits: int = 3) -> str:
     """The report's metrics as a table: metric, value, floor (the real-vs-real reference),
-    95% bootstrap interval, direction; numbers rounded to ``digits`` significant digits.
+    subsample range (2.5-97.5 percentiles over random subsets of k samples, k = half the
+    compared set, drawn without replacement: a spread at size k, not a confidence interval),
+    direction; numbers rounded to ``digits`` significant digits.
     :func:`format_report` is the CLI's longer version."""
     def num(v):
         return "-" if v is None else f"{v:.{digits}g}"
 
-    rows = [f"{'metric':<22}{'value':>9}{'floor':>9}  {'interval':<20}direction"]
+    rows = [f"{'metric':<22}{'value':>9}{'floor':>9}  {'subsample range':<26}direction"]
     for name, e in report["metrics"].items():
-        iv = e.get("interval")
-        span = "-" if iv is None else f"[{num(iv[0])}, {num(iv[1])}]"
-        rows.append(f"{name:<22}{num(e['value']):>9}{num(e['floor']):>9}  {span:<20}"
+        iv = e.get("subsample_range")
+        span = "-" if iv is None else f"[{num(iv[0])}, {num(iv[1])}] k={e['subsample_size']}"
+        rows.append(f"{name:<22}{num(e['value']):>9}{num(e['floor']):>9}  {span:<26}"
                     f"{e['direction']}")
     return "\n".join(rows)
 

@@ -1,12 +1,17 @@
 """The sample metrics of an evaluation, each with its real-vs-real reference value.
 
-Every entry is ``{"value", "floor", "interval", "direction", "explanation", ...}``: ``floor``
-is the same metric for real validate slices against the train slices at the same sample
+Every entry is ``{"value", "floor", "subsample_range", "subsample_size", "direction",
+"explanation", ...}``: ``floor``
+is the same metric for real held-out slices (``ref.held_out``: the test split unless the model
+trained on it, else validate) against the train slices at the same sample
 size. It is a *reference*, not a bound: a finite set of samples can score below it by chance
 or by being closer to train than held-out subjects are (for the Fréchet distance, whose
 estimate is biased upwards at small sizes, the sample and the reference are therefore always
-compared at one matched size). Keys starting with ``_`` hold arrays for figures and are
-dropped from the JSON.
+compared at one matched size). ``subsample_range`` (where computed) is the 2.5-97.5 percentile
+range of the metric over random subsets of ``subsample_size`` (half) of the samples, drawn
+without replacement, against the whole training set (:func:`~oasis_lib.evaluation.metrics.
+subsample_range`): a spread at that smaller size, not a confidence interval. Keys starting
+with ``_`` hold arrays for figures and are dropped from the JSON.
 """
 
 from __future__ import annotations
@@ -21,9 +26,17 @@ from . import metrics as M
 from .reference import RealReference
 
 
-def _entry(value, floor, direction: str, explanation: str, interval=None, **extra) -> dict:
-    return {"value": value, "floor": floor, "interval": interval, "direction": direction,
-            "explanation": explanation, **extra}
+def _entry(value, floor, direction: str, explanation: str, spread=None, **extra) -> dict:
+    """One metric; ``spread``: ``(range, size)`` from :func:`_spread`, or None."""
+    rng, size = spread if spread is not None else (None, None)
+    return {"value": value, "floor": floor, "subsample_range": rng, "subsample_size": size,
+            "direction": direction, "explanation": explanation, **extra}
+
+
+def _spread(fn, a, b, *, n_subsets: int, seed: int):
+    """``(subsample range, size)`` of ``fn(a, b)`` over half-size subsets of ``a``."""
+    size = max(2, len(a) // 2)
+    return M.subsample_range(fn, a, b, size=size, n_subsets=n_subsets, seed=seed), size
 
 
 def _subset(x, size: int, seed: int):
@@ -36,33 +49,33 @@ def _kid(a: np.ndarray, b: np.ndarray, *, size: int, subsets: int, seed: int) ->
     return M.kernel_inception_distance(a, b, subsets=subsets, subset_size=size, seed=seed)[0]
 
 
-def _feature_metrics(fs: np.ndarray, ref: RealReference, *, seed: int, n_boot: int) -> dict:
+def _feature_metrics(fs: np.ndarray, ref: RealReference, *, seed: int, n_subsets: int) -> dict:
     """Fréchet distance and KID in segmenter feature space, samples and validate slices each
     against all train slices, at the matched size m = min(n, V)."""
     ft, fv = ref.train_out["features"], ref.validate_out["features"]
     m = min(len(fs), len(fv))
     fs_m = _subset(fs, m, seed)
     kid = partial(_kid, size=m, subsets=50, seed=seed)
-    kid_once = partial(_kid, size=m, subsets=1, seed=seed)  # inside the bootstrap
     return {
         "frechet_segmenter": _entry(
             M.frechet_distance(fs_m, ft),
             M.real_vs_real_floor(M.frechet_distance, fv, ft, size=m, seed=seed), "lower",
             f"Fréchet distance of segmenter features, {m} samples vs all train slices; floor: "
-            f"{m} validate slices vs train",
-            M.bootstrap_interval(M.frechet_distance, fs_m, ft, n_boot=n_boot, seed=seed),
+            f"{m} {ref.held_out} slices vs train",
+            _spread(M.frechet_distance, fs_m, ft, n_subsets=n_subsets, seed=seed),
             n_compared=m, value_all_samples=M.frechet_distance(fs, ft)),
         "kid_segmenter": _entry(
             kid(fs_m, ft), M.real_vs_real_floor(kid, fv, ft, size=m, seed=seed), "lower",
             f"KID (unbiased MMD^2, cubic kernel) of segmenter features, subsets of {m}; ~0 "
             "means indistinguishable from train",
-            M.bootstrap_interval(kid_once, fs_m, ft, n_boot=n_boot, seed=seed),
+            _spread(partial(_kid, size=max(2, m // 2), subsets=1, seed=seed), fs_m, ft,
+                    n_subsets=n_subsets, seed=seed),
             std=M.kernel_inception_distance(fs_m, ft, subsets=50, subset_size=m, seed=seed)[1]),
     }
 
 
 def _distribution_metrics(samples: Tensor, out_s: dict, ref: RealReference, *, seed: int,
-                          n_boot: int, max_values: int = 1_000_000) -> dict:
+                          n_subsets: int, max_values: int = 1_000_000) -> dict:
     frac = {"samples": out_s["fractions"], "train": ref.train_out["fractions"],
             "validate": ref.validate_out["fractions"]}
     tfd = M.tissue_fraction_distance(frac["samples"], frac["train"])
@@ -85,8 +98,7 @@ def _distribution_metrics(samples: Tensor, out_s: dict, ref: RealReference, *, s
             tfd["mean"], tfd_floor["mean"], "lower",
             "Wasserstein-1 of per-slice CSF/grey/white fractions (segmenter masks) vs train, "
             "mean of 3 classes (0.01 = one percentage point)",
-            M.bootstrap_interval(mean_w1, frac["samples"], frac["train"], n_boot=n_boot,
-                                 seed=seed),
+            _spread(mean_w1, frac["samples"], frac["train"], n_subsets=n_subsets, seed=seed),
             per_class=tfd, floor_per_class=tfd_floor,
             mean_fractions={k: f.mean(0).tolist() for k, f in frac.items()}, _fractions=frac),
         "intensity_histogram": _entry(
@@ -121,7 +133,8 @@ def _memorization(samples: Tensor, fs: np.ndarray, ref: RealReference) -> dict:
         rep = M.memorization_report(d_s, d_v, exact_threshold=exact)
         out[f"memorization_{space}"] = _entry(
             rep["near_copy_fraction"], rep["expected_near_fraction"], "lower",
-            f"fraction of samples nearer ({metric}, {space}) to a train slice than any validate "
+            f"fraction of samples nearer ({metric}, {space}) to a train slice than any "
+            f"{ref.held_out} "
             f"slice is; floor: the chance level. {rep['verdict']}", **rep,
             _nn=(d_s, i_s, d_v, r))
     return out

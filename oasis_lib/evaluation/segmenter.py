@@ -209,11 +209,13 @@ def evaluate_dice(model: TissueSegmenter, dataset, *, batch_size: int = 64,
 
 # ---------------------------------------------------------------- training
 def _command(root, image_size: int, epochs: int, batch_size: int, lr: float, seed: int,
-             out) -> str:
+             out, train_splits=("train",)) -> str:
     """The CLI command equivalent to a call (machine-independent: absolute paths shortened)."""
     parts = ["python", "-m", "oasis_lib", "train-segmenter"]
     if root is not None:
         parts += ["--data", str(root) if not Path(root).is_absolute() else Path(root).name]
+    if tuple(train_splits) != ("train",):
+        parts += ["--train-splits", ",".join(train_splits)]
     parts += ["--size", str(image_size), "--epochs", str(epochs), "--batch-size",
               str(batch_size), "--lr", str(lr), "--seed", str(seed)]
     if out is not None:
@@ -227,6 +229,7 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
                     out: str | os.PathLike | None = "runs/segmenter64.safetensors",
                     device: str | torch.device | None = None, progress: bool = True,
                     config: SegmenterConfig | None = None, train_set=None, val_set=None,
+                    train_splits: tuple[str, ...] = ("train",),
                     command: str | None = None) -> dict[str, Any]:
     """Train a :class:`TissueSegmenter` and save its weights; returns the metrics.
 
@@ -240,9 +243,11 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
     only measured, never used to choose, so its Dice is an honest estimate.
 
     Args:
-        root: OASIS data root (default ``$OASIS_DATA``, else the demo dataset); trains on the
-            train and test splits as :func:`oasis_lib.data.load_splits` does, validates on
-            validate. Ignored for the sets given as ``train_set`` / ``val_set``.
+        root: OASIS data root (default ``$OASIS_DATA``, else the demo dataset); trains on
+            ``train_splits`` (:func:`oasis_lib.data.load_splits`; default ``("train",)``, so the
+            test split stays unseen by the evaluation's instrument too; the shipped segmenter
+            was trained on train + test), validates on validate. Ignored for the sets given
+            as ``train_set`` / ``val_set``.
         train_set, val_set: datasets of ``(image [1, H, W] in [-1, 1], mask long [H, W])``
             to use instead of the data root (tests, other data).
         seed: seeds python, numpy and torch (initial weights, batch order, flips): a fixed seed
@@ -265,7 +270,8 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
     if train_set is None or val_set is None:
         from ..data.oasis import load_splits
 
-        train_default, val_default = load_splits(root, image_size, with_masks=True, augment=True)
+        train_default, val_default = load_splits(root, image_size, with_masks=True, augment=True,
+                                                 train_splits=train_splits)
         train_set = train_default if train_set is None else train_set
         val_set = val_default if val_set is None else val_set
     if len(train_set) < batch_size:
@@ -320,7 +326,8 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
         "train_seconds": round(seconds, 1),
         "images_per_second": round(epochs * steps_per_epoch * batch_size / seconds, 1),
         "train_slices": len(train_set), "validate_slices": len(val_set),
-        "command": command or _command(root, image_size, epochs, batch_size, lr, seed, out),
+        "command": command or _command(root, image_size, epochs, batch_size, lr, seed, out,
+                                       train_splits),
         "out": None if out is None else str(out),
     }
     if out is not None:
@@ -330,6 +337,7 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
                              "weight_decay": weight_decay, "dice_weight": dice_weight,
                              "seed": seed, "train_seconds": metrics["train_seconds"],
                              "train_slices": len(train_set),
+                             "train_splits": list(train_splits),
                              "validate_slices": len(val_set)},
                 "command": metrics["command"]}
         export_safetensors(state, out, config=meta)

@@ -20,15 +20,25 @@ and the time embedding is ``ReLU(Linear(32, 32)(sinusoidal_32(t)))``. Shapes for
 (The version with ``down_channels=(64, ..., 1024)`` and a 64->1 output, as in the Colab, has
 62,437,601 parameters; only the six-entry list starting at 32 gives the seed's 62,624,385.)
 
-What is wrong with it, and what :class:`~oasis_lib.unet.UNet` does instead:
+What is wrong with it, and what :class:`~oasis_lib.models.unet.UNet` does instead:
 
 1. **BatchNorm.** In train mode each image is normalised with the statistics of its batch, so
    the output for one image depends on the others, and sampling a single image in train mode
    (the seed's bug 2) normalises with batch-of-1 statistics and overwrites the running
    statistics. Call ``model.eval()`` before sampling; UNet uses GroupNorm, which has no mode.
-2. **ReLU on the time embedding.** ``ReLU(Linear(temb))`` is >= 0, so the timestep can only
-   shift features *upwards*, as an additive bias once per block. UNet's FiLM scales and shifts
-   in both directions (``norm(h) * (1 + scale) + shift``).
+2. **Weak time conditioning.** ``t`` reaches each block once, as a per-channel bias
+   ``ReLU(Linear(temb))`` added between the two convolutions, and never as a scale, so it can
+   move a channel's pre-activation but not change its gain per noise level. (That the bias is
+   >= 0 is not the weakness: the next convolution has weights of either sign, so its effect on
+   later features goes both ways.) The weaknesses are elsewhere: the embedding is one 32-wide
+   ``Linear`` + ReLU shared by all blocks, and each block's ReLU zeroes the bias of every
+   channel whose input is negative for that ``t`` (about half at initialisation), so those
+   channels get no time signal at all at that noise level; and the time bias passes through
+   ``conv2`` as a spatially constant per-channel offset into a train-mode BatchNorm (after the
+   ReLU) whose statistics pool a batch of mixed timesteps, so how much of ``t`` survives depends
+   on the other timesteps in the batch, and differs again in eval mode (running statistics).
+   UNet's FiLM gives every residual block a scale and a shift, ``norm(h) * (1 + scale) +
+   shift``, from a wider SiLU MLP, with GroupNorm (per image).
 3. **No residual connections** inside blocks: ten plain conv stacks in series. UNet's blocks are
    residual and start as the identity (zero-initialised last conv).
 4. **No attention** and **no GroupNorm** (see 1).
@@ -76,7 +86,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = self.bnorm1(self.relu(self.conv1(x)))
-        h = h + self.relu(self.time_mlp(temb))[:, :, None, None]  # >= 0: shifts upwards only
+        h = h + self.relu(self.time_mlp(temb))[:, :, None, None]  # >= 0; conv2 has both signs
         h = self.bnorm2(self.relu(self.conv2(h)))
         return self.transform(h)
 

@@ -130,8 +130,8 @@ class TrainingLoop:
         self.amp_dtype, self.precision_reason = resolve_precision(cfg.precision, self.device)
         logger.info("precision: %s", self.precision_reason)
         if train_set is None or val_set is None:
-            train_set, val_set = load_splits(cfg.data_root, image_size=cfg.image_size,
-                                             augment=False, with_masks=self.needs_masks)
+            opts = {"with_masks": self.needs_masks, "train_splits": cfg.train_splits}
+            train_set, val_set = load_splits(cfg.data_root, cfg.image_size, augment=False, **opts)
         check_batches(train_set, cfg.batch_size)
         self.train_set, self.val_set = train_set, val_set
         self.guard = DivergenceGuard()

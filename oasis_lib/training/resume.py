@@ -23,6 +23,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ..config import with_legacy_defaults
+
 FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
         "channels_last", "compile", "num_workers", "latent_cache_dir")
 LENGTH = ("epochs", "max_steps", "max_minutes")
@@ -72,6 +74,7 @@ def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[s
         allow: :data:`SAFE_OVERRIDES` fields the user allows to change (``--override``).
         check_data_root: False when the caller passes datasets, so data_root is not read.
     """
+    saved, new = _normalised(saved), _normalised(new)
     bad = sorted(set(allow) - set(SAFE_OVERRIDES))
     if bad:
         raise ResumeMismatchError(f"cannot override {bad} on resume; only {SAFE_OVERRIDES} "
@@ -99,6 +102,15 @@ def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[s
         if key in new:
             merged[key] = new[key]
     return merged
+
+
+def _normalised(d: dict) -> dict:
+    """A config dict with the fields added since older checkpoints filled in as those were
+    trained (:data:`~oasis_lib.config.LEGACY_DEFAULTS`), sequences as tuples."""
+    d = with_legacy_defaults(d)
+    if isinstance(d.get("train_splits"), list):
+        d["train_splits"] = tuple(d["train_splits"])
+    return d
 
 
 def finished(ckpt: dict, config: dict) -> str | None:

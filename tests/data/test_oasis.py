@@ -12,9 +12,11 @@ from torchvision.transforms import v2
 
 from oasis_lib import paths
 from oasis_lib.data import (
+    SEED_TRAIN_SPLITS,
     DataError,
     OASISDataset,
     default_transform,
+    held_out_split,
     image_dir,
     load_split,
     load_splits,
@@ -113,8 +115,12 @@ def test_float_transform_output_is_rejected(fake_root):
 
 # --- splits and roots -------------------------------------------------------------------------
 
-def test_load_splits_concatenates_train_and_test(fake_root):
-    train, validate = load_splits(fake_root, image_size=4, with_masks=True)
+def test_load_splits_keeps_test_out_unless_asked_as_the_seed_did(fake_root):
+    only, _ = load_splits(fake_root, image_size=4)
+    assert [d.case_ids for d in only.datasets] == [[1, 2]]  # test stays held out
+    assert len(only) == 6
+    train, validate = load_splits(fake_root, image_size=4, with_masks=True,
+                                  train_splits=SEED_TRAIN_SPLITS)
     assert len(train) == 6 + 3
     assert len(validate) == 3
     assert [d.case_ids for d in train.datasets] == [[1, 2], [441]]
@@ -125,9 +131,20 @@ def test_load_splits_concatenates_train_and_test(fake_root):
     assert all(isinstance(d.transform.transforms[0], v2.RandomHorizontalFlip)
                for d in train.datasets)
     assert isinstance(validate.transform, v2.Identity)  # never augmented
-    plain, _ = load_splits(fake_root, image_size=None, augment=False)
+    plain, _ = load_splits(fake_root, image_size=None, augment=False, train_splits="train,test")
     assert plain[0].shape == (1, 8, 8)
     assert isinstance(plain.datasets[0].transform, v2.Identity)
+
+
+@pytest.mark.parametrize("splits", [("validate",), (), ("train", "train"), "train,valid"])
+def test_train_splits_are_checked_by_name(fake_root, splits):
+    with pytest.raises(ValueError, match=r"invalid train_splits.*\('train', 'test'\)"):
+        load_splits(fake_root, train_splits=splits)
+
+
+def test_held_out_split_is_test_unless_trained_on():
+    assert held_out_split(("train",)) == "test"
+    assert held_out_split(("train", "test")) == "validate"
 
 
 def test_case_in_two_splits_is_a_data_error(fake_root, write_split):

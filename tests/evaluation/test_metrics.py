@@ -1,5 +1,6 @@
 """Metric functions against closed forms, scipy references and planted copies."""
 
+import math
 import socket
 import warnings
 
@@ -80,24 +81,52 @@ def test_mmd2_unbiased_matches_a_direct_double_loop(rng):
     assert M.mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
 
 
-# --------------------------------------------------------------------------- bootstrap, floor
-def test_bootstrap_interval_contains_the_estimate_and_narrows_with_n(rng):
-    def mean_gap(a, b):
-        return float(a.mean() - b.mean())
+# --------------------------------------------------------------------------- subsampling, floor
+def test_subsample_range_of_a_mean_matches_the_finite_population_closed_form(rng):
+    """Half-samples of n rows drawn without replacement: the subset mean has variance
+    s^2 / k * (n - k) / (n - 1) (s^2 the pool variance, ddof 0), and at k = n/2 that is
+    s^2 / (n - 1), the variance of the full-size mean (Shao & Wu 1989)."""
+    n = 400
+    a, b = rng.gamma(2.0, size=n), rng.normal(size=7)
+    lo, hi = M.subsample_range(lambda x, y: float(x.mean() - y.mean()), a, b, n_subsets=4000,
+                               seed=3)
+    sd = math.sqrt(a.var() / (n // 2) * (n - n // 2) / (n - 1))
+    centre = a.mean() - b.mean()
+    assert (lo + hi) / 2 == pytest.approx(centre, abs=0.15 * sd)
+    assert hi - lo == pytest.approx(2 * 1.95996 * sd, rel=0.08)
 
-    widths = []
-    for n in (50, 2000):
-        a, b = rng.normal(1.0, 1.0, size=n), rng.normal(0.0, 1.0, size=n)
-        lo, hi = M.bootstrap_interval(mean_gap, a, b, n_boot=300, seed=1)
-        assert lo <= mean_gap(a, b) <= hi
-        widths.append(hi - lo)
-    assert widths[1] < widths[0] / 3  # width ~ 1/sqrt(n)
+
+def test_subsample_range_never_repeats_a_row_and_keeps_b_whole(rng):
+    a, b = np.arange(30.0)[:, None], rng.normal(size=(11, 2))
+    seen = []
+
+    def probe(x, y):
+        seen.append((len(x), len(np.unique(x)), len(y)))
+        return 0.0
+
+    M.subsample_range(probe, a, b, size=12, n_subsets=20)
+    assert set(seen) == {(12, 12, 11)}
+    # the full size leaves nothing to vary: the range collapses to the value
+    lo, hi = M.subsample_range(lambda x, y: float(x.sum()), a, b, size=30, n_subsets=5)
+    assert lo == hi == a.sum()
 
 
-def test_bootstrap_rejects_bad_options(rng):
+def test_subsample_range_of_the_frechet_distance_sits_above_the_full_size_value(rng):
+    """What the docstring warns: the Fréchet estimate's bias grows as the set shrinks, so the
+    half-size range is no confidence interval around the full-size value."""
+    a, b = rng.normal(size=(40, 8)), rng.normal(size=(2000, 8))
+    lo, _ = M.subsample_range(M.frechet_distance, a, b, n_subsets=50)
+    assert lo > M.frechet_distance(a, b)
+
+
+def test_subsample_range_rejects_bad_options(rng):
     a = rng.normal(size=10)
-    with pytest.raises(ValueError, match="ci"):
-        M.bootstrap_interval(lambda x, y: 0.0, a, a, ci=1.5)
+    with pytest.raises(ValueError, match="level"):
+        M.subsample_range(lambda x, y: 0.0, a, a, level=1.5)
+    with pytest.raises(ValueError, match="n_subsets"):
+        M.subsample_range(lambda x, y: 0.0, a, a, n_subsets=1)
+    with pytest.raises(ValueError, match=r"size must be in \[2, 10\]"):
+        M.subsample_range(lambda x, y: 0.0, a, a, size=11)
 
 
 def test_real_vs_real_floor_subsamples_to_the_requested_size(rng):

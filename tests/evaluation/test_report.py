@@ -16,7 +16,7 @@ SIZE = 32
 METRICS = ("segmenter_dice", "frechet_segmenter", "kid_segmenter", "tissue_fractions",
            "intensity_histogram", "diversity_ssim", "memorization_pixel",
            "memorization_features", "inception_fid")
-ENTRY_KEYS = {"value", "floor", "interval", "direction", "explanation"}
+ENTRY_KEYS = {"value", "floor", "subsample_range", "subsample_size", "direction", "explanation"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     out = tmp_path / "eval"
     report = E.evaluate(tiny_model, n=6, steps=2, seed=0, out=out, data_root=fake_data,
                         segmenter=segmenter, batch_size=4, device="cpu", progress=False,
-                        n_boot=5)
+                        n_subsets=5)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == json.loads(json.dumps(report.to_dict()))
     # The report keeps the arrays behind its numbers (notebooks draw from them).
@@ -67,7 +67,7 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     assert report.fractions["samples"].shape == (6, 3)
     nn = report.nearest_neighbours("pixel")
     assert len(nn["distance"]) == 6
-    assert len(nn["references"]) == 2 * 16  # the train slices and their mirror images
+    assert len(nn["references"]) == 2 * 12  # the train slices and their mirror images
     assert float(nn["distance"].min()) == pytest.approx(
         report["metrics"]["memorization_pixel"]["sample_min"], rel=1e-5)
     assert tuple(on_disk["metrics"]) == METRICS
@@ -76,13 +76,17 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
         assert not any(k.startswith("_") for k in entry), name
     m, meta = on_disk["metrics"], on_disk["meta"]
     assert meta["n"] == 6
-    assert meta["n_train"] == 16
-    assert meta["n_validate"] == 8
+    # the tiny preset trains on the train split only, so test is the held-out reference
+    assert (meta["train_splits"], meta["held_out"]) == (["train"], "test")
+    assert meta["n_train"] == 12
+    assert meta["n_validate"] == 4
     assert meta["sampler"] == "ddim"
     assert meta["seconds_per_image"] > 0
-    assert m["frechet_segmenter"]["n_compared"] == 6  # min(n, validate)
-    lo, hi = m["frechet_segmenter"]["interval"]
+    assert m["frechet_segmenter"]["n_compared"] == 4  # min(n, held out)
+    lo, hi = m["frechet_segmenter"]["subsample_range"]
     assert lo <= hi
+    assert m["frechet_segmenter"]["subsample_size"] == 2  # half of the 4 compared samples
+    assert m["intensity_histogram"]["subsample_range"] is None
     assert set(m["segmenter_dice"]["per_class"]) == {"background", "csf", "grey_matter",
                                                      "white_matter"}
     assert m["inception_fid"]["value"] is None
@@ -91,12 +95,27 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     for fig in E.FIGURES:
         assert (out / fig).stat().st_size > 0
     assert "memorization (pixel):" in E.format_report(report)
+    assert "held out: test (never used for training" in E.format_report(report)
+
+
+def test_a_model_trained_on_train_and_test_is_scored_against_validate(fake_data, segmenter):
+    """The seed's choice (the shipped checkpoint's): test is in the train set, validate is the
+    held-out reference, and the report says that no split is untouched."""
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data)  # the default: the seed's
+    assert (len(ref.train), len(ref.validate), ref.held_out) == (16, 8, "validate")
+    report = E.evaluate_samples(ref.validate[:4].clone(), data_root=fake_data,
+                                segmenter=segmenter, n_subsets=5,
+                                train_splits=("train", "test"))
+    assert report["meta"]["held_out"] == "validate"
+    assert "no split is untouched" in E.format_report(report)
 
 
 def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
     ref = E.real_reference(segmenter, SIZE, data_root=fake_data)
     copies = ref.train[:5].clone()
-    report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_boot=5)
+    report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_subsets=5)
+    # without the model's splits, the safe default: train + test as trained on, validate held out
+    assert report["meta"]["held_out"] == "validate"
     assert E.real_reference(segmenter, SIZE, data_root=fake_data) is ref  # cached
     mem = report["metrics"]["memorization_pixel"]
     assert mem["copies_training_data"]
@@ -120,7 +139,7 @@ def test_evaluate_cli_prints_the_table(fake_data, tiny_model, segmenter_file, tm
     out = tmp_path / "cli"
     assert main(["evaluate", "--checkpoint", str(tiny_model), "--n", "4", "--steps", "2",
                  "--data", str(fake_data), "--segmenter", str(segmenter_file), "--out", str(out),
-                 "--batch-size", "4", "--n-boot", "5", "--device", "cpu", "--no-progress"]) == 0
+                 "--batch-size", "4", "--n-subsets", "5", "--device", "cpu", "--no-progress"]) == 0
     text = capsys.readouterr().out
     for name in ("metric", "frechet_segmenter", "memorization (features)", "report.json"):
         assert name in text
@@ -129,14 +148,15 @@ def test_evaluate_cli_prints_the_table(fake_data, tiny_model, segmenter_file, tm
 
 def test_metrics_table_rounds_and_lists_every_metric():
     report = {"metrics": {
-        "frechet_segmenter": {"value": 0.350212, "floor": 0.29295, "interval": [0.3450, 0.56283],
+        "frechet_segmenter": {"value": 0.350212, "floor": 0.29295,
+                              "subsample_range": [0.3450, 0.56283], "subsample_size": 16,
                               "direction": "lower"},
-        "inception_fid": {"value": None, "floor": None, "interval": None,
-                          "direction": "lower"}}}
+        "inception_fid": {"value": None, "floor": None, "subsample_range": None,
+                          "subsample_size": None, "direction": "lower"}}}
     lines = E.metrics_table(report).splitlines()
     assert lines[0].split()[:3] == ["metric", "value", "floor"]
     assert lines[1].split() == ["frechet_segmenter", "0.35", "0.293", "[0.345,", "0.563]",
-                                "lower"]
+                                "k=16", "lower"]
     assert lines[2].split() == ["inception_fid", "-", "-", "-", "lower"]
 
 
