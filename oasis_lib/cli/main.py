@@ -25,6 +25,7 @@ from ..diffusion.schedule import SCHEDULE_KINDS
 from ..models.conditioning import CONDITIONS
 from .conditional import add_condition_flags, add_inpaint_parser
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
+from .slice_regressor import add_slice_regressor_parser
 from .validate import add_train_splits_flag, check_args
 
 
@@ -377,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the .safetensors file to write (default runs/segmenter64.safetensors)")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=_cmd_train_segmenter)
+    add_slice_regressor_parser(sub)
 
     v = sub.add_parser("evaluate", help="sample from a checkpoint and score the samples offline "
                                         "(segmenter Fréchet/KID, tissue, diversity, copying)")

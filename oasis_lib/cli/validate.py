@@ -290,10 +290,12 @@ def check_summary_args(args) -> None:
 def check_args(args) -> None:
     """The checks of ``args.command`` that need nothing loaded (train: :mod:`.train`)."""
     from .conditional import check_inpaint_args
+    from .slice_regressor import check_slice_regressor_args
 
     checks = {"sample": check_sample_args, "evaluate": check_evaluate_args,
               "inpaint": check_inpaint_args,
               "train-segmenter": check_segmenter_args, "make-demo": check_make_demo_args,
+              "train-slice-regressor": check_slice_regressor_args,
               "summary": check_summary_args}
     check = checks.get(getattr(args, "command", None))
     if check is not None:

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from ..data.layout import SEED_TRAIN_SPLITS
 from ..device import get_device
 from ..seeding import cpu_generator
+from .conditions import batch_condition, condition_metrics, resolve_condition
 from .reference import RealReference, real_reference, segment
 from .sample_metrics import (
     _distribution_metrics,
@@ -121,18 +122,32 @@ class EvaluationReport:
 # --------------------------------------------------------------------------- sampling
 def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | None = None,
                      seed: int = 0, batch_size: int = 64, progress: bool = True,
-                     spacing: str = "trailing") -> tuple[Tensor, float]:
+                     spacing: str = "trailing", condition=None,
+                     guidance_scale: float | None = None, guidance_rescale: float = 0.0,
+                     data_root=None) -> tuple[Tensor, float]:
     """``n`` samples (CPU float32 [n, C, H, W]) of a :class:`~oasis_lib.diffusion.pipeline.
     DiffusionPipeline`, from one seeded generator, in batches; returns them with the
-    wall-clock seconds per image. ``spacing``: the timestep spacing (``SPACINGS``)."""
+    wall-clock seconds per image. ``spacing``: the timestep spacing (``SPACINGS``).
+
+    Conditional models: ``condition`` is a :class:`~oasis_lib.models.conditioning.Condition`
+    of batch 1 or ``n`` (sample k gets row k), or ``"validate"``: the masks and slice indices
+    of ``n`` validate slices of ``data_root`` spread evenly over the split, fixed by ``seed``
+    (:func:`~oasis_lib.evaluation.conditions.validate_conditions`). ``guidance_scale`` s and
+    ``guidance_rescale`` phi: classifier-free guidance as in ``pipeline.sample``."""
+    cond, _ = resolve_condition(pipeline, condition, n, data_root=data_root, seed=seed)
+    extra = {} if cond is None and guidance_scale is None and not guidance_rescale else {
+        "condition": cond, "guidance_scale": guidance_scale,
+        "guidance_rescale": guidance_rescale}
     g = cpu_generator(seed)
     out = []
     t0 = time.perf_counter()
     with tqdm(total=n, desc=f"sampling ({sampler})", unit="img", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
+            if cond is not None:
+                extra["condition"] = batch_condition(cond, start, b)
             x = pipeline.sample(b, sampler=sampler, steps=steps, spacing=spacing, generator=g,
-                                progress=False)
+                                progress=False, **extra)
             out.append(x.float().cpu())
             bar.update(b)
     return torch.cat(out), (time.perf_counter() - t0) / n
@@ -203,12 +218,21 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
 def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int | None = 50,
              seed: int = 0, out="outputs/eval", data_root=None, segmenter_path=None,
              segmenter=None, inception_weights=None, batch_size: int = 64, device=None,
-             progress: bool = True, n_subsets: int = 200) -> EvaluationReport:
+             progress: bool = True, n_subsets: int = 200, condition=None,
+             guidance_scale: float | None = None, guidance_rescale: float = 0.0,
+             slice_regressor=None) -> EvaluationReport:
     """Generate ``n`` samples from ``checkpoint`` (a path, a loaded pipeline, or None for the
     shipped demo model) with ``sampler``/``steps`` from ``seed`` and score them
     (:func:`evaluate_samples`) against the checkpoint's own ``train_splits`` (a pipeline
     without a config: the seed's train + test); writes ``report.json`` and the figures to
-    ``out`` (None: nothing written)."""
+    ``out`` (None: nothing written).
+
+    Conditional models: ``condition`` (a Condition, or ``"validate"``) and ``guidance_scale``
+    / ``guidance_rescale`` as in :func:`generate_samples`; the meta records them
+    (``condition``: ``"validate"``, ``"given"`` or None) and the metrics gain ``mask_dice`` and
+    ``slice_mae`` with their floors (:func:`~oasis_lib.evaluation.conditions.
+    condition_metrics`; ``slice_regressor``: a loaded model or a path, None: the shipped one,
+    skipped when it is missing)."""
     from ..diffusion.pipeline import DiffusionPipeline
     from ..paths import DEMO_CHECKPOINT
     from ..pretrained import load_model
@@ -219,17 +243,50 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
         checkpoint, device=device)
     name = ("(pipeline)" if isinstance(checkpoint, DiffusionPipeline)
             else str(checkpoint or DEMO_CHECKPOINT.name))
+    cond, chosen = resolve_condition(pipe, condition, n, data_root=data_root, seed=seed)
     samples, spi = generate_samples(pipe, n, sampler=sampler, steps=steps, seed=seed,
-                                    batch_size=batch_size, progress=progress)
+                                    batch_size=batch_size, progress=progress, condition=cond,
+                                    guidance_scale=guidance_scale,
+                                    guidance_rescale=guidance_rescale)
     meta = {"checkpoint": name, "sampler": sampler, "steps": steps, "device": pipe.device.type,
             "seconds_per_image": round(spi, 4), "sampling_seconds": round(spi * n, 1)}
+    if pipe.conditional or cond is not None:
+        meta |= {"model_condition": pipe.condition,
+                 "condition": None if cond is None else (
+                     "validate" if chosen is not None else "given"),
+                 "guidance_scale": 1.0 if guidance_scale is None else float(guidance_scale),
+                 "guidance_rescale": float(guidance_rescale)}
+        if chosen is not None:
+            meta["validate_indices"] = chosen.indices.tolist()
+    conditioned = cond is not None and cond.batch_size is not None
     train_splits = getattr(pipe.config, "train_splits", SEED_TRAIN_SPLITS)
-    return evaluate_samples(samples, data_root=data_root, segmenter=segmenter,
-                            train_splits=train_splits,
-                            segmenter_path=segmenter_path, out=out,
-                            inception_weights=inception_weights, batch_size=batch_size,
-                            device=pipe.device, seed=seed, n_subsets=n_subsets, meta=meta,
-                            progress=progress)
+    report = evaluate_samples(samples, data_root=data_root, segmenter=segmenter,
+                              train_splits=train_splits, segmenter_path=segmenter_path,
+                              out=None if conditioned else out,
+                              inception_weights=inception_weights, batch_size=batch_size,
+                              device=pipe.device, seed=seed, n_subsets=n_subsets, meta=meta,
+                              progress=progress)
+    if conditioned:
+        report.metrics |= condition_metrics(
+            samples, cond, segmenter=report.reference.segmenter,
+            slice_model=_slice_model(slice_regressor, cond, pipe.device), real=chosen,
+            reference=report.reference, data_root=data_root, batch_size=batch_size)
+        if out is not None:
+            write_report(report, out)
+    return report
+
+
+def _slice_model(slice_regressor, cond, device):
+    """The slice regressor for ``cond`` (None when it has no slice or none is available)."""
+    from .slice_level import SLICE_REGRESSOR_CHECKPOINT, load_slice_regressor
+
+    if cond.slice_index is None:
+        return None
+    if slice_regressor is None or isinstance(slice_regressor, str | os.PathLike):
+        if slice_regressor is None and not SLICE_REGRESSOR_CHECKPOINT.is_file():
+            return None
+        return load_slice_regressor(slice_regressor, device=device)
+    return slice_regressor
 
 
 # --------------------------------------------------------------------------- output
