@@ -7,11 +7,12 @@ requested index. The predictor is not perfect, so real slices do not score 0 eit
 **floor** is the same error for real validate slices against their true index. A model that
 reaches the floor obeys its slice condition as well as real anatomy tells its own level.
 
-Two heads were measured (``checkpoints/README.md``): ``"regression"`` (one output, the index
-scaled to [-1, 1], L1 loss: eq. MAE itself is the objective) and ``"classification"`` (32
-logits, cross-entropy, the argmax as the prediction). Neighbouring slices look alike, so the
-ordinal regression target shares what a level looks like with its neighbours, which 32
-independent classes must learn apart.
+Two heads were measured on the demo data (``checkpoints/README.md``): ``"classification"``
+(32 logits, cross-entropy, read by the median of the softmax: the point estimate of least
+expected absolute error) and ``"regression"`` (one output, the index scaled to [-1, 1], L1
+loss). At the same cost (8 epochs, ~45 CPU-seconds) the classifier reached a validate MAE of
+0.75 slices and the regressor 0.88, with a noisier curve over epochs: the classifier is the
+default and the shipped head.
 
 Network (:class:`SliceRegressor`, default :class:`SliceRegressorConfig`)::
 

@@ -14,7 +14,8 @@ from oasis_lib.cli import build_parser, main
 @pytest.mark.parametrize(("command", "option"), [
     ("make-demo", "--cases"), ("summary", "--data-root"), ("train", "--resume"),
     ("sample", "--sampler"), ("export", "--live"), ("demo", "--train-steps"),
-    ("train-segmenter", "--size"), ("evaluate", "--inception-weights")])
+    ("train-segmenter", "--size"), ("evaluate", "--inception-weights"),
+    ("train-slice-regressor", "--head")])
 def test_every_command_has_help_with_its_options(command, option, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])

@@ -128,3 +128,16 @@ def test_cli_trains_and_refuses_bad_flags(fake_root, tmp_path, capsys):
     assert load_slice_regressor(out).config.image_size == 16
     assert main(["train-slice-regressor", "--out", str(tmp_path / "reg.pt")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_shipped_regressor_reads_the_level_of_demo_validate_slices(demo_root):
+    model = load_slice_regressor(device="cpu")
+    assert not model.training
+    assert model.config.head == "classification"
+    assert model.metadata["image_size"] == 64
+    val = load_split("validate", demo_root, 64, augment=False)
+    images = val.images.float()[:, None] / 127.5 - 1
+    out = slice_faithfulness(images, slice_indices(val), model, data_root=demo_root)
+    assert out["generated"] == out["real"] < 1.5  # 32 slices of a brain the net never saw
+    wrong = slice_faithfulness(images, slice_indices(val).flip(0), model, data_root=demo_root)
+    assert wrong["generated"] > 10  # levels in reverse order: ~16 slices off on average
