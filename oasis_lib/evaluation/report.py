@@ -19,6 +19,11 @@ samples and validate slices are compared with train at one matched size
 ``min(n, len(validate))``. Real slices and their segmenter outputs are cached per (data root,
 image size, segmenter), so repeated calls only pay for the samples.
 
+Conditional models (issue 12) take ``condition=`` (a Condition, or ``"validate"``: the masks
+and slice indices of n validate slices, :mod:`oasis_lib.evaluation.conditions`) and
+``guidance_scale=``; the report's meta records them, and its metrics gain ``mask_dice`` and
+``slice_mae`` with their floors. The unconditional path is unchanged.
+
 The result is an :class:`EvaluationReport`: it keeps the arrays behind the numbers (the
 samples' masks, tissue fractions, in-brain intensities, nearest training slices) for figures
 and notebooks, and serialises to the JSON of ``report.json``.
