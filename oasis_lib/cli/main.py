@@ -1,7 +1,6 @@
 """Command line: ``python -m oasis_lib {make-demo,summary,train,sample,export,demo,...} --help``.
 
-Every ``choices=`` comes from the library's own constants, so a new sampler, schedule or
-prediction type appears here by itself.
+Every ``choices=`` comes from the library's constants: a new sampler or schedule appears by itself.
 """
 
 from __future__ import annotations
@@ -227,9 +226,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m oasis_lib",
-                                description="DDPM on OASIS brain MRI slices: data, training, "
-                                            "sampling.")
+    p = argparse.ArgumentParser(prog="python -m oasis_lib", description="DDPM on OASIS brain "
+                                "MRI slices: data, training, sampling.")
     p.add_argument(DEBUG_FLAG, action="store_true",
                    help=f"show the traceback of an error (also {DEBUG_ENV}=1; any position)")
     sub = p.add_subparsers(dest="command", required=True)

@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 from ..evaluation.slice_level import SLICE_HEADS
-from .validate import check_output_file, check_positive_float, check_positive_int
+from .validate import (
+    add_train_splits_flag,
+    check_output_file,
+    check_positive_float,
+    check_positive_int,
+)
 
 __all__ = ["add_slice_regressor_parser", "check_slice_regressor_args", "run_slice_regressor"]
 
@@ -27,6 +32,7 @@ def add_slice_regressor_parser(sub) -> None:
     r.add_argument("--out", default="runs/slice_regressor64.safetensors",
                    help="the .safetensors file to write (default "
                         "runs/slice_regressor64.safetensors)")
+    add_train_splits_flag(r, default=("train",))
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=run_slice_regressor)
 
@@ -46,7 +52,7 @@ def run_slice_regressor(args) -> int:
     m = train_slice_regressor(args.data, image_size=args.size, head=args.head,
                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               seed=args.seed, out=args.out, device=args.device,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, train_splits=args.train_splits)
     print(f"trained the slice regressor ({m['head']}, {m['parameters']:,} parameters) in "
           f"{m['train_seconds']:.0f} s at {m['images_per_second']:.1f} images/s; "
           f"wrote {args.out}")

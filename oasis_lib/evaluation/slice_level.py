@@ -212,12 +212,15 @@ class _WithSlices(torch.utils.data.Dataset):
         return (item[0] if isinstance(item, tuple | list) else item), self.slices[i]
 
 
-def _command(root, image_size, epochs, batch_size, lr, head, seed, out) -> str:
+def _command(root, image_size, epochs, batch_size, lr, head, seed, out,
+             train_splits=("train",)) -> str:
     parts = ["python", "-m", "oasis_lib", "train-slice-regressor"]
     if root is not None:
         parts += ["--data", str(root) if not Path(root).is_absolute() else Path(root).name]
     parts += ["--size", str(image_size), "--epochs", str(epochs), "--batch-size",
               str(batch_size), "--lr", str(lr), "--head", head, "--seed", str(seed)]
+    if tuple(train_splits) != ("train",):
+        parts += ["--train-splits", ",".join(train_splits)]
     if out is not None:
         parts += ["--out", str(out) if not Path(out).is_absolute() else Path(out).name]
     return shlex.join(parts)
@@ -229,11 +232,12 @@ def train_slice_regressor(root: str | os.PathLike | None = None, *, image_size: 
                           out: str | os.PathLike | None = "runs/slice_regressor64.safetensors",
                           device: str | torch.device | None = None, progress: bool = True,
                           config: SliceRegressorConfig | None = None, train_set=None,
-                          val_set=None, command: str | None = None) -> dict[str, Any]:
+                          val_set=None, command: str | None = None,
+                          train_splits: tuple[str, ...] = ("train",)) -> dict[str, Any]:
     """Train a :class:`SliceRegressor` and save its weights (fp16 safetensors); returns metrics.
 
-    Data: the train and test splits of ``root`` (as :func:`oasis_lib.data.load_splits`, the
-    slices the diffusion models learn from) with random horizontal flips (a flip keeps the
+    Data: the ``train_splits`` of ``root`` (:func:`oasis_lib.data.load_splits`; default the
+    train split, so test stays untouched) with random horizontal flips (a flip keeps the
     level); validate is only measured. ``train_set`` / ``val_set``: datasets of ``(image [1, H,
     W], slice index)`` items used instead (tests). AdamW, one epoch of linear warm-up then
     cosine decay to 0, last partial batch dropped; the last weights are kept. The validate MAE
@@ -257,7 +261,8 @@ def train_slice_regressor(root: str | os.PathLike | None = None, *, image_size: 
         from ..data.oasis import load_split, load_splits
 
         if train_set is None:
-            train_set = _WithSlices(load_splits(root, image_size, augment=True)[0])
+            train_set = _WithSlices(load_splits(root, image_size, augment=True,
+                                                train_splits=train_splits)[0])
         if val_set is None:
             val_set = _WithSlices(load_split("validate", root, image_size))
     if len(train_set) < batch_size:
@@ -301,7 +306,8 @@ def train_slice_regressor(root: str | os.PathLike | None = None, *, image_size: 
         "train_seconds": round(seconds, 1),
         "images_per_second": round(total * batch_size / seconds, 1),
         "train_slices": len(train_set), "validate_slices": len(val_set),
-        "command": command or _command(root, image_size, epochs, batch_size, lr, head, seed, out),
+        "command": command or _command(root, image_size, epochs, batch_size, lr, head, seed, out,
+                                       train_splits),
         "out": None if out is None else str(out)}
     if out is not None:
         meta = {"kind": SLICE_REGRESSOR_KIND, "slice_regressor": config.to_dict(),
@@ -309,6 +315,7 @@ def train_slice_regressor(root: str | os.PathLike | None = None, *, image_size: 
                 "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
                              "weight_decay": weight_decay, "seed": seed,
                              "train_seconds": metrics["train_seconds"],
+                             "train_splits": list(train_splits),
                              "train_slices": len(train_set), "validate_slices": len(val_set)},
                 "command": metrics["command"]}
         export_safetensors(state, out, config=meta)
