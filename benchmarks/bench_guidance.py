@@ -99,7 +99,10 @@ def verdict(rows: list[dict], uncond: dict | None) -> tuple[dict | None, bool, s
         why = f"Fréchet limit {FRECHET_RATIO}x unconditional = {limit:.3f}"
     allowed = [r for r in rows if r["metrics"]["frechet_segmenter"]["value"] <= limit]
     if not allowed:
-        return None, False, f"best scale: none within the Fréchet limit ({why}); criterion NOT met"
+        top = max(rows, key=lambda r: r["metrics"]["mask_dice"]["value"])
+        return None, False, (f"best scale: none within the Fréchet limit ({why}; the highest "
+                             f"Dice, {top['metrics']['mask_dice']['value']:.3f}, is at s = "
+                             f"{top['scale']:g}); criterion NOT met")
     best = max(allowed, key=lambda r: (r["metrics"]["mask_dice"]["value"],
                                        -r["metrics"]["frechet_segmenter"]["value"]))
     dice = best["metrics"]["mask_dice"]
