@@ -285,3 +285,22 @@ def repaint_latent(
     if feather is None:
         feather = dilation * factor // 2
     return paste_back(decoded.to(image.device, image.dtype), image, region, feather=feather)
+
+
+def border_step(images: Tensor, region: Tensor) -> Tensor:
+    """How sharply an inpainted region meets its surroundings: for each image of ``images``
+    [B, C, H, W], the mean |x_p - x_q| over the 4-neighbour pixel pairs with p in ``region``
+    (1) and q outside it (0). A seam shows as a step larger than the real image's own
+    (compare with ``border_step(image, region)``). Returns float [B] (NaN-free: a region
+    without a border gives 0)."""
+    r = _region_like(region, images).float()
+    x = images.float()
+    total = torch.zeros(len(x), device=x.device)
+    pairs = torch.zeros(len(x), device=x.device)
+    for dim in (-1, -2):  # horizontal, then vertical neighbours
+        a, b = x.narrow(dim, 0, x.shape[dim] - 1), x.narrow(dim, 1, x.shape[dim] - 1)
+        ra, rb = r.narrow(dim, 0, r.shape[dim] - 1), r.narrow(dim, 1, r.shape[dim] - 1)
+        cross = (ra != rb).float()
+        total += ((a - b).abs() * cross).flatten(1).sum(1)
+        pairs += cross.flatten(1).sum(1)
+    return (total / pairs.clamp(min=1)).cpu()

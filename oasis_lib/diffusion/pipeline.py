@@ -38,6 +38,7 @@ from ..models.conditioning import Condition, condition_fields
 from .guidance import ClassifierFreeGuidance
 from .inpainting import repaint, repaint_latent
 from .objectives import LOSS_TYPES, check_prediction_type, diffusion_loss
+from .respacing import RespacedModel, respace
 from .sampling import SampleResult, sample
 from .schedule import NoiseSchedule
 
@@ -295,7 +296,8 @@ class DiffusionPipeline:
                 generator: torch.Generator | None = None, progress: bool = True,
                 condition: Condition | None = None, guidance_scale: float | None = None,
                 guidance_rescale: float = 0.0, dilation: int = 1, feather: int | None = None,
-                model: nn.Module | None = None, **kwargs: Any) -> Tensor:
+                model: nn.Module | None = None, steps: int | None = None,
+                **kwargs: Any) -> Tensor:
         """Regenerate ``region`` (1 = regenerate, 0 = keep) of pixel ``image`` [B, C, H, W] with
         RePaint (Lugmayr et al. 2022, Algorithm 1: DDPM over all T steps, the known part
         re-noised by q(x_t | x_0) and pasted at every step, ``resample`` passes over every
@@ -304,8 +306,10 @@ class DiffusionPipeline:
         cells, the decode pasted back with a ``feather``-pixel ramp; exact outside it).
 
         Any model: a conditional one inpaints unconditionally unless ``condition`` (and
-        ``guidance_scale``) are given. Returns images equal to ``image`` outside the region
-        (pixel models: exactly; latent models: beyond the feather ring)."""
+        ``guidance_scale``) are given. ``steps`` (None: all T) runs the DDPM of RePaint on that
+        many respaced steps (:mod:`~oasis_lib.diffusion.respacing`; jump_length counts those).
+        Returns images equal to ``image`` outside the region (pixel models: exactly; latent
+        models: beyond the feather ring)."""
         if image.ndim != 4 or tuple(image.shape[1:]) != tuple(self.image_shape):
             raise ValueError(f"expected image of shape [B, {', '.join(map(str, self.image_shape))}"
                              f"], got {tuple(image.shape)}")
@@ -317,9 +321,13 @@ class DiffusionPipeline:
                     prediction_type=self.prediction_type, progress=progress, device=device,
                     **kwargs)
         image = image.to(device)
+        schedule = self.schedule
+        if steps is not None and steps != schedule.T:
+            schedule = respace(schedule, steps)
+            net = RespacedModel(net, schedule.timestep_map)
         if self.autoencoder is None:
-            return repaint(net, self.schedule, image, region, clip_x0=True, **opts)
-        out = repaint_latent(net, self.schedule, image, region, encode=self.encode,
+            return repaint(net, schedule, image, region, clip_x0=True, **opts)
+        out = repaint_latent(net, schedule, image, region, encode=self.encode,
                              decode=self.decode, dilation=dilation, feather=feather,
                              clip_x0=False, **opts)
         return out.clamp(-1, 1)

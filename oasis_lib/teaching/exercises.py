@@ -23,6 +23,7 @@ exercise               the reader writes                                        
 ``frechet_diagonal``   Fréchet distance of two Gaussians with diagonal covariances   06
 ``nearest_rms``        each image's RMS distance to its nearest reference image       07
 ``latent_kl``          KL(N(mu, diag(e^logvar)) || N(0, I)) per item (VAE, LDM)       08
+``mask_onehot``        the mask as CSF/grey/white one-hot channels + a presence flag  09
 =====================  ============================================================  ========
 
 Conventions as in the library: images ``[B, C, H, W]``, timesteps 0-based long ``[B]`` (``t = -1``
@@ -47,9 +48,11 @@ from ..diffusion.schedule import NoiseSchedule
 from ..evaluation.metrics import frechet_from_stats, nearest_neighbours
 from ..evaluation.tissue import dice_per_class
 from ..models.autoencoder import DiagonalGaussian
+from ..models.condition_encoding import encode_mask
 from ..models.embeddings import sinusoidal_embedding
 from ..training.ema import EMA
 from . import solutions
+from .compare import _compare
 from .solutions import (  # noqa: F401 - re-exported: exercises.solution_<name>
     solution_cfg,
     solution_ddim_step,
@@ -57,6 +60,7 @@ from .solutions import (  # noqa: F401 - re-exported: exercises.solution_<name>
     solution_ema_update,
     solution_frechet_diagonal,
     solution_latent_kl,
+    solution_mask_onehot,
     solution_min_snr_v,
     solution_nearest_rms,
     solution_posterior,
@@ -260,6 +264,20 @@ def _ref_latent_kl(mean, logvar):
     return DiagonalGaussian(mean, logvar).kl()
 
 
+def _cases_mask_onehot():
+    for i, shape in enumerate(((2, 8, 8), (3, 5, 7), (1, 16, 16))):
+        g = _gen(i)
+        present = torch.rand(shape[0], generator=g) < 0.6
+        present[0] = True  # at least one real mask; the last case has only real masks
+        present = present if i < 2 else torch.ones(shape[0], dtype=torch.bool)
+        yield (f"masks of shape {shape}, present={present.tolist()}",
+               (torch.randint(0, 4, shape, generator=g), present))
+
+
+def _ref_mask_onehot(mask, present):
+    return encode_mask(mask, encoding="onehot", present=present)
+
+
 def _cases_nearest():
     sizes = ((3, 10, (1, 8, 8)), (5, 40, (1, 16, 16)), (1, 7, (2, 4, 4)))
     for i, (q, r, shape) in enumerate(sizes):
@@ -301,40 +319,13 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
              atol=1e-6),
     Exercise("latent_kl", "fn(mean, logvar) -> float [B]: KL(q(z | x) || N(0, I)) per item",
              _cases_latent_kl, _ref_latent_kl, solution_latent_kl, rtol=1e-5),
+    Exercise("mask_onehot", "fn(mask, present) -> float [B, 4, H, W]: CSF, grey, white one-hot "
+             "and the presence flag, all 0 where present is False", _cases_mask_onehot,
+             _ref_mask_onehot, solution_mask_onehot, atol=0.0, rtol=0.0),
 )}
 
 
 # ---------------------------------------------------------------------------- checking
-def _as_tensors(value) -> list[Tensor]:
-    if isinstance(value, (tuple, list)):
-        return [torch.as_tensor(v) for v in value]
-    return [torch.as_tensor(value)]
-
-
-def _compare(got, want, atol: float, rtol: float) -> tuple[float, str | None]:
-    """(max abs error, None) if ``got`` matches ``want`` (same shapes, ``|got - want| <= atol +
-    rtol |want|`` everywhere), else (error so far, what differs)."""
-    got_t, want_t = _as_tensors(got), _as_tensors(want)
-    if len(got_t) != len(want_t):
-        return math.inf, f"returned {len(got_t)} value(s), expected {len(want_t)}"
-    worst = 0.0
-    for k, (a, b) in enumerate(zip(got_t, want_t, strict=True)):
-        label = f"output {k}: " if len(want_t) > 1 else ""
-        a, b = a.detach().double().cpu(), b.detach().double().cpu()
-        if a.shape != b.shape:
-            return math.inf, f"{label}shape {tuple(a.shape)}, expected {tuple(b.shape)}"
-        if not torch.isfinite(a).all():
-            return math.inf, f"{label}non-finite values (NaN or inf)"
-        err = (a - b).abs()
-        worst = max(worst, float(err.max()) if err.numel() else 0.0)
-        bad = err > atol + rtol * b.abs()
-        if bad.any():
-            idx = tuple(int(i) for i in torch.nonzero(bad)[0])
-            return worst, (f"{label}max abs error {float(err.max()):.3g}; first mismatch at "
-                           f"index {idx}: got {float(a[idx]):.6g}, expected {float(b[idx]):.6g}")
-    return worst, None
-
-
 def check(name: str, fn: Callable, *, quiet: bool = False) -> CheckResult:
     """Run exercise ``name``'s cases through ``fn`` and the library; print and return the result.
 
@@ -403,3 +394,4 @@ check_dice = _checker("dice")
 check_frechet_diagonal = _checker("frechet_diagonal")
 check_nearest_rms = _checker("nearest_rms")
 check_latent_kl = _checker("latent_kl")
+check_mask_onehot = _checker("mask_onehot")

@@ -117,3 +117,14 @@ def solution_latent_kl(mean: Tensor, logvar: Tensor) -> Tensor:
     (Kingma & Welling 2014, appendix B): 1/2 sum(mean^2 + exp(logvar) - 1 - logvar), float [B]."""
     terms = mean.pow(2) + logvar.exp() - 1.0 - logvar
     return 0.5 * terms.flatten(1).sum(dim=1)
+
+
+def solution_mask_onehot(mask: Tensor, present: Tensor) -> Tensor:
+    """The mask as network input channels (Konz et al. 2024: concatenated to x_t): channel k =
+    [mask == k + 1] for CSF, grey and white matter (background is "none of the three"), then a
+    presence flag of ones. Where ``present`` is False (the null condition of classifier-free
+    guidance) all four channels are 0, which no real mask gives. float [B, 4, H, W]."""
+    classes = torch.stack([(mask == k).float() for k in (1, 2, 3)], dim=1)  # [B, 3, H, W]
+    flag = torch.ones_like(classes[:, :1])                                # [B, 1, H, W]
+    keep = present.float()[:, None, None, None]                           # [B, 1, 1, 1]
+    return torch.cat([classes, flag], dim=1) * keep
