@@ -55,6 +55,10 @@ WRONG = {
     .min(1),
     # the standard deviation where the formula has the variance (a sigma^2 = exp(logvar) slip)
     "latent_kl": lambda m, lv: 0.5 * (m.pow(2) + (0.5 * lv).exp() - 1 - lv).flatten(1).sum(1),
+    # a one-hot of all four classes, background included, instead of three and the flag: the
+    # null mask then reads as a mask with no pixel at all, and no channel says "no condition"
+    "mask_onehot": lambda m, p: torch.nn.functional.one_hot(m, 4).permute(0, 3, 1, 2).float()
+    * p.float()[:, None, None, None],
 }
 
 
