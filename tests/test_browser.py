@@ -70,7 +70,8 @@ SLIDER_BUDGET = 15.0      # a slider move until its new figure is shown
 RUN_ALL_BUDGET = {"01_oasis_slices.ipynb": 180.0, "02_forward_noising.ipynb": 180.0,
                   "03_time_embedded_unet.ipynb": 180.0, "04_training.ipynb": 480.0,
                   "05_reverse_sampling.ipynb": 480.0, "06_evaluation.ipynb": 480.0,
-                  "07_diversity_and_memorization.ipynb": 480.0}
+                  "07_diversity_and_memorization.ipynb": 480.0,
+                  "09_conditional_generation.ipynb": 480.0}
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,9 @@ OTHER_NOTEBOOKS = [pytest.param("03_time_embedded_unet.ipynb", id="03_time_embed
                    pytest.param("04_training.ipynb", id="04_training", marks=HEAVY),
                    pytest.param("06_evaluation.ipynb", id="06_evaluation", marks=HEAVY),
                    pytest.param("07_diversity_and_memorization.ipynb",
-                                id="07_diversity_and_memorization", marks=HEAVY)]
+                                id="07_diversity_and_memorization", marks=HEAVY),
+                   pytest.param("09_conditional_generation.ipynb",
+                                id="09_conditional_generation", marks=HEAVY)]
 ALL_NOTEBOOKS = sorted([c.notebook for c in SLIDER_CASES]
                        + [p.values[0] for p in OTHER_NOTEBOOKS])
 

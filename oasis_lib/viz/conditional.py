@@ -66,8 +66,8 @@ def conditional_figure(frame: dict, *, title: str, masks: dict | None = None):
     masks = {k: v for k, v in masks.items() if v is not None}
     images, seg = frame["images"], frame["segmentations"]
     rows, cols = (2 if seg is not None else 1), len(masks) + len(images)
-    fig, axes = plt.subplots(rows, cols, figsize=(PANEL * cols, PANEL * rows + 0.8), dpi=DPI,
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL * cols, (PANEL + 0.35) * rows + 0.9),
+                             dpi=DPI, squeeze=False)
     for j, (label, m) in enumerate(masks.items()):
         axes[0, j].imshow(m.numpy(), cmap=LABEL_CMAP, vmin=0, vmax=3, interpolation="nearest")
         axes[0, j].set_title(label, fontsize=9)
@@ -84,7 +84,7 @@ def conditional_figure(frame: dict, *, title: str, masks: dict | None = None):
         ax.set_axis_off()
     tissue_legend(fig)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1), h_pad=1.2)
     return fig
 
 
@@ -244,6 +244,8 @@ def inpaint_figure(frame: dict):
     axes[0].set_title(f"real slice, border step {frame['border_real']:.2f}", fontsize=9)
     for i, img in enumerate(frame["inpainted"]):
         axes[i + 1].imshow(to_display(img), vmin=0, vmax=1, **GREY)
+        axes[i + 1].contour(frame["region"].numpy(), levels=[0.5], colors="C3", linewidths=0.6,
+                            alpha=0.5)
         axes[i + 1].set_title(f"inpainted {i + 1}: {float(frame['border'][i]):.2f}", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
