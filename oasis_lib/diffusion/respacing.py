@@ -76,7 +76,8 @@ class RespacedSchedule(NoiseSchedule):
             setattr(self, name, self._f64[name].to(torch.float32))
 
     def to_dict(self) -> dict:
-        return {**self.base.to_dict(), "respaced": self.timestep_map.tolist()}
+        """The base schedule's arguments and the kept steps (a tuple, so the schedule hashes)."""
+        return {**self.base.to_dict(), "respaced": tuple(self.timestep_map.tolist())}
 
     def __repr__(self) -> str:
         return (f"RespacedSchedule({self.T} of the {self.base.T} steps of {self.base.kind}, "

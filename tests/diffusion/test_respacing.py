@@ -41,6 +41,15 @@ def test_marginals_are_the_training_marginals_at_the_chosen_steps():
     torch.testing.assert_close(s._f64["alphas"][5], ab[s.timestep_map[5]] / ab[s.timestep_map[4]])
 
 
+def test_respaced_schedule_is_not_its_base():
+    base = NoiseSchedule("cosine", 100)
+    s = respace(base, 10)
+    assert s != base
+    assert s == respace(base, 10)
+    assert hash(s) == hash(respace(base, 10))
+    assert "10 of the 100 steps" in repr(s)
+
+
 def test_respaced_model_asks_the_network_at_its_own_steps():
     seen = []
     net = RespacedModel(lambda x, t: seen.append(t.clone()) or x, torch.tensor([3, 7, 11]))
