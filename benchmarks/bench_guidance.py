@@ -24,7 +24,7 @@ while the Fréchet distance stays within 1.5x of the unconditional model's*. The
 the one with the highest mean Dice among the scales within the Fréchet limit.
 
     python benchmarks/bench_guidance.py                      # the full sweep, n = 128
-    python benchmarks/bench_guidance.py --n 8 --checkpoint /tmp/cond_interim.safetensors \\
+    python benchmarks/bench_guidance.py --n 8 --checkpoint outputs/cond_interim.safetensors \\
         --out outputs/guidance_smoke                         # a smoke test (~1-2 CPU-minutes)
 
 Results go to ``--out`` (``benchmarks/results``): ``guidance.md`` and ``guidance.json``.
@@ -218,7 +218,8 @@ def main(argv=None) -> None:
         {"argv": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
          "cpu": flags, "load_average_at_start": load, "validate_indices": chosen.indices.tolist(),
          "best_scale": None if best is None else best["scale"], "criterion_met": met,
-         "verdict": line, "rows": rows, "unconditional": uncond}, indent=1, default=str))
+         "verdict": line, "rows": rows, "unconditional": uncond}, indent=1, default=str)
+        .replace(f"{Path(__file__).resolve().parent.parent}/", ""))  # repo-relative paths
     print(f"wrote {out / 'guidance.md'} and {out / 'guidance.json'}")
 
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from cpu_info import cpu_flags  # benchmarks/cpu_info.py (the script's folder)
 from torch.utils.flop_counter import FlopCounterMode
 
 from oasis_lib.config import TrainConfig
@@ -41,17 +42,6 @@ from oasis_lib.models.factory import build_pipeline
 from oasis_lib.pretrained import load_model
 
 N, STEPS, SIZE = 16, 20, 256
-
-
-def cpu_flags() -> str:
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(ln for ln in f if ln.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return ", ".join(shown) or "unknown"
 
 
 def gflop(fn) -> float:

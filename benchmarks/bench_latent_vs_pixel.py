@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from cpu_info import cpu_flags  # benchmarks/cpu_info.py (the script's folder)
 
 from oasis_lib.evaluation.report import evaluate_samples, generate_samples
 from oasis_lib.evaluation.segmenter import load_segmenter
@@ -41,17 +42,6 @@ HERE = Path(__file__).resolve().parent
 METRICS = (("frechet_segmenter", "Fréchet (segmenter)", 3), ("kid_segmenter", "KID", 4),
            ("tissue_fractions", "tissue W1", 4), ("intensity_histogram", "intensity W1", 4),
            ("diversity_ssim", "pairwise SSIM", 3))
-
-
-def cpu_flags() -> str:
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(ln for ln in f if ln.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return ", ".join(shown) or "unknown"
 
 
 def area(x: torch.Tensor, size: int) -> torch.Tensor:
