@@ -114,6 +114,27 @@ def verdict(rows: list[dict], uncond: dict | None) -> tuple[dict | None, bool, s
         + ("met" if met else "NOT met"))
 
 
+REUSE_KEYS = ("checkpoint", "scales", "sampler", "steps", "rescale", "n", "seed", "data")
+
+
+def reused_rows(args) -> list[dict]:
+    """The scale rows of ``args.rows_from``, refused unless it was run with the same settings."""
+    path = Path(args.rows_from)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: cannot read --rows-from {path}: {err}") from None
+    root = f"{Path(__file__).resolve().parent.parent}/"
+    mine = {k: str(getattr(args, k)).replace(root, "") for k in REUSE_KEYS}
+    theirs = {k: str(old.get("argv", {}).get(k)).replace(root, "") for k in REUSE_KEYS}
+    differ = {k: (theirs[k], mine[k]) for k in REUSE_KEYS if theirs[k] != mine[k]}
+    if differ:
+        raise SystemExit(f"error: --rows-from {path} was run with other settings "
+                         f"(name: (then, now)): {differ}")
+    print(f"reusing the {len(old['rows'])} scale rows of {path}", flush=True)
+    return old["rows"]
+
+
 def table_row(name: str, spi, m: dict, key: str = "value") -> str:
     def cell(metric: str, sub: str | None = None, scale: float = 1.0, digits: int = 3) -> str:
         entry = m.get(metric)
@@ -151,6 +172,10 @@ def main(argv=None) -> None:
     parser.add_argument("--slice-regressor", default=None,
                         help="slice regressor weights (default: the shipped one)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--rows-from", default=None, metavar="JSON",
+                        help="reuse the scale rows of an earlier guidance.json with the same "
+                             "checkpoint, scales, sampler, steps, rescale, n and seed; sample "
+                             "only the unconditional row (after the unconditional model changed)")
     args = parser.parse_args(argv)
 
     pipe = load_model(args.checkpoint, device="cpu")
@@ -176,8 +201,8 @@ def main(argv=None) -> None:
     sample_kw = dict(sampler=args.sampler, steps=args.steps, seed=args.seed,
                      batch_size=args.batch_size, progress=True)
 
-    rows = []
-    for s in args.scales:
+    rows = reused_rows(args) if args.rows_from else []
+    for s in [] if args.rows_from else args.scales:
         t0 = time.perf_counter()
         samples, spi = evaluation.generate_samples(pipe, args.n, condition=cond,
                                                    guidance_scale=s,
