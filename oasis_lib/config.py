@@ -23,7 +23,9 @@ from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, co
 from .models.unet_config import UNET_PRESETS
 
 ARCHS = ("unet", "simple")  # our UNet, or the seed's SimpleUNet baseline
+EXTERNAL_ARCH = "external"  # a network the caller passes: Trainer(config, model=net)
 OPTIMIZERS = ("adamw", "adam")
+LR_SCHEDULES = ("constant", "cosine")  # after the linear warm-up (oasis_lib.training.optim)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: see oasis_lib.training.precision
 BUDGET_CLOCKS = ("wall", "cpu")
 PERCEPTUAL_NETS = ("segmenter", "lpips", "none")
@@ -75,11 +77,20 @@ class RunConfig:
     #   micro-batches, summed before one optimiser step (less memory, same maths)
     optimizer: str = "adamw"  # adamw | adam
     lr: float = 2e-4  # peak learning rate (the seed's 1e-3 is too high for diffusion)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # torch's defaults (diffusers' example:
+    #   (0.95, 0.999))
+    adam_eps: float = 1e-8
     weight_decay: float = 0.0
-    warmup_steps: int = 200  # linear warm-up from 0 to lr, then constant
+    warmup_steps: int = 200  # linear warm-up from 0 to lr, then lr_schedule
+    lr_schedule: str = "constant"  # constant | cosine (half a cosine from lr to 0 at step
+    #   lr_decay_steps, counted from the start; diffusers' get_cosine_schedule_with_warmup)
+    lr_decay_steps: int | None = None  # cosine: its end (required); constant: None
     grad_clip: float = 1.0  # max global grad norm (0 disables)
     ema_decay: float = 0.999  # EMA of the weights; sampled and checkpointed as "best"
     ema_warmup: bool = True  # decay ramps as (1+n)/(10+n) early on, capped at ema_decay
+    ema_power: float | None = None  # a number: the ramp is 1 - (1 + n / ema_inv_gamma) **
+    #   -ema_power instead (diffusers' EMAModel warm-up; its example uses 3/4, inv_gamma 1)
+    ema_inv_gamma: float = 1.0
     # --- speed
     device: str = "auto"  # auto | cpu | cuda | mps (see oasis_lib.device.get_device)
     # auto: on CUDA bf16 autocast (fp16 + grad scaler where bf16 is unsupported); on a CPU bf16
@@ -90,6 +101,9 @@ class RunConfig:
     channels_last: bool = False  # NHWC memory format: faster or slower depending on the
     #   model and CPU (measure with benchmarks/bench_models.py)
     compile: bool = False  # torch.compile the model
+    fused_optimizer: bool = True  # torch's fused Adam/AdamW kernel where it has one for the
+    #   device (one kernel over all parameters: 3x faster than foreach on a CPU, same maths
+    #   within float rounding; benchmarks/results/profile_step.md); False: foreach
     num_workers: int = 0  # DataLoader workers (slices are cached in memory already)
     dist_timeout_s: float = 1800.0  # under torchrun: seconds a rank waits for the others in a
     #   collective before it stops with an error (a dead or stuck rank never hangs the run)
@@ -121,6 +135,30 @@ class RunConfig:
             raise ValueError(f"dist_timeout_s must be > 0, got {self.dist_timeout_s}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        self._validate_optimiser()
+
+    def _validate_optimiser(self) -> None:
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        betas = tuple(self.adam_betas)
+        if len(betas) != 2 or not all(isinstance(b, int | float) and 0.0 <= b < 1.0
+                                      for b in betas):
+            raise ValueError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        self.adam_betas = (float(betas[0]), float(betas[1]))
+        for name in ("adam_eps", "ema_inv_gamma"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.ema_power is not None and not self.ema_power > 0:
+            raise ValueError(f"ema_power must be > 0 or None, got {self.ema_power}")
+        if self.lr_schedule == "cosine":  # (not max_steps: a resume may lengthen a run)
+            if self.lr_decay_steps is None:
+                raise ValueError("lr_schedule 'cosine' needs lr_decay_steps: the step where the "
+                                 "learning rate reaches 0")
+            if self.lr_decay_steps <= self.warmup_steps:
+                raise ValueError(f"lr_decay_steps {self.lr_decay_steps} must exceed "
+                                 f"warmup_steps {self.warmup_steps}")
+        elif self.lr_decay_steps is not None:
+            raise ValueError("lr_decay_steps is read only by lr_schedule 'cosine'; set "
+                             f"lr_schedule='cosine' or drop it (got {self.lr_decay_steps})")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any):
@@ -174,7 +212,9 @@ class TrainConfig(RunConfig):
 
     # --- model and data
     preset: str = "cpu"  # U-Net preset: tiny | cpu | gpu
-    arch: str = "unet"  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline)
+    arch: str = "unet"  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline) |
+    #   external (a network the caller passes: Trainer(cfg, model=net), load_model(path,
+    #   model=net); preset and unet_overrides are then not used)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     unet_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.1}
     # --- latent diffusion (Rombach et al. 2022): set `autoencoder` to train in its latent space
@@ -204,7 +244,7 @@ class TrainConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         _choice("preset", self.preset, tuple(UNET_PRESETS))
-        _choice("arch", self.arch, ARCHS)
+        _choice("arch", self.arch, (*ARCHS, EXTERNAL_ARCH))
         _choice("sampler", self.sampler, SAMPLERS)
         if (self.sampler == "ddpm" and self.sample_steps is not None
                 and self.sample_steps != self.diffusion.timesteps):
@@ -213,7 +253,7 @@ class TrainConfig(RunConfig):
         self.diffusion.validate()
         if self.autoencoder is not None and self.arch != "unet":
             raise ValueError("latent diffusion needs arch 'unet' (the seed's SimpleUNet is "
-                             "1-channel only)")
+                             "1-channel only; an external network is sized by its caller)")
         if self.latent_scale_factor is not None and not self.latent_scale_factor > 0:
             raise ValueError(f"latent_scale_factor must be > 0, got {self.latent_scale_factor}")
         self._validate_condition()
@@ -227,7 +267,7 @@ class TrainConfig(RunConfig):
                                  f"{getattr(self, name)}")
         if self.condition != "none" and self.arch != "unet":
             raise ValueError("conditional training needs arch 'unet' (the seed's SimpleUNet "
-                             "takes no condition)")
+                             "and external networks take (x, t) only)")
         uses = dict(zip(("mask_encoding", "slice_embedding"), condition_fields(self.condition),
                         strict=True))
         for key, used in uses.items():

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_safetensors, load_state_strict
-from .config import TrainConfig
+from .config import EXTERNAL_ARCH, TrainConfig
 from .device import get_device
 from .diffusion.pipeline import DiffusionPipeline
 from .models.factory import build_model, build_pipeline, build_schedule  # noqa: F401
@@ -31,7 +31,7 @@ AUTOENCODER_PREFIX = "autoencoder."  # its keys inside a latent diffusion export
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
-               use_ema: bool = True) -> DiffusionPipeline:
+               use_ema: bool = True, model: torch.nn.Module | None = None) -> DiffusionPipeline:
     """Load weights for sampling; returns a :class:`DiffusionPipeline` in eval mode.
 
     Args:
@@ -39,6 +39,8 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
             shipped demo checkpoint.
         device: passed to :func:`oasis_lib.device.get_device`.
         use_ema: for ``.pt`` files, take the EMA weights (default) or the live ones.
+        model: for a run trained with ``arch="external"``, a freshly built network of its
+            layout to load the weights into (the library cannot build it).
 
     The pipeline's ``config`` is the run's :class:`~oasis_lib.config.TrainConfig`.
     """
@@ -78,7 +80,12 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
                               f"not describe a run ({str(err)[:160]})") from err
     if autoencoder is None and config.autoencoder is not None:
         autoencoder = load_autoencoder(config.autoencoder, device=dev)
-    pipe = build_pipeline(config, autoencoder=autoencoder, warn=False)
+    if (model is not None) != (config.arch == EXTERNAL_ARCH):
+        raise CheckpointError(
+            f"{path} was trained with a network its caller built (arch 'external'): pass one "
+            "of the same layout, load_model(path, model=net)" if model is None else
+            f"{path} holds an arch {config.arch!r} model, which the library builds: drop model=")
+    pipe = build_pipeline(config, autoencoder=autoencoder, warn=False, model=model)
     load_state_strict(pipe.model, state, source=str(path))
     return pipe.to(dev).eval()
 

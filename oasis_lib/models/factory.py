@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import EXTERNAL_ARCH, TrainConfig
 from ..diffusion.pipeline import DiffusionPipeline
 from ..diffusion.schedule import NoiseSchedule
 from .conditioning import condition_fields
@@ -19,7 +19,12 @@ from .unet import UNet, UNetConfig
 def build_model(config: TrainConfig, *, latent_shape: tuple[int, int, int] | None = None
                 ) -> nn.Module:
     """The network a config describes: our ``UNet`` preset, or the seed's ``SimpleUNet``.
-    For latent diffusion, ``latent_shape`` ``(c, h, w)`` sets its channels and size."""
+    For latent diffusion, ``latent_shape`` ``(c, h, w)`` sets its channels and size.
+    ``arch="external"`` names a network only its caller can build: refused here."""
+    if config.arch == EXTERNAL_ARCH:
+        raise ValueError("arch 'external' is a network its caller builds and passes: "
+                         "Trainer(config, model=net) to train, load_model(path, model=net) "
+                         "to load")
     if config.arch == "simple":
         return SimpleUNet()
     size, channels = config.image_size, {}

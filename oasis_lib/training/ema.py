@@ -1,8 +1,12 @@
 """Exponential moving average of model weights (the weights we sample from).
 
 theta_ema <- decay * theta_ema + (1 - decay) * theta, after every optimiser step. With
-``warmup`` the decay ramps as min(decay, (1 + n) / (10 + n)) over the first updates, so early
-averages are not dominated by the random initialisation (as in many DDPM codebases).
+``warmup`` the decay ramps as min(decay, (1 + n) / (10 + n)) over the first updates (n = updates
+so far), so early averages are not dominated by the random initialisation (as in many DDPM
+codebases). With ``power`` the ramp is min(decay, 1 - (1 + n / inv_gamma) ** -power) instead:
+the warm-up of diffusers' ``EMAModel(use_ema_warmup=True)`` (after k-diffusion's EMAWarmup),
+which is 0 at the first update (the average starts as the live weights); its unconditional
+training example uses inv_gamma 1, power 3/4 (decay 0.999 after ~10k updates).
 """
 
 from __future__ import annotations
@@ -16,18 +20,25 @@ from torch import nn
 class EMA:
     """Holds a frozen copy of ``model`` and updates it towards the live weights."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, *, warmup: bool = True):
+    def __init__(self, model: nn.Module, decay: float = 0.999, *, warmup: bool = True,
+                 power: float | None = None, inv_gamma: float = 1.0):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        if (power is not None and not power > 0) or not inv_gamma > 0:
+            raise ValueError(f"EMA power and inv_gamma must be > 0, got {power}, {inv_gamma}")
         self.decay = decay
         self.warmup = warmup
+        self.power, self.inv_gamma = power, inv_gamma
         self.num_updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
     def current_decay(self) -> float:
+        n = self.num_updates
         if not self.warmup:
             return self.decay
-        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        if self.power is not None:
+            return min(self.decay, 1.0 - (1.0 + n / self.inv_gamma) ** -self.power)
+        return min(self.decay, (1 + n) / (10 + n))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

@@ -4,7 +4,7 @@
 (``build``, ``compute_loss``, ``_fixed_validation_batch``, ``validate``, ``sample_grid``):
 ``training.trainer.Trainer`` (diffusion) and ``training.autoencoder.AutoencoderTrainer``.
 
-* AdamW with linear warm-up, gradient clipping, an EMA of the weights (``training.ema``);
+* AdamW, warm-up then constant or cosine LR (``training.optim``), clipping, EMA (``.ema``);
 * validation every ``validate_every`` epochs; ``best.pt`` is chosen by the EMA's validation
   loss (metrics go to ``metrics.jsonl``; ``viz.plotting.plot_loss_curve`` draws them);
 * ``last.pt`` written atomically every ``checkpoint_every`` steps and at each epoch end;
@@ -63,6 +63,7 @@ from .distributed import (
 )
 from .ema import EMA
 from .guards import DivergenceGuard, check_batches, check_finite_weights
+from .optim import build_lr_scheduler, build_optimizer
 from .precision import autocast_dtype, resolve_precision  # noqa: F401 (autocast_dtype: API)
 from .resume import FREE, merge_for_resume
 from .run_dir import RunLock, append_jsonl, read_jsonl, tidy_run_dir, write_text_atomic
@@ -156,11 +157,10 @@ class TrainingLoop:
         if self.dist.enabled:  # dropout masks differ per rank; the weights come from rank 0
             torch.manual_seed(rank_seed(cfg.seed, self.dist))
         self.model = wrap_ddp(self.model, self.dist, self.device)
-        self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup)
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        self.opt = opt_cls(self.raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(cfg.warmup_steps, 1)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
+        self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup,
+                       power=cfg.ema_power, inv_gamma=cfg.ema_inv_gamma)
+        self.opt = build_optimizer(cfg, self.raw_model.parameters(), self.device)
+        self.sched = build_lr_scheduler(cfg, self.opt)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.gen = cpu_generator(rank_seed(cfg.seed, self.dist))  # t, noise and flips
         self.step = self.epoch = self.batch_in_epoch = 0

@@ -26,7 +26,7 @@ from typing import Any
 from ..config import with_legacy_defaults
 
 FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
-        "channels_last", "compile", "num_workers", "latent_cache_dir")
+        "channels_last", "compile", "fused_optimizer", "num_workers", "latent_cache_dir")
 LENGTH = ("epochs", "max_steps", "max_minutes")
 # Fields the run computes when they are None (latent diffusion's scale factor, from the cached
 # training latents): a resume that leaves them None takes the checkpoint's value.
@@ -108,8 +108,9 @@ def _normalised(d: dict) -> dict:
     """A config dict with the fields added since older checkpoints filled in as those were
     trained (:data:`~oasis_lib.config.LEGACY_DEFAULTS`), sequences as tuples."""
     d = with_legacy_defaults(d)
-    if isinstance(d.get("train_splits"), list):
-        d["train_splits"] = tuple(d["train_splits"])
+    for key in ("train_splits", "adam_betas"):
+        if isinstance(d.get(key), list):
+            d[key] = tuple(d[key])
     return d
 
 

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torchvision.utils import save_image
 
-from ..config import TrainConfig
+from ..config import EXTERNAL_ARCH, TrainConfig
 from ..data.conditional import ConditionalSlices, condition_tensors
 from ..diffusion.objectives import validation_draws
 from ..models.conditioning import Condition, condition_fields, training_condition
@@ -41,7 +41,23 @@ __all__ = ["RESUME_OVERRIDES", "NonFiniteLossError", "TrainResult", "Trainer", "
 
 
 class Trainer(TrainingLoop):
-    """Train the diffusion model ``config`` describes: ``Trainer(cfg).fit()``."""
+    """Train the diffusion model ``config`` describes: ``Trainer(cfg).fit()``.
+
+    ``model``: a network of the caller's own, called as ``model(x, t) -> prediction`` (x
+    ``[B, 1, H, W]``, t long ``[B]``), for ``config.arch == "external"`` (and only then): the
+    loop around it (optimiser, EMA, budget, checkpoints, exact resume, DDP) is the same. A
+    resume passes a freshly built network of the same layout; the checkpoint's weights are
+    loaded into it."""
+
+    def __init__(self, config: TrainConfig, *, model: torch.nn.Module | None = None, **kwargs):
+        if model is None and config.arch == EXTERNAL_ARCH:
+            raise ValueError("arch 'external' trains the caller's network: pass it, "
+                             "Trainer(config, model=net)")
+        if model is not None and config.arch != EXTERNAL_ARCH:
+            raise ValueError(f"model= is for arch 'external'; arch {config.arch!r} builds its "
+                             "own network (set arch='external' to train the one passed)")
+        self._external_model = model
+        super().__init__(config, **kwargs)
 
     @property
     def conditional(self) -> bool:
@@ -54,7 +70,7 @@ class Trainer(TrainingLoop):
     # ------------------------------------------------------------------ what is trained
     def build(self) -> torch.nn.Module:
         """The network to optimise (here: the diffusion pipeline's), before moving it."""
-        self.pipeline = build_pipeline(self.cfg)
+        self.pipeline = build_pipeline(self.cfg, model=self._external_model)
         self.schedule = self.pipeline.schedule
         self._slice_sets = (self.train_set, self.val_set)  # before a latent run replaces them
         return self.pipeline.model
@@ -143,10 +159,11 @@ class Trainer(TrainingLoop):
         return path
 
 
-def train(config: TrainConfig, *, resume: bool = False, **datasets) -> TrainResult:
-    """Train a run described by ``config`` (see :class:`Trainer`); under torchrun, ends the
-    process group it joined."""
-    trainer = Trainer(config, resume=resume, **datasets)
+def train(config: TrainConfig, *, resume: bool = False, model: torch.nn.Module | None = None,
+          **datasets) -> TrainResult:
+    """Train a run described by ``config`` (see :class:`Trainer`; ``model`` for an external
+    network); under torchrun, ends the process group it joined."""
+    trainer = Trainer(config, resume=resume, model=model, **datasets)
     result = trainer.fit()
     destroy(trainer.dist)  # (after a RankFailure the process just exits)
     return result

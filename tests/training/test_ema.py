@@ -65,3 +65,29 @@ def test_state_dict_round_trip_continues_identically():
 def test_bad_decay_is_refused():
     with pytest.raises(ValueError, match=r"decay must be in \[0, 1\)"):
         EMA(_net(0.0), decay=1.0)
+
+
+def test_power_warmup_is_diffusers_ema_warmup_closed_form():
+    # diffusers' EMAModel(use_ema_warmup=True): decay = 1 - (1 + n / inv_gamma) ** -power at
+    # its n-th update (n = updates before it), capped at the max decay; 0 at the first, so the
+    # average starts as the live weights.
+    ema = EMA(_net(0.0), decay=0.9, power=0.75, inv_gamma=2.0)
+    seen = []
+    for _ in range(200):
+        seen.append(ema.current_decay())
+        ema.update(_net(1.0))
+    expected = [min(0.9, 1 - (1 + n / 2.0) ** -0.75) for n in range(200)]
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert seen[0] == 0.0
+    assert seen[-1] == 0.9
+    first = EMA(_net(0.0), decay=0.9999, power=0.75)
+    first.update(_net(3.0))
+    for p in first.model.parameters():
+        torch.testing.assert_close(p, torch.full_like(p, 3.0))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"power": 0.0}, "power and inv_gamma"),
+                                                ({"inv_gamma": -1.0}, "power and inv_gamma")])
+def test_bad_power_warmup_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EMA(_net(0.0), decay=0.9, **kwargs)
