@@ -201,19 +201,30 @@ class _Sample(torch.nn.Module):
         return self.net(x, t).sample
 
 
-def vs_diffusers_models(size: int) -> dict[str, torch.nn.Module] | None:
-    """Ours and the two diffusers layouts, freshly seeded; None when diffusers is absent."""
+def diffusers_unet(layout: str, size: int) -> torch.nn.Module:
+    """diffusers' UNet2DModel in ``DIFFUSERS_LAYOUTS[layout]``, 1 channel in and out, as an
+    ``(x, t)`` network (bench_recipes.py trains the example's); ImportError saying how to get
+    diffusers when it is absent."""
     try:
         from diffusers import UNet2DModel
-    except ImportError:
-        return None
+    except ImportError as err:
+        raise ImportError("diffusers is not installed: pip install diffusers (a bench-only "
+                          "dependency; oasis_lib never needs it)") from err
+    return _Sample(UNet2DModel(sample_size=size, in_channels=1, out_channels=1,
+                               layers_per_block=2, **DIFFUSERS_LAYOUTS[layout]))
+
+
+def vs_diffusers_models(size: int) -> dict[str, torch.nn.Module] | None:
+    """Ours and the two diffusers layouts, freshly seeded; None when diffusers is absent."""
     from oasis_lib.models.unet import UNet
 
     torch.manual_seed(0)
     models = {"ours-cpu": UNet("cpu")}
-    for name, layout in DIFFUSERS_LAYOUTS.items():
-        models[name] = _Sample(UNet2DModel(sample_size=size, in_channels=1, out_channels=1,
-                                           layers_per_block=2, **layout))
+    try:
+        for name in DIFFUSERS_LAYOUTS:
+            models[name] = diffusers_unet(name, size)
+    except ImportError:
+        return None
     return models
 
 

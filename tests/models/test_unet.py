@@ -215,3 +215,21 @@ def test_describe():
     assert "up.0.blocks.1" in names
     assert [s for n, s in model.describe((2, 1, 64, 64)) if n == "mid_attn"] == [(2, 32, 16, 16)]
     assert model.training  # describe restores the mode
+
+
+def test_attention_product_is_fp32_under_cpu_autocast():
+    # unet.attend: under CPU bf16 autocast the softmax(q k^T / sqrt(d)) v product runs on
+    # fp32 copies of q, k, v (faster backward on CPUs, and exact to fp32); outside autocast
+    # it is the plain call.
+    from oasis_lib.models.unet import attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 16, 8, generator=g).bfloat16() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(q, k, v)
+    assert out.dtype == torch.float32
+    expected = torch.softmax(q.float() @ k.float().transpose(-1, -2) / math.sqrt(8), -1)
+    torch.testing.assert_close(out, expected @ v.float(), rtol=1e-5, atol=1e-5)
+    plain = attend(q.float(), k.float(), v.float())
+    torch.testing.assert_close(plain, out, rtol=1e-6, atol=1e-6)
+    assert attend(q, k, v).dtype == torch.bfloat16  # no autocast: left as given
