@@ -1,9 +1,9 @@
-"""Our `cpu` recipe against the seed's recipe at the same training-time budget (a benchmark).
+"""Our `cpu` recipe, the seed's, and diffusers' example at the same training budget (a benchmark).
 
-Both recipes train from scratch on the same data for ``--minutes`` of CPU time in optimiser
-steps each (``TrainConfig.max_minutes`` with ``budget_clock="cpu"``: the process's CPU seconds,
+Each recipe trains from scratch on the same data for ``--minutes`` of CPU time in optimiser
+steps (``TrainConfig.max_minutes`` with ``budget_clock="cpu"``: the process's CPU seconds,
 all threads, so that other jobs on the machine do not shorten one recipe's budget; validation
-and sample grids are not counted), then draw ``--n``
+and sample grids are not counted), then draws ``--n``
 samples with the same sampler and seed, scored by :func:`oasis_lib.evaluate_samples` against
 the real slices, next to the real-vs-real floor.
 
@@ -12,9 +12,27 @@ the real slices, next to the real-vs-real floor.
   warm-up and clipping, EMA 0.999).
 * ``seed``: ``SEED_RECIPE``, the project's seed (62.6M SimpleUNet, quadratic T = 500,
   eps-prediction, L1, Adam 1e-3, no EMA).
+* ``diffusers``: :data:`DIFFUSERS_RECIPE`, the recipe of diffusers' unconditional training
+  example (``examples/unconditional_image_generation/train_unconditional.py``, its defaults):
+  its U-Net layout (``bench_models.diffusers_unet("diffusers-example")``: UNet2DModel with
+  Down x4, AttnDown, Down, channels scaled by 3/16 to 4,013,089 parameters, 1 channel),
+  trained through our Trainer as an ``arch="external"`` network; eps-prediction, linear betas
+  1e-4..0.02 at T = 1000 (DDPMScheduler's defaults), MSE; AdamW lr 1e-4, betas (0.95, 0.999),
+  weight decay 1e-6, eps 1e-8, gradient clipping at 1.0; its cosine LR schedule with 500
+  warm-up steps, ending where the example's does, after its 100 epochs (``--num_epochs``) of
+  our training split (100 x 120 = 12,000 steps on the demo data: a 30-minute budget ends
+  well before, while the LR is still near its peak); its EMA (EMAModel with
+  ``use_ema_warmup``: inv_gamma 1, power 3/4, max decay 0.9999). What differs from the
+  example: one channel, not three; the warm-up is ``(s + 1) / 500``, one step ahead of the
+  example's ``s / 500``; our EMA also copies buffers (UNet2DModel has no running statistics,
+  so nothing changes); the slices are resized to 64 (no random crop); and it is sampled with
+  our DDIM below, not the example's 1000-step DDPM. It needs diffusers (``pip install
+  diffusers``, a bench-only dependency); without it the bench stops with that message.
 
-Both use batch 16 at 64x64 with random flips, fp32, and DDIM with 50 steps for sampling (the
-seed itself ran all 500 ancestral steps; DDIM keeps the comparison about training).
+All use batch 16 at 64x64 with random flips (the example's ``--random_flip``), fp32
+(pinned: ``precision="auto"`` would pick bf16 on a CPU with native bf16), and DDIM with 50
+steps for sampling (the seed itself ran all 500 ancestral steps, the example 1000 DDPM
+steps; one sampler keeps the comparison about training).
 
     python benchmarks/bench_recipes.py                    # 15 CPU-minutes per recipe, n = 100
     python benchmarks/bench_recipes.py --minutes 2 --n 32 # a quick look
@@ -28,20 +46,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
 
 import torch
 
-from oasis_lib.config import DEMO_RECIPE, SEED_RECIPE, TrainConfig
+from oasis_lib.config import DEMO_RECIPE, EXTERNAL_ARCH, SEED_RECIPE, TrainConfig
+from oasis_lib.data import load_splits
 from oasis_lib.evaluation import report as evaluation
 from oasis_lib.evaluation.segmenter import load_segmenter
 from oasis_lib.models.unet import count_parameters
 from oasis_lib.pretrained import load_model
 from oasis_lib.training import train
 
-RECIPES = {"cpu": DEMO_RECIPE, "seed": SEED_RECIPE}
+DIFFUSERS_LAYOUT = "diffusers-example"  # bench_models.DIFFUSERS_LAYOUTS
+DIFFUSERS_EPOCHS = 100  # the example's --num_epochs: where its cosine LR schedule ends
+DIFFUSERS_RECIPE = {  # the example's defaults (module docstring), as TrainConfig overrides
+    "arch": EXTERNAL_ARCH, "optimizer": "adamw", "lr": 1e-4, "adam_betas": (0.95, 0.999),
+    "adam_eps": 1e-8, "weight_decay": 1e-6, "grad_clip": 1.0, "lr_schedule": "cosine",
+    "warmup_steps": 500, "ema_decay": 0.9999, "ema_warmup": True, "ema_power": 0.75,
+    "ema_inv_gamma": 1.0,
+    "diffusion": {"schedule": "linear", "timesteps": 1000, "prediction_type": "eps",
+                  "loss_type": "mse", "min_snr_gamma": None, "zero_terminal_snr": False}}
+RECIPES = {"cpu": DEMO_RECIPE, "seed": SEED_RECIPE, "diffusers": DIFFUSERS_RECIPE}
 METRICS = (("frechet_segmenter", "Fréchet (segmenter features)", 1.0, 2),
            ("kid_segmenter", "KID x1e3", 1e3, 2),
            ("tissue_fractions", "tissue-fraction W1", 1.0, 4),
@@ -50,12 +79,25 @@ METRICS = (("frechet_segmenter", "Fréchet (segmenter features)", 1.0, 2),
            ("memorization_pixel", "near-copy fraction (pixel)", 1.0, 2))
 
 
-def recipe_config(name: str, out: Path, minutes: float, data_root, seed: int) -> TrainConfig:
+def recipe_config(name: str, out: Path, minutes: float, data_root, seed: int, *,
+                  n_train: int) -> TrainConfig:
     recipe = dict(RECIPES[name])
+    if name == "diffusers":  # the example's len(train_dataloader) * num_epochs
+        recipe["lr_decay_steps"] = DIFFUSERS_EPOCHS * math.ceil(n_train / 16)
     return TrainConfig.from_preset(
         "cpu", **recipe, max_minutes=minutes, budget_clock="cpu", epochs=10_000,
         out_dir=str(out / name), data_root=data_root, seed=seed, validate_every=10_000,
-        sample_every=10_000, checkpoint_every=100, progress=True)
+        sample_every=10_000, checkpoint_every=100, progress=True, precision="fp32")
+
+
+def network(name: str, seed: int):
+    """The network a recipe trains when the library cannot build it (diffusers'), else None."""
+    if RECIPES[name].get("arch") != EXTERNAL_ARCH:
+        return None
+    from bench_models import diffusers_unet
+
+    torch.manual_seed(seed)
+    return diffusers_unet(DIFFUSERS_LAYOUT, 64)
 
 
 def main(argv=None) -> None:
@@ -76,13 +118,23 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.minutes} min "
           f"per recipe; load average at start {load:.2f}")
 
+    if "diffusers" in args.recipes:
+        try:
+            network("diffusers", args.seed)
+        except ImportError as err:
+            raise SystemExit(f"error: the diffusers row needs diffusers: {err}; or leave it "
+                             "out (--recipes cpu seed)") from None
+    datasets = dict(zip(("train_set", "val_set"),
+                        load_splits(args.data, image_size=64, augment=False), strict=True))
+    n_train = len(datasets["train_set"])
     results = {}
     for name in args.recipes:
-        cfg = recipe_config(name, work, args.minutes, args.data, args.seed)
+        cfg = recipe_config(name, work, args.minutes, args.data, args.seed, n_train=n_train)
         t0 = time.perf_counter()
-        result = train(cfg, resume=args.resume and (work / name / "last.pt").exists())
+        result = train(cfg, resume=args.resume and (work / name / "last.pt").exists(),
+                       model=network(name, args.seed), **datasets)
         wall = time.perf_counter() - t0
-        pipe = load_model(work / name / "last.pt")  # EMA weights
+        pipe = load_model(work / name / "last.pt", model=network(name, args.seed))  # EMA
         device = pipe.device
         samples, spi = evaluation.generate_samples(
             pipe, args.n, sampler="ddim", steps=args.steps, seed=args.seed,
@@ -93,6 +145,7 @@ def main(argv=None) -> None:
             meta={"recipe": name, "sampler": "ddim", "steps": args.steps},
             train_splits=pipe.config.train_splits)  # the run's own: test held out by default
         results[name] = {"params": count_parameters(pipe.model), "steps": result.step,
+                         "config": cfg.to_dict(),
                          "images_per_s": result.images_per_second, "train_wall_seconds": wall,
                          "seconds_per_image": spi, "metrics": report["metrics"]}
         print(f"{name}: {result.step} steps, {result.images_per_second:.2f} img/s, "

@@ -102,8 +102,8 @@ class RunConfig:
     #   model and CPU (measure with benchmarks/bench_models.py)
     compile: bool = False  # torch.compile the model
     fused_optimizer: bool = True  # torch's fused Adam/AdamW kernel where it has one for the
-    #   device (one kernel over all parameters: 3x faster than foreach on a CPU, same maths
-    #   within float rounding; benchmarks/results/profile_step.md); False: foreach
+    #   device (one kernel for all parameters; same maths within float rounding; its speed-up
+    #   on one CPU in benchmarks/results/profile_step.md); False: the foreach kernel
     num_workers: int = 0  # DataLoader workers (slices are cached in memory already)
     dist_timeout_s: float = 1800.0  # under torchrun: seconds a rank waits for the others in a
     #   collective before it stops with an error (a dead or stuck rank never hangs the run)

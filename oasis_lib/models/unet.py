@@ -97,10 +97,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over ``[B, heads, N, d]`` (Vaswani et al. 2017, eq. 1).
 
     Under CPU autocast the product runs in fp32 (q, k, v cast up, autocast off around it):
-    torch's bf16 CPU attention backward is slower than its fp32 one, so on the ``cpu`` preset's
-    layers this is ~40% faster than leaving it to autocast, and exact to fp32 besides
-    (benchmarks/results/profile_step.md). Elsewhere (CUDA's bf16/fp16 flash kernels, fp32)
-    the call is left as it is."""
+    torch's bf16 CPU flash-attention backward was slower than its fp32 one on the AVX512-BF16
+    machine of benchmarks/results/profile_step.md, where this made the ``cpu`` preset's
+    attention layers ~40% faster (and the product exact to fp32). Elsewhere (CUDA's bf16/fp16
+    flash kernels; no autocast) the call is left as it is."""
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float())

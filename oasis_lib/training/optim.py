@@ -4,8 +4,8 @@
   with the config's betas, eps and weight decay; torch's *fused* kernel where torch has one
   for the device (``config.fused_optimizer``), else its ``foreach`` one. Fused and foreach
   compute the same update (Algorithm 2 of Loshchilov & Hutter 2019) and differ only in
-  float rounding; fused runs the whole step in one kernel, about 3x faster on a CPU
-  (benchmarks/results/profile_step.md).
+  float rounding; fused runs the whole step in one kernel (3x faster than foreach on the
+  2-core machine of benchmarks/results/profile_step.md; measure yours there).
 * :func:`lr_multiplier`: the factor on the peak ``lr`` at step ``s`` (0-based): a linear
   warm-up ``min(1, (s + 1) / W)`` over ``W = warmup_steps``, then either constant or half a
   cosine to 0 at ``S = lr_decay_steps``,
