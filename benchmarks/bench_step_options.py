@@ -147,7 +147,7 @@ def time_attention(reps: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench_autoencoder import cpu_flags
+    from cpu_info import cpu_flags
 
     from oasis_lib.config import DEMO_RECIPE, TrainConfig
     from oasis_lib.data import load_splits
