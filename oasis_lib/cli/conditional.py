@@ -27,7 +27,8 @@ from ..models.conditioning import NUM_SLICES, Condition
 from .errors import UsageError
 from .validate import check_input_checkpoint, check_output_file
 
-__all__ = ["add_condition_flags", "add_inpaint_parser", "check_condition_flags",
+__all__ = ["add_condition_flags", "add_guidance_flags", "add_inpaint_parser",
+           "check_condition_flags", "check_guidance_flags",
            "check_inpaint_args", "condition_from_args", "read_image_png", "read_mask_png",
            "read_region_png", "run_inpaint", "write_grey_png"]
 
@@ -39,6 +40,11 @@ def add_condition_flags(p) -> None:
                         "mask-conditioned model; any size an integer factor from the model's")
     p.add_argument("--slice", type=int, default=None, metavar="N",
                    help=f"slice level 0..{NUM_SLICES - 1} for a slice-conditioned model")
+    add_guidance_flags(p)
+
+
+def add_guidance_flags(p) -> None:
+    """``--guidance`` and ``--guidance-rescale`` (``sample``, ``inpaint``, ``evaluate``)."""
     p.add_argument("--guidance", type=float, default=None, metavar="S",
                    help="classifier-free guidance scale s = 1 + w (diffusers' convention): 1 = "
                         "the conditional model (default), 0 = unconditional, > 1 = guided")
@@ -53,6 +59,11 @@ def check_condition_flags(args) -> None:
     if args.slice is not None and not 0 <= args.slice < NUM_SLICES:
         raise UsageError(f"--slice {args.slice} is outside 0..{NUM_SLICES - 1} (the slice level "
                          "in the OASIS stack)")
+    check_guidance_flags(args)
+
+
+def check_guidance_flags(args) -> None:
+    """``--guidance`` finite and >= 0, ``--guidance-rescale`` in [0, 1]."""
     if args.guidance is not None and (not math.isfinite(args.guidance) or args.guidance < 0):
         raise UsageError(f"--guidance must be a finite scale >= 0 (1 = conditional, "
                          f"0 = unconditional), got {args.guidance}")

@@ -24,6 +24,7 @@ from ..diffusion.schedule import SCHEDULE_KINDS
 from ..models.conditioning import CONDITIONS
 from .conditional import add_condition_flags, add_inpaint_parser
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
+from .evaluate import add_evaluate_parser
 from .slice_regressor import add_slice_regressor_parser
 from .validate import add_train_splits_flag, check_args
 
@@ -207,24 +208,6 @@ def _cmd_train_segmenter(args) -> int:
     return 0
 
 
-def _cmd_evaluate(args) -> int:
-    from ..evaluation.report import evaluate, format_report
-
-    t0 = time.perf_counter()
-    report = evaluate(args.checkpoint, n=args.n, sampler=args.sampler, steps=args.steps,
-                      seed=args.seed, out=args.out, data_root=args.data,
-                      segmenter_path=args.segmenter, inception_weights=args.inception_weights,
-                      batch_size=args.batch_size, device=args.device,
-                      progress=not args.no_progress, n_subsets=args.n_subsets)
-    meta = report["meta"]
-    print(format_report(report))
-    print(f"{meta['n']} samples ({meta['sampler']}, {meta['seconds_per_image']:.3f} s/image), "
-          f"real slices {meta['reference_seconds']:.1f} s, metrics {meta['metric_seconds']:.1f} s, "
-          f"total {time.perf_counter() - t0:.0f} s; "
-          f"wrote {Path(args.out) / 'report.json'} and figures")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m oasis_lib", description="DDPM on OASIS brain "
                                 "MRI slices: data, training, sampling.")
@@ -378,28 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_train_segmenter)
     add_slice_regressor_parser(sub)
 
-    v = sub.add_parser("evaluate", help="sample from a checkpoint and score the samples offline "
-                                        "(segmenter Fréchet/KID, tissue, diversity, copying)")
-    v.add_argument("--checkpoint", default=None,
-                   help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
-    v.add_argument("--n", type=int, default=500, help="number of samples (default 500)")
-    v.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    v.add_argument("--steps", type=int, default=None,
-                   help="network calls (default: all T for ddpm; 50 for the others)")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--data", "--data-root", dest="data", default=None,
-                   help="OASIS root (default $OASIS_DATA or demo)")
-    v.add_argument("--segmenter", default=None,
-                   help="segmenter weights (default: the shipped segmenter_demo64)")
-    v.add_argument("--inception-weights", default=None,
-                   help="a local torchvision Inception-v3 state dict for the standard FID "
-                        "(optional; nothing is downloaded)")
-    v.add_argument("--batch-size", type=int, default=64)
-    v.add_argument("--n-subsets", type=int, default=200, help="half-size subsets per range")
-    v.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    v.add_argument("--out", default="outputs/eval", help="folder for report.json and figures")
-    v.add_argument("--no-progress", action="store_true")
-    v.set_defaults(func=_cmd_evaluate)
+    add_evaluate_parser(sub)
     return p
 
 

@@ -244,23 +244,6 @@ def check_sample_args(args, pipe=None) -> None:
                      flag="--n")
 
 
-def check_evaluate_args(args) -> None:
-    check_input_checkpoint(args.checkpoint)
-    check_positive_int(args.n, flag="--n", minimum=2)
-    check_positive_int(args.batch_size, flag="--batch-size")
-    check_positive_int(args.n_subsets, flag="--n-subsets", minimum=2)
-    check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=None)
-    for flag, path in (("--segmenter", args.segmenter),
-                       ("--inception-weights", args.inception_weights)):
-        if path is not None and not Path(path).is_file():
-            raise UsageError(f"{flag} {path} does not exist")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; evaluate writes report.json and figures "
-                         "into a folder")
-    check_writable_parent(out / "report.json", flag="--out")
-
-
 def check_segmenter_args(args) -> None:
     for flag, value in (("--size", args.size), ("--epochs", args.epochs),
                         ("--batch-size", args.batch_size)):
@@ -290,6 +273,7 @@ def check_summary_args(args) -> None:
 def check_args(args) -> None:
     """The checks of ``args.command`` that need nothing loaded (train: :mod:`.train`)."""
     from .conditional import check_inpaint_args
+    from .evaluate import check_evaluate_args
     from .slice_regressor import check_slice_regressor_args
 
     checks = {"sample": check_sample_args, "evaluate": check_evaluate_args,

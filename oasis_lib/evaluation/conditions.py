@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..data.conditional import slice_indices
+from ..data.layout import CLASS_LABELS, TISSUE_NAMES
 from ..data.oasis import load_split
 from ..models.conditioning import Condition, condition_fields
 from .faithfulness import mask_faithfulness
@@ -147,5 +148,40 @@ def condition_metrics(samples: Tensor, condition: Condition, *, segmenter=None,
     return out
 
 
-__all__ = ["CONDITION_SOURCES", "ValidateConditions", "batch_condition", "condition_metrics",
-           "resolve_condition", "spread_indices", "validate_conditions"]
+def condition_lines(report: dict) -> list[str]:
+    """The printed report's lines on the condition (none for an unconditional model): what the
+    samples were conditioned on, then mask faithfulness per tissue and the slice MAE, each
+    against its floor (:func:`~oasis_lib.evaluation.report.format_report`)."""
+    meta, metrics = report["meta"], report["metrics"]
+    if "model_condition" not in meta:
+        return []
+    guide = f"guidance s = {meta['guidance_scale']:g}, rescale {meta['guidance_rescale']:g}"
+    if meta["condition"] is None:
+        lines = [f"condition: none: the unconditional samples of a {meta['model_condition']} "
+                 f"model ({guide})"]
+    elif meta["condition"] == "validate":
+        lines = [f"condition: {meta['model_condition']} of {meta['n']} validate slices spread "
+                 f"over the split ({guide})"]
+    else:
+        lines = [f"condition: {meta['model_condition']}, given ({guide})"]
+    dice = metrics.get("mask_dice")
+    if dice is not None:
+        got, floor = dice["per_class"], dice.get("floor_per_class") or {}
+        parts = [f"{label} {got[name]:.3f}" + (f" (floor {floor[name]:.3f})" if name in floor
+                                                else "")
+                 for name, label in zip(TISSUE_NAMES, CLASS_LABELS[1:], strict=True)]
+        lines.append("mask faithfulness, Dice against the conditioning masks: " + ", ".join(parts)
+                     + (f"; mean shortfall from the floor {dice['gap']['mean']:.3f}"
+                        if dice.get("gap") else ""))
+    mae = metrics.get("slice_mae")
+    if mae is not None and mae["value"] is None:
+        lines.append(mae["explanation"])
+    elif mae is not None:
+        lines.append(f"slice MAE: {mae['value']:.2f} slices from the requested level (floor "
+                     f"{mae['floor']:.2f}: real slices from their own; excess over the floor "
+                     f"{mae['gap']:.2f})")
+    return lines
+
+
+__all__ = ["CONDITION_SOURCES", "ValidateConditions", "batch_condition", "condition_lines",
+           "condition_metrics", "resolve_condition", "spread_indices", "validate_conditions"]

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from ..data.layout import SEED_TRAIN_SPLITS
 from ..device import get_device
 from ..seeding import cpu_generator
-from .conditions import batch_condition, condition_metrics, resolve_condition
+from .conditions import batch_condition, condition_lines, condition_metrics, resolve_condition
 from .reference import RealReference, real_reference, segment
 from .sample_metrics import (
     _distribution_metrics,
@@ -225,7 +225,7 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
              segmenter=None, inception_weights=None, batch_size: int = 64, device=None,
              progress: bool = True, n_subsets: int = 200, condition=None,
              guidance_scale: float | None = None, guidance_rescale: float = 0.0,
-             slice_regressor=None) -> EvaluationReport:
+             slice_regressor=None, name: str | None = None) -> EvaluationReport:
     """Generate ``n`` samples from ``checkpoint`` (a path, a loaded pipeline, or None for the
     shipped demo model) with ``sampler``/``steps`` from ``seed`` and score them
     (:func:`evaluate_samples`) against the checkpoint's own ``train_splits`` (a pipeline
@@ -237,7 +237,8 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
     (``condition``: ``"validate"``, ``"given"`` or None) and the metrics gain ``mask_dice`` and
     ``slice_mae`` with their floors (:func:`~oasis_lib.evaluation.conditions.
     condition_metrics`; ``slice_regressor``: a loaded model or a path, None: the shipped one,
-    skipped when it is missing)."""
+    skipped when it is missing). ``name``: what the meta calls the checkpoint (default: the
+    path, the shipped checkpoint's name, or ``"(pipeline)"``)."""
     from ..diffusion.pipeline import DiffusionPipeline
     from ..paths import DEMO_CHECKPOINT
     from ..pretrained import load_model
@@ -246,8 +247,9 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
         steps = None  # ddpm runs all T steps; the report says so
     pipe = checkpoint if isinstance(checkpoint, DiffusionPipeline) else load_model(
         checkpoint, device=device)
-    name = ("(pipeline)" if isinstance(checkpoint, DiffusionPipeline)
-            else str(checkpoint or DEMO_CHECKPOINT.name))
+    name = str(name) if name is not None else (
+        "(pipeline)" if isinstance(checkpoint, DiffusionPipeline)
+        else str(checkpoint or DEMO_CHECKPOINT.name))
     cond, chosen = resolve_condition(pipe, condition, n, data_root=data_root, seed=seed)
     samples, spi = generate_samples(pipe, n, sampler=sampler, steps=steps, seed=seed,
                                     batch_size=batch_size, progress=progress, condition=cond,
@@ -319,6 +321,7 @@ def format_report(report: dict) -> str:
     for space in ("pixel", "features"):
         verdict = report["metrics"][f"memorization_{space}"]["verdict"]
         rows.append(f"memorization ({space}): {verdict}")
+    rows += condition_lines(report)
     rows.append(held_out_note(report["meta"]))
     return "\n".join(rows)
 
