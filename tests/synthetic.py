@@ -24,3 +24,19 @@ class BlobSlices(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.images[i]
+
+
+class CondBlobs(Dataset):
+    """BlobSlices with a mask (the blob's brightness in 4 classes) and a slice index: the
+    ``(image, mask, slice index)`` items of a conditional run."""
+
+    def __init__(self, n: int, size: int = 16, seed: int = 0):
+        self.images = BlobSlices(n, size, seed=seed).images
+        self.masks = ((self.images[:, 0] + 1) * 1.99).long().clamp(0, 3)
+        self.slices = (torch.arange(n) * 7) % 32
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.masks[i], self.slices[i]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthetic import BlobSlices
-from torch.utils.data import Dataset, TensorDataset
+from synthetic import CondBlobs as _CondBlobs
+from torch.utils.data import TensorDataset
 
 from oasis_lib.config import TrainConfig
 from oasis_lib.models.conditioning import Condition
@@ -16,19 +16,9 @@ from oasis_lib.training import Trainer
 SIZE = 16
 
 
-class CondBlobs(Dataset):
-    """BlobSlices with a mask (the blob's brightness in 4 classes) and a slice index."""
-
+class CondBlobs(_CondBlobs):
     def __init__(self, n: int, seed: int):
-        self.images = BlobSlices(n, SIZE, seed=seed).images
-        self.masks = ((self.images[:, 0] + 1) * 1.99).long().clamp(0, 3)
-        self.slices = (torch.arange(n) * 7) % 32
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], self.masks[i], self.slices[i]
+        super().__init__(n, SIZE, seed=seed)
 
 
 def cond_config(out, **over) -> TrainConfig:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import CondBlobs
 
 from oasis_lib.checkpoint import load_checkpoint
 from oasis_lib.training.distributed import (
@@ -87,9 +88,9 @@ def run(tmp: Path, name: str, spec: dict, world: int) -> None:
         assert code == 0, f"rank {rank} of {name} failed:\n{err[-3000:]}"
 
 
-def one_step(tmp: Path, name: str, world: int, **over) -> dict:
+def one_step(tmp: Path, name: str, world: int, *, steps: int = 1, **over) -> dict:
     res = tmp / name
-    run(tmp, name, {"mode": "step", "keyed_draws": True, "results": str(res),
+    run(tmp, name, {"mode": "step", "keyed_draws": True, "results": str(res), "steps": steps,
                     "config": config(tmp / f"{name}_run", hflip=False, **over)}, world)
     return {r: torch.load(res / f"rank{r}.pt", weights_only=True) for r in range(world)}
 
@@ -172,6 +173,37 @@ def test_two_ranks_accumulating_two_equal_one_rank_of_4b(tmp_path):
     for r in range(2):
         assert_close_dicts(accum[r]["grads"], single["grads"], rtol=1e-4, atol=1e-6)
         assert_close_dicts(accum[r]["weights"], single["weights"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_conditional_two_ranks_equal_one_process(tmp_path, grad_accum):
+    # (f) mask+slice with condition dropout and mask ablation, three steps (the zero-initialised
+    # output layers pass no gradient to the slice embedding before step 3): each rank's share of
+    # the masks and slice indices travels with its images, and the conditions (drawn per
+    # image, keyed like t and the noise; the trainer draws them from the rank's generator,
+    # seed * world + rank, as it draws the noise) are those of the one-process run.
+    over = dict(condition="mask+slice", p_uncond=0.5, mask_ablation_p=0.5)
+    single = one_step(tmp_path, "single", world=1, steps=3, **over)[0]
+    ddp = one_step(tmp_path, "ddp", world=2, steps=3, grad_accum=grad_accum, **over)
+    for k, seen in enumerate(single["conditions"]):  # (one per micro-step on the ranks)
+        for name, value in seen.items():
+            both = torch.cat([c[name] for r in range(2) for c in
+                              ddp[r]["conditions"][k * grad_accum:(k + 1) * grad_accum]])
+            assert torch.equal(both, value), f"step {k + 1}: {name}"
+    seen = single["conditions"]
+    present = torch.cat([c["mask_present"] for c in seen])
+    assert present.any()
+    assert not present.all()  # some samples dropped to the null condition
+    masks = CondBlobs(40, 16, seed=0).masks
+    full = torch.cat([masks[idx] for idx in single["all_indices"]])
+    assert (torch.cat([c["mask"] for c in seen]) != full).any()  # some classes ablated
+    for r in range(2):
+        assert_close_dicts(ddp[r]["grads"], single["grads"], rtol=1e-4, atol=1e-6)
+        assert_close_dicts(ddp[r]["weights"], single["weights"], rtol=1e-5, atol=1e-6)
+    # both conditions reach the gradient: the slice table, and conv_in's mask channels
+    assert single["grads"]["slice_embed.table.weight"].abs().max() > 0
+    assert single["grads"]["conv_in.weight"][:, 1:].abs().max() > 0
 
 
 def _train_spec(tmp: Path, name: str, **over) -> dict:
