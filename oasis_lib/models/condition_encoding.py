@@ -23,6 +23,7 @@ from .conditioning import (
     _check_flags,
     check_mask,
     slice_tokens,
+    values_checkable,
 )
 from .embeddings import sinusoidal_embedding
 
@@ -156,8 +157,8 @@ class SliceEmbedding(nn.Module):
         if tokens.ndim != 1 or tokens.dtype.is_floating_point:
             raise ValueError(f"expected integer slice tokens of shape [B], got {tokens.dtype} "
                              f"{tuple(tokens.shape)}")
-        bad = tokens[(tokens < 0) | (tokens > NULL_SLICE)] if tokens.device.type != "meta" \
-            else tokens[:0]  # (the memory probe runs on the meta device: no values to check)
+        bad = tokens[(tokens < 0) | (tokens > NULL_SLICE)] if values_checkable(tokens) \
+            else tokens[:0]  # (meta device, or torch.compile tracing: no values to check)
         if bad.numel():
             raise ValueError(f"slice tokens must be in 0..{NUM_SLICES - 1} or NULL_SLICE="
                              f"{NULL_SLICE}; found {bad[:8].tolist()}")

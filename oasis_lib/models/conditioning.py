@@ -69,6 +69,13 @@ def _check_flags(name: str, flags: Tensor | None, batch: int) -> None:
                          f"{flags.dtype} {tuple(flags.shape)}")
 
 
+def values_checkable(x: Tensor) -> bool:
+    """Whether a check may read ``x``'s values: not on the meta device (the memory probe has
+    none) and not while ``torch.compile`` traces (a data-dependent shape would break the graph;
+    a Condition's values were checked when it was built, outside the compiled network)."""
+    return x.device.type != "meta" and not torch.compiler.is_compiling()
+
+
 def check_mask(mask: Tensor) -> None:
     """Raise ValueError unless ``mask`` is an integer tensor ``[B, H, W]`` with values 0..3."""
     if not isinstance(mask, Tensor):
@@ -77,6 +84,8 @@ def check_mask(mask: Tensor) -> None:
         raise ValueError(f"mask must be an integer (long) tensor of classes 0..3, got {mask.dtype}")
     if mask.ndim != 3:
         raise ValueError(f"expected mask of shape [B, H, W], got {tuple(mask.shape)}")
+    if not values_checkable(mask):
+        return
     bad = torch.unique(mask[(mask < 0) | (mask >= NUM_CLASSES)])
     if bad.numel():
         values = bad[:8].tolist()
@@ -96,6 +105,8 @@ def check_slice_index(slice_index: Tensor) -> None:
         raise ValueError(f"slice_index must be an integer (long) tensor, got {slice_index.dtype}")
     if slice_index.ndim != 1:
         raise ValueError(f"expected slice_index of shape [B], got {tuple(slice_index.shape)}")
+    if not values_checkable(slice_index):
+        return
     bad = slice_index[(slice_index < 0) | (slice_index >= NUM_SLICES)]
     if bad.numel():
         raise ValueError(f"slice_index must be in 0..{NUM_SLICES - 1}; found {bad[:8].tolist()}")
