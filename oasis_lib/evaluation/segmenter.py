@@ -38,11 +38,9 @@ offline demo dataset at 64x64 (``python -m oasis_lib train-segmenter``; see
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import random
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,12 +256,9 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
         ``{"dice": {class: Dice}, "history": [{"epoch", "loss", "dice"}...], "parameters",
         "train_seconds", "images_per_second", "out", "command", ...}``.
     """
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from .fitting import check_counts, fit_epochs, fp16_state
 
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    check_counts(epochs=epochs, batch_size=batch_size)
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (the legacy global stream, as training.seed_everything)
     torch.manual_seed(seed)
@@ -274,51 +269,25 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
                                                  train_splits=train_splits)
         train_set = train_default if train_set is None else train_set
         val_set = val_default if val_set is None else val_set
-    if len(train_set) < batch_size:
-        raise ValueError(f"batch_size={batch_size} is larger than the training set "
-                         f"({len(train_set)} slices)")
     dev = get_device(device)
     config = dataclasses.replace(config or SegmenterConfig(), image_size=image_size)
     model = TissueSegmenter(config).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def loss(x, mask):
+        logits = model(x)
+        value = F.cross_entropy(logits, mask)
+        return value + dice_weight * soft_dice_loss(logits, mask) if dice_weight else value
+
+    def measure(net) -> dict[str, Any]:
+        return {"dice": [round(float(d), 4) for d in evaluate_dice(net, val_set)]}
+
+    history, seconds = fit_epochs(
+        model, loss, train_set, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, seed=seed, device=dev, measure=measure, progress=progress,
+        desc="segmenter epochs", batch_bar=True,
+        postfix=lambda r: {"dice": "/".join(f"{d:.3f}" for d in r["dice"][1:])})
     steps_per_epoch = len(train_set) // batch_size
-    total, warmup = epochs * steps_per_epoch, steps_per_epoch
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
-    history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    bar = tqdm(range(epochs), desc="segmenter epochs", disable=not progress)
-    for epoch in bar:
-        model.train()
-        running = 0.0
-        for x, mask in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
-            x, mask = x.to(dev), mask.to(dev)
-            logits = model(x)
-            loss = F.cross_entropy(logits, mask)
-            if dice_weight:
-                loss = loss + dice_weight * soft_dice_loss(logits, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += float(loss.detach())
-        dice = evaluate_dice(model.eval(), val_set)
-        history.append({"epoch": epoch + 1, "loss": round(running / steps_per_epoch, 5),
-                        "dice": [round(float(d), 4) for d in dice]})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}",
-                        dice="/".join(f"{d:.3f}" for d in dice[1:].tolist()))
-    seconds = time.perf_counter() - t0
-
-    # the stored weights are fp16: measure exactly what load_segmenter will give
-    state = {k: v.detach().cpu().half() for k, v in model.state_dict().items()}
-    load_state_strict(model, {k: v.float() for k, v in state.items()}, source="fp16 weights")
+    state = fp16_state(model)  # the stored weights: measure exactly what load_segmenter gives
     dice = evaluate_dice(model.eval(), val_set)
     metrics: dict[str, Any] = {
         "dice": {n: round(float(d), 4) for n, d in zip(CLASS_NAMES, dice, strict=True)},

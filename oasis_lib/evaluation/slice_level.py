@@ -27,11 +27,9 @@ slice's prediction does not depend on its batch.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import random
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,12 +244,9 @@ def train_slice_regressor(root: str | os.PathLike | None = None, *, image_size: 
     Returns ``{"validate_mae", "history": [{"epoch", "loss", "validate_mae"}], "parameters",
     "train_seconds", "images_per_second", "command", "out", ...}``.
     """
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from .fitting import check_counts, fit_epochs, fp16_state
 
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    check_counts(epochs=epochs, batch_size=batch_size)
     config = dataclasses.replace(config or SliceRegressorConfig(), image_size=image_size,
                                  head=head)  # ValueError for an unknown head
     random.seed(seed)
@@ -265,40 +260,16 @@ def train_slice_regressor(root: str | os.PathLike | None = None, *, image_size: 
                                                 train_splits=train_splits)[0])
         if val_set is None:
             val_set = _WithSlices(load_split("validate", root, image_size))
-    if len(train_set) < batch_size:
-        raise ValueError(f"batch_size={batch_size} is larger than the training set "
-                         f"({len(train_set)} slices)")
     dev = get_device(device)
     model = SliceRegressor(config).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    per_epoch = len(train_set) // batch_size
-    total = epochs * per_epoch
-
-    def lr_factor(step: int) -> float:
-        if step < per_epoch:
-            return (step + 1) / per_epoch
-        return 0.5 * (1 + math.cos(math.pi * (step - per_epoch) / max(1, total - per_epoch)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
-    history: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    for epoch in tqdm(range(epochs), desc="slice regressor epochs", disable=not progress):
-        model.train()
-        running = 0.0
-        for x, s in loader:
-            loss = model.loss(x.to(dev), s.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += float(loss.detach())
-        history.append({"epoch": epoch + 1, "loss": round(running / per_epoch, 5),
-                        "validate_mae": round(evaluate_slice_mae(model.eval(), val_set), 4)})
-    seconds = time.perf_counter() - t0
-    state = {k: v.detach().cpu().half() for k, v in model.state_dict().items()}
-    load_state_strict(model, {k: v.float() for k, v in state.items()}, source="fp16 weights")
+    history, seconds = fit_epochs(
+        model, model.loss, train_set, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, seed=seed, device=dev, progress=progress,
+        desc="slice regressor epochs",
+        measure=lambda net: {"validate_mae": round(evaluate_slice_mae(net, val_set), 4)},
+        postfix=lambda r: {"mae": f"{r['validate_mae']:.2f}"})
+    total = epochs * (len(train_set) // batch_size)
+    state = fp16_state(model)  # the stored weights: measure exactly what the loader gives
     mae = round(evaluate_slice_mae(model.eval(), val_set), 4)
     metrics: dict[str, Any] = {
         "validate_mae": mae, "head": head, "history": history,

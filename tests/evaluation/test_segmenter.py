@@ -149,6 +149,15 @@ def test_one_epoch_on_synthetic_blobs_writes_a_loadable_file(tmp_path):
     assert all(torch.equal(v, other[k]) for k, v in model.state_dict().items())
 
 
+def test_training_recipe_golden_losses():
+    # fixed seed: the per-epoch losses of the recipe (evaluation.fitting, with its per-batch
+    # bar), as measured before the loop was shared with the slice regressor
+    m = train_segmenter(out=None, image_size=16, epochs=2, batch_size=8, seed=3, progress=False,
+                        train_set=BlobsWithMasks(16, 16, seed=0),
+                        val_set=BlobsWithMasks(4, 16, seed=1))
+    assert [h["loss"] for h in m["history"]] == pytest.approx([2.10041, 1.92619], rel=1e-3)
+
+
 def test_cli_train_segmenter(fake_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["train-segmenter", "--help"])
