@@ -224,6 +224,11 @@ class TrainConfig(RunConfig):
     #   scale_by_std); None: computed once from the cached training latents when the run starts
     #   and stored in this config, so checkpoints and exports carry it
     latent_cache_dir: str = "runs/latent_cache"  # latents of the data, keyed by autoencoder+data
+    # --- warm start (training.init_from): None trains from a fresh initialisation
+    init_from: str | None = None  # a model file (.safetensors export or a run's .pt: its EMA)
+    #   whose U-Net weights a *fresh* run starts from (never re-applied on resume); a
+    #   conditional run from an unconditional file gets zero condition weights, so it starts
+    #   as that model; a latent file brings its autoencoder and scale factor
     # --- conditional generation (issue 12; models.conditioning): none keeps the run unconditional
     condition: str = "none"  # none | mask | slice | mask+slice: what the U-Net is given (the
     #   mask as one-hot channels, the slice 0..31 as an embedding; unet_overrides mask_encoding /

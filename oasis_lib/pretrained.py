@@ -94,8 +94,9 @@ def load_autoencoder(path: str | os.PathLike, *, device: str | torch.device | No
                      use_ema: bool = True):
     """A trained :class:`~oasis_lib.models.autoencoder.AutoencoderKL`, frozen, in eval mode.
 
-    ``path`` is an autoencoder training checkpoint (``runs/ae/best.pt``: its EMA weights) or a
-    safetensors export whose metadata has ``kind="autoencoder"``.
+    ``path`` is an autoencoder training checkpoint (``runs/ae/best.pt``: its EMA weights), a
+    safetensors export whose metadata has ``kind="autoencoder"``, or a latent diffusion export
+    (its ``autoencoder.*`` weights: the autoencoder it was trained with).
     """
     from .config import AutoencoderTrainConfig
     from .models.autoencoder import AutoencoderConfig, AutoencoderKL
@@ -103,6 +104,10 @@ def load_autoencoder(path: str | os.PathLike, *, device: str | torch.device | No
     path = Path(path)
     if path.suffix == ".safetensors":
         state, meta = load_safetensors(path)
+        if "autoencoder_config" in meta:  # a latent diffusion model with its autoencoder
+            n = len(AUTOENCODER_PREFIX)
+            meta = {"kind": AUTOENCODER_KIND, "autoencoder": meta["autoencoder_config"]}
+            state = {k[n:]: v for k, v in state.items() if k.startswith(AUTOENCODER_PREFIX)}
         if meta.get("kind") != AUTOENCODER_KIND:
             raise CheckpointError(f"{path} is not an autoencoder export: expected metadata "
                                   f"kind={AUTOENCODER_KIND!r}, found keys {sorted(meta)}")

@@ -26,6 +26,7 @@ from .conditional import add_condition_flags, add_inpaint_parser
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
 from .evaluate import add_evaluate_parser
 from .slice_regressor import add_slice_regressor_parser
+from .train import add_train_flags
 from .validate import add_train_splits_flag, check_args
 
 
@@ -57,10 +58,9 @@ def _train_config(args):
         "image_size": args.image_size, "epochs": args.epochs, "max_steps": args.max_steps,
         "max_minutes": args.max_minutes, "optimizer": args.optimizer, "grad_clip": args.grad_clip,
         "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
-        "precision": args.precision,
-        "device": args.device, "seed": args.seed, "data_root": args.data_root,
-        "checkpoint_every": args.checkpoint_every, "arch": args.arch,
-        "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
+        "precision": args.precision, "init_from": args.init_from, "device": args.device,
+        "seed": args.seed, "data_root": args.data_root, "checkpoint_every": args.checkpoint_every,
+        "arch": args.arch, "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
         "validate_every": args.validate_every, "sample_every": args.sample_every,
         "autoencoder": args.autoencoder, "latent_cache_dir": args.latent_cache_dir,
         "condition": args.condition, "p_uncond": args.p_uncond,
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a diffusion model (resumable)")
     t.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
-    add_train_splits_flag(t)
+    add_train_flags(t)  # --train-splits, --init-from
     t.add_argument("--preset", default=None, choices=tuple(TRAIN_PRESETS),
                    help="model and training preset (default cpu; on --resume: the run's)")
     t.add_argument("--arch", default=None, choices=ARCHS)

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UsageError, usage_phase
-from .validate import check_memory, check_positive_float, check_positive_int, check_writable_parent
+from .validate import (
+    add_train_splits_flag,
+    check_memory,
+    check_positive_float,
+    check_positive_int,
+    check_writable_parent,
+)
 
 #: argparse dest -> TrainConfig field (``diffusion.x`` for the nested ones).
 ARG_FIELDS = {
@@ -31,10 +37,22 @@ ARG_FIELDS = {
     "loss": "diffusion.loss_type", "min_snr_gamma": "diffusion.min_snr_gamma",
     "autoencoder": "autoencoder", "latent_cache_dir": "latent_cache_dir",
     "condition": "condition", "p_uncond": "p_uncond", "mask_ablation_p": "mask_ablation_p",
-    "train_splits": "train_splits",
+    "train_splits": "train_splits", "init_from": "init_from",
 }
 FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress"}
 DEFAULT_PRESET = "cpu"
+
+
+def add_train_flags(parser) -> None:
+    """The ``train`` flags defined here rather than in ``main.py``: ``--train-splits`` and
+    ``--init-from``."""
+    add_train_splits_flag(parser)
+    parser.add_argument(
+        "--init-from", default=None, metavar="FILE",
+        help="start a new run from the U-Net weights of FILE (a .safetensors export or a run's "
+             ".pt: its EMA); a conditional run from an unconditional file starts as that model "
+             "(zero condition weights); a latent file brings its autoencoder and scale factor. "
+             "Never re-applied on --resume")
 
 
 def explicit_fields(args) -> set[str]:
@@ -60,6 +78,10 @@ def check_train_args(args) -> None:
     check_positive_float(args.grad_clip, flag="--grad-clip", allow_zero=True)
     if args.ema_decay is not None and not 0.0 <= args.ema_decay < 1.0:
         raise UsageError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    init = getattr(args, "init_from", None)
+    if init is not None and not Path(init).is_file():
+        raise UsageError(f"--init-from {init} does not exist; give a model file (.safetensors "
+                         "export or a run's best.pt)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a run folder, e.g. runs/NAME")

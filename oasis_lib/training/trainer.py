@@ -35,6 +35,7 @@ from ..models.conditioning import Condition, condition_fields, training_conditio
 from ..models.factory import build_pipeline
 from ..seeding import cpu_generator
 from .distributed import destroy
+from .init_from import read_init_source, resolve_init_config, warm_start_state
 from .loop import RESUME_OVERRIDES, NonFiniteLossError, TrainingLoop, TrainResult, _images
 
 __all__ = ["RESUME_OVERRIDES", "NonFiniteLossError", "TrainResult", "Trainer", "train"]
@@ -57,6 +58,8 @@ class Trainer(TrainingLoop):
             raise ValueError(f"model= is for arch 'external'; arch {config.arch!r} builds its "
                              "own network (set arch='external' to train the one passed)")
         self._external_model = model
+        # A resume keeps the run's own weights: init_from is not re-applied (build).
+        self.resuming = bool(kwargs.get("resume", False))
         super().__init__(config, **kwargs)
 
     @property
@@ -69,8 +72,16 @@ class Trainer(TrainingLoop):
 
     # ------------------------------------------------------------------ what is trained
     def build(self) -> torch.nn.Module:
-        """The network to optimise (here: the diffusion pipeline's), before moving it."""
+        """The network to optimise (here: the diffusion pipeline's), before moving it; a fresh
+        run with ``init_from`` starts from that file's weights (:mod:`.init_from`), so the EMA
+        copy made next does too."""
+        source = None
+        if self.cfg.init_from is not None and not self.resuming:
+            source = read_init_source(self.cfg.init_from)
+            resolve_init_config(self.cfg, source)  # a latent file's autoencoder, scale factor
         self.pipeline = build_pipeline(self.cfg, model=self._external_model)
+        if source is not None:
+            warm_start_state(self.pipeline.model, source.state, source=str(source.path))
         self.schedule = self.pipeline.schedule
         self._slice_sets = (self.train_set, self.val_set)  # before a latent run replaces them
         return self.pipeline.model
