@@ -135,29 +135,29 @@ def warm_start_state(model: nn.Module, state: dict[str, torch.Tensor], *, source
                      ) -> dict[str, torch.Tensor]:
     """``state`` (an unconditional or conditional U-Net's) fitted to ``model``: the input
     convolution widened with zero weights for the condition channels, the zero-output modules
-    ``model`` has and ``state`` lacks filled with ``model``'s own (constructed) values. Any
-    other difference raises :class:`InitFromError` naming the keys."""
+    ``model`` has and ``state`` lacks filled with ``model``'s own (constructed) values; then
+    loaded into ``model``. Any other difference (another preset, another number of data
+    channels) raises :class:`InitFromError` naming every missing, unexpected and mis-shaped
+    key."""
     own = model.state_dict()
     fitted = dict(state)
-    w = state.get(INPUT_CONV)
-    if w is not None and INPUT_CONV in own and w.shape != own[INPUT_CONV].shape:
-        target = own[INPUT_CONV]
-        c = getattr(getattr(model, "config", None), "in_channels", None)
-        if (w.ndim != 4 or w.shape[1] != c or target.shape[1] < c
-                or (w.shape[0], *w.shape[2:]) != (target.shape[0], *target.shape[2:])):
-            raise InitFromError(
-                f"{source} does not fit the new model: {INPUT_CONV} is {tuple(w.shape)}, the "
-                f"model's {tuple(target.shape)} (it takes {c} data channels; only extra "
-                "condition channels may be added)")
-        wide = torch.zeros_like(target)
-        wide[:, :c] = w.to(target.dtype)
+    w, target = state.get(INPUT_CONV), own.get(INPUT_CONV)
+    c = getattr(getattr(model, "config", None), "in_channels", None)
+    if (w is not None and target is not None and w.shape != target.shape and w.ndim == 4
+            and w.shape[1] == c and target.shape[1] > c
+            and (w.shape[0], *w.shape[2:]) == (target.shape[0], *target.shape[2:])):
+        wide = torch.zeros_like(target)  # the condition channels: zero
+        wide[:, :c] = w.to(target.dtype)  # the data channels of x_t: copied
         fitted[INPUT_CONV] = wide
     added = [k for k in own if k not in state and k.startswith(ZERO_MODULES)]
     for k in added:
         fitted[k] = own[k]
     if added:
         _check_zero_output(model)
-    load_state_strict(model, fitted, source=f"init_from {source}")
+    try:
+        load_state_strict(model, fitted, source=f"init_from {source}")
+    except CheckpointError as err:
+        raise InitFromError(str(err)) from None
     return fitted
 
 
