@@ -127,6 +127,11 @@ def prepare_train(args, config_from_args: Callable):
         cfg = resume_config(cfg, explicit=explicit, allow=tuple(args.override or ()))
         if cfg is None:
             return None
+    elif getattr(cfg, "init_from", None) is not None:  # a latent file's autoencoder and scale
+        from ..training.init_from import read_init_source, resolve_init_config
+
+        with usage_phase():  # (the Trainer resolves again: the same values, accepted)
+            resolve_init_config(cfg, read_init_source(cfg.init_from))
     with usage_phase():
         # /proc/meminfo says nothing of GPU memory; a latent run's shape is known only later.
         if cfg.device in ("auto", "cpu") and getattr(cfg, "autoencoder", None) is None:

@@ -238,6 +238,21 @@ def test_a_latent_file_brings_its_autoencoder_and_scale_factor(latent_file):
     assert same.autoencoder == str(ae)
 
 
+def test_cli_resolves_a_latent_init_file_before_training(latent_file, tmp_path, capsys):
+    from oasis_lib.cli.main import _train_config, build_parser, main
+    from oasis_lib.cli.train import prepare_train
+
+    path, ae = latent_file
+    flags = ["train", "--preset", "tiny", "--image-size", str(LATENT), "--condition",
+             "mask+slice", "--init-from", str(path), "--out", str(tmp_path / "run")]
+    cfg = prepare_train(build_parser().parse_args(flags), _train_config)
+    assert (cfg.autoencoder, cfg.latent_scale_factor) == (str(path), 0.5)
+    other = tiny_autoencoder(tmp_path / "ae_b.safetensors", seed=8)
+    assert main([*flags, "--autoencoder", str(other)]) == 2  # refused before any compute
+    assert "another autoencoder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_latent_conflicts_are_refused(latent_file, tmp_path):
     path, _ = latent_file
     source = read_init_source(path)
