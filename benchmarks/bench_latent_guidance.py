@@ -71,7 +71,8 @@ def figure(masks, rows: dict[str, torch.Tensor], dice: dict[str, list[float]], p
             ax.set_axis_off()
     axes[0, 0].set_title("conditioning mask", fontsize=8)
     tissue_legend(fig)
-    return save_figure(fig, path)
+    save_figure(fig, path)
+    return path
 
 
 def per_sample_dice(images128, masks128, segmenter) -> list[float]:

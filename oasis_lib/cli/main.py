@@ -63,7 +63,7 @@ def _train_config(args):
         "arch": args.arch, "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
         "validate_every": args.validate_every, "sample_every": args.sample_every,
         "autoencoder": args.autoencoder, "latent_cache_dir": args.latent_cache_dir,
-        "condition": args.condition, "p_uncond": args.p_uncond,
+        "condition": args.condition, "p_uncond": args.p_uncond, "budget_clock": args.budget_clock,
         "mask_ablation_p": args.mask_ablation_p, "train_splits": args.train_splits,
     }.items() if v is not None}
     if args.channels_last:
