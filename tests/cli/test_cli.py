@@ -111,3 +111,16 @@ def test_train_refuses_an_existing_run_without_resume(demo_root, tmp_path, capsy
     assert err.startswith("error: ")
     assert "already holds a run" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("flag", "value", "field", "expected"), [
+    ("--budget-clock", "cpu", "budget_clock", "cpu"),  # (once parsed and silently dropped)
+    ("--max-minutes", "3", "max_minutes", 3.0),
+    ("--p-uncond", "0.2", "p_uncond", 0.2),
+    ("--train-splits", "train,test", "train_splits", ("train", "test"))])
+def test_train_flags_reach_the_config(flag, value, field, expected, tmp_path):
+    from oasis_lib.cli.main import _train_config
+
+    args = build_parser().parse_args(["train", "--preset", "tiny", flag, value,
+                                      "--out", str(tmp_path / "run")])
+    assert getattr(_train_config(args), field) == expected
