@@ -70,6 +70,8 @@ def run_export(args) -> int:
     # The shared file carries the recipe, not this machine's paths.
     config = {**ckpt["config"], "out_dir": f"runs/{Path(ckpt['config']['out_dir']).name}",
               "data_root": None}
+    if config.get("latent_cache_dir"):  # (a speed knob: where this machine kept its latents)
+        config["latent_cache_dir"] = f"runs/{Path(config['latent_cache_dir']).name}"
     autoencoder_run = _is_autoencoder_run(config)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.export.safetensors")
     try:
