@@ -12,9 +12,10 @@ from .style import DPI, LABEL_CMAP, save_figure, tissue_legend, to_display
 
 
 def plot_memorization(samples: Tensor, train: Tensor, dist, index, val_min: float, *,
-                      k: int = 8, save_to=None):
+                      k: int = 8, held_out: str = "held-out", save_to=None):
     """The ``k`` samples closest to a training slice (top) above that slice (bottom);
-    ``train[index]`` is each sample's nearest training slice (possibly mirrored)."""
+    ``train[index]`` is each sample's nearest training slice (possibly mirrored). ``val_min``:
+    the distance of the closest real ``held_out`` slice (a split name, e.g. ``"test"``)."""
     order = np.argsort(np.asarray(dist))[:k]
     fig, axes = plt.subplots(2, len(order), figsize=(1.5 * len(order), 3.6), squeeze=False, dpi=DPI)
     for j, s in enumerate(order):
@@ -24,7 +25,7 @@ def plot_memorization(samples: Tensor, train: Tensor, dist, index, val_min: floa
     for ax in axes.flat:
         ax.set_axis_off()
     fig.suptitle(f"closest samples (top) and their nearest train slice (RMS pixel distance); "
-                 f"closest validate slice: {val_min:.3f}", fontsize=9)
+                 f"closest {held_out} slice: {val_min:.3f}", fontsize=9)
     return save_figure(fig, save_to)
 
 
