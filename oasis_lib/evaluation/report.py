@@ -347,11 +347,12 @@ def metrics_table(report: dict, *, digits: int = 3) -> str:
     def num(v):
         return "-" if v is None else f"{v:.{digits}g}"
 
-    rows = [f"{'metric':<22}{'value':>9}{'floor':>9}  {'subsample range':<26}direction"]
+    rows = [f"{'metric':<22}{'value':>10}{'floor':>10}  {'subsample range':<26}direction"]
     for name, e in report["metrics"].items():
         iv = e.get("subsample_range")
         span = "-" if iv is None else f"[{num(iv[0])}, {num(iv[1])}] k={e['subsample_size']}"
-        rows.append(f"{name:<22}{num(e['value']):>9}{num(e['floor']):>9}  {span:<26}"
+        # a space between the columns: a long number (e.g. a negative KID) never runs on
+        rows.append(f"{name:<22}{num(e['value']):>9} {num(e['floor']):>9}  {span:<26}"
                     f"{e['direction']}")
     return "\n".join(rows)
 
@@ -368,7 +369,7 @@ def write_report(report: EvaluationReport, out) -> Path:
                save_to=out / "samples.png")
     nn = report.nearest_neighbours("pixel")
     plot_memorization(samples, nn["references"], nn["distance"], nn["index"],
-                      float(nn["validate_distance"].min()),
+                      float(nn["validate_distance"].min()), held_out=report.reference.held_out,
                       save_to=out / "memorization_gallery.png")
     plot_fractions(report.fractions, save_to=out / "tissue_fractions.png")
     plot_histograms(report.intensities, "in-brain intensity",

@@ -160,6 +160,16 @@ def test_metrics_table_rounds_and_lists_every_metric():
     assert lines[2].split() == ["inception_fid", "-", "-", "-", "lower"]
 
 
+def test_metrics_table_keeps_a_negative_floor_apart_from_the_value():
+    # an unbiased KID can come out below 0 (notebook 06: floor -1.48e-05 next to 0.00241)
+    report = {"metrics": {"kid_segmenter": {
+        "value": 0.0024121, "floor": -1.4812e-05, "subsample_range": [0.000253, 0.006641],
+        "subsample_size": 16, "direction": "lower"}}}
+    line = E.metrics_table(report).splitlines()[1]
+    assert line.split() == ["kid_segmenter", "0.00241", "-1.48e-05", "[0.000253,", "0.00664]",
+                            "k=16", "lower"]
+
+
 def test_plot_segmentation_shows_slices_true_and_predicted_masks(tmp_path):
     import matplotlib
 
