@@ -1,4 +1,5 @@
-"""Small in-memory image sets for trainer tests (no files, no data layer)."""
+"""Small in-memory image sets for trainer tests (no files, no data layer), and a tiny exported
+model for the CLI tests."""
 
 from __future__ import annotations
 
@@ -40,3 +41,19 @@ class CondBlobs(Dataset):
 
     def __getitem__(self, i):
         return self.images[i], self.masks[i], self.slices[i]
+
+
+def perturbed_export(path, condition: str, size: int = 16):
+    """Save a tiny ``condition`` model (T = 20) whose weights are perturbed from their
+    initialisation, so that it is not the zero-initialised net that ignores its condition."""
+    from oasis_lib.config import TrainConfig
+    from oasis_lib.models.factory import build_pipeline
+
+    cfg = TrainConfig.from_preset("tiny", image_size=size, condition=condition,
+                                  diffusion={"timesteps": 20})
+    pipe = build_pipeline(cfg, warn=False)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return pipe.save(path)

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from synthetic import perturbed_export
 
 from oasis_lib.cli import build_parser, main
-from oasis_lib.config import TrainConfig
 from oasis_lib.models.conditioning import CONDITIONS
-from oasis_lib.models.factory import build_pipeline
 
 SIZE = 16
 
 
-def _export(path, condition):
-    cfg = TrainConfig.from_preset("tiny", image_size=SIZE, condition=condition,
-                                  diffusion={"timesteps": 20})
-    pipe = build_pipeline(cfg, warn=False)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pipe.model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return pipe.save(path)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +32,10 @@ def files(tmp_path_factory):
     region[4:10, 5:12] = 255
     Image.fromarray(region).save(d / "region.png")
     Image.fromarray((region // 2).astype(np.uint8)).save(d / "grey_region.png")
-    return {"dir": d, "cond": _export(d / "cond.safetensors", "mask+slice"),
-            "mask_only": _export(d / "mask.safetensors", "mask"),
-            "plain": _export(d / "plain.safetensors", "none"), "image": image, "region": region}
+    return {"dir": d, "cond": perturbed_export(d / "cond.safetensors", "mask+slice"),
+            "mask_only": perturbed_export(d / "mask.safetensors", "mask"),
+            "plain": perturbed_export(d / "plain.safetensors", "none"), "image": image,
+            "region": region}
 
 
 def one_error(capsys) -> str:

@@ -8,10 +8,10 @@ import re
 
 import pytest
 import torch
+from synthetic import perturbed_export
 
 from oasis_lib.checkpoint import export_safetensors
 from oasis_lib.cli import build_parser, main
-from oasis_lib.config import TrainConfig
 from oasis_lib.evaluation import report as E
 from oasis_lib.evaluation.conditions import CONDITION_SOURCES, validate_conditions
 from oasis_lib.evaluation.segmenter import SEGMENTER_KIND, TissueSegmenter, load_segmenter
@@ -20,21 +20,11 @@ from oasis_lib.evaluation.slice_level import (
     SliceRegressor,
     load_slice_regressor,
 )
-from oasis_lib.models.factory import build_pipeline
 from oasis_lib.pretrained import load_model
 
 SIZE = 16
 
 
-def _export(path, condition):
-    cfg = TrainConfig.from_preset("tiny", image_size=SIZE, condition=condition,
-                                  diffusion={"timesteps": 20})
-    pipe = build_pipeline(cfg, warn=False)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # an untrained net ignores its condition: make it matter
-        for p in pipe.model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return pipe.save(path)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +48,8 @@ def files(tmp_path_factory):
                                   config={"kind": SLICE_REGRESSOR_KIND,
                                           "slice_regressor": reg.config.to_dict()})
     return {"dir": d, "root": root, "seg": seg_file, "reg": reg_file,
-            "cond": _export(d / "cond.safetensors", "mask+slice"),
-            "plain": _export(d / "plain.safetensors", "none")}
+            "cond": perturbed_export(d / "cond.safetensors", "mask+slice"),
+            "plain": perturbed_export(d / "plain.safetensors", "none")}
 
 
 def _argv(files, model, out, *flags):

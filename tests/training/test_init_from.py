@@ -9,8 +9,7 @@ import json
 
 import pytest
 import torch
-from synthetic import BlobSlices
-from torch.utils.data import Dataset
+from synthetic import CondBlobs
 
 from oasis_lib.checkpoint import atomic_save, load_checkpoint
 from oasis_lib.config import TrainConfig
@@ -121,17 +120,6 @@ def test_a_trained_slice_embedding_is_not_taken_for_a_fresh_one(uncond_file):
 
 
 # ------------------------------------------------------------------ through the Trainer
-class CondBlobs(Dataset):
-    def __init__(self, n: int, seed: int):
-        self.images = BlobSlices(n, SIZE, seed=seed).images
-        self.masks = ((self.images[:, 0] + 1) * 1.99).long().clamp(0, 3)
-        self.slices = (torch.arange(n) * 7) % 32
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], self.masks[i], self.slices[i]
 
 
 def run_config(out, init, **over) -> TrainConfig:
@@ -141,7 +129,7 @@ def run_config(out, init, **over) -> TrainConfig:
 
 
 def data():
-    return {"train_set": CondBlobs(16, seed=0), "val_set": CondBlobs(8, seed=1)}
+    return {"train_set": CondBlobs(16, SIZE, seed=0), "val_set": CondBlobs(8, SIZE, seed=1)}
 
 
 def test_trainer_starts_the_model_and_its_ema_from_the_file_and_records_it(
