@@ -15,8 +15,8 @@ Markdown row per variant (contiguous / ``channels_last`` x fp32 / bf16 autocast)
   allocations, hence this method. It includes AdamW's state and the autograd graph.
 
 A step slower than ``--max-step`` seconds is timed once and its rate marked ``~``: on a CPU
-without native bf16 (AVX2 only, as our 2-core test machine with torch 2.14) bf16 convolutions
-fall back to a slow reference kernel and are 10-50x slower than fp32.
+without native bf16 (AVX2 only; one of our machines in session 2, with torch 2.14) bf16
+convolutions fall back to a slow reference kernel and were 10-50x slower than fp32 there.
 
 Run it on an otherwise idle machine; other processes on the same cores make the numbers wrong.
 
