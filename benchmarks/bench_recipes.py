@@ -39,7 +39,9 @@ steps; one sampler keeps the comparison about training).
 
 Run folders (resumable checkpoints, metrics, evaluation figures) go to ``--work``
 (``outputs/bench_recipes``); the table to ``--out`` (``benchmarks/results``): ``recipes.md`` and
-``recipes.json``, which the README and notebook 06 read.
+``recipes.json``, which the README and notebook 07 read. Both are rewritten after every
+recipe; ``--resume`` continues an interrupted training from its last checkpoint and keeps the
+recipes already scored in ``recipes.json`` at the same ``--minutes``, ``--n`` and seed.
 """
 
 from __future__ import annotations
@@ -48,18 +50,23 @@ import argparse
 import json
 import math
 import os
+import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from oasis_lib.config import DEMO_RECIPE, EXTERNAL_ARCH, SEED_RECIPE, TrainConfig
-from oasis_lib.data import load_splits
-from oasis_lib.evaluation import report as evaluation
-from oasis_lib.evaluation.segmenter import load_segmenter
-from oasis_lib.models.unet import count_parameters
-from oasis_lib.pretrained import load_model
-from oasis_lib.training import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_info import cpu_flags  # noqa: E402
+
+from oasis_lib.config import DEMO_RECIPE, EXTERNAL_ARCH, SEED_RECIPE, TrainConfig  # noqa: E402
+from oasis_lib.data import load_splits  # noqa: E402
+from oasis_lib.evaluation import report as evaluation  # noqa: E402
+from oasis_lib.evaluation.segmenter import load_segmenter  # noqa: E402
+from oasis_lib.models.unet import count_parameters  # noqa: E402
+from oasis_lib.pretrained import load_model  # noqa: E402
+from oasis_lib.training import train  # noqa: E402
 
 DIFFUSERS_LAYOUT = "diffusers-example"  # bench_models.DIFFUSERS_LAYOUTS
 DIFFUSERS_EPOCHS = 100  # the example's --num_epochs: where its cosine LR schedule ends
@@ -115,8 +122,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     out, work = Path(args.out), Path(args.work)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.minutes} min "
-          f"per recipe; load average at start {load:.2f}")
+    machine = (f"{platform.processor() or platform.machine()}, CPU flags: {cpu_flags()}, torch "
+               f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+               f"{torch.get_num_threads()} threads")
+    print(f"{machine}; {args.minutes} min per recipe; load average at start {load:.2f}")
 
     if "diffusers" in args.recipes:
         try:
@@ -128,7 +137,15 @@ def main(argv=None) -> None:
                         load_splits(args.data, image_size=64, augment=False), strict=True))
     n_train = len(datasets["train_set"])
     results = {}
+    if args.resume and (out / "recipes.json").exists():
+        kept = json.loads((out / "recipes.json").read_text())
+        if all(kept["argv"].get(k) == getattr(args, k) for k in ("minutes", "n", "seed", "steps")):
+            results = {k: v for k, v in kept["results"].items() if k in args.recipes}
+            print(f"resume: keeping {', '.join(results) or 'no recipe'} from "
+                  f"{out / 'recipes.json'}")
     for name in args.recipes:
+        if name in results:
+            continue
         cfg = recipe_config(name, work, args.minutes, args.data, args.seed, n_train=n_train)
         t0 = time.perf_counter()
         result = train(cfg, resume=args.resume and (work / name / "last.pt").exists(),
@@ -150,7 +167,15 @@ def main(argv=None) -> None:
                          "seconds_per_image": spi, "metrics": report["metrics"]}
         print(f"{name}: {result.step} steps, {result.images_per_second:.2f} img/s, "
               f"{spi:.3f} s/img sampling", flush=True)
+        results = {k: results[k] for k in args.recipes if k in results}
+        write(out, results, args, machine, load)
+    if not results:
+        raise SystemExit("error: no recipe was scored")
+    write(out, results, args, machine, load)
 
+
+def write(out: Path, results: dict, args, machine: str, load: float) -> None:
+    """Rewrite ``recipes.md`` and ``recipes.json`` from the recipes scored so far."""
     names = list(results)
 
     def line(label: str, cells) -> str:
@@ -172,13 +197,13 @@ def main(argv=None) -> None:
         cells = [results[k]["metrics"][key]["value"] for k in names]
         cells.append(results[names[0]]["metrics"][key]["floor"])
         lines.append(line(label, [fmt(v, scale, digits) for v in cells]))
-    table = "\n".join(lines)
+    table = f"{machine}\n\n" + "\n".join(lines)
     print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipes.md").write_text(table + "\n")
     (out / "recipes.json").write_text(json.dumps(
-        {"argv": vars(args), "torch": torch.__version__, "load_average_at_start": load,
-         "results": results}, indent=1, default=str))
+        {"argv": vars(args), "machine": machine, "torch": torch.__version__,
+         "load_average_at_start": load, "results": results}, indent=1, default=str))
     print(f"wrote {out / 'recipes.md'} and {out / 'recipes.json'}")
 
 

@@ -24,7 +24,9 @@ and KID" (value <= 1.05 x DDPM's) against the DDPM row of the same run.
     python benchmarks/bench_samplers.py --n 8 --runs ddpm:1000 unipc:20 --out outputs/smoke
 
 Results go to ``--out`` (``benchmarks/results``): ``samplers.md`` and ``samplers.json``, which
-the README and notebook 06 read.
+the README and notebook 05 read. Both are rewritten after every run, so a stopped benchmark
+keeps what it measured; ``--resume`` skips the runs already in ``samplers.json`` (same n, seed
+and checkpoint) and measures the rest.
 """
 
 from __future__ import annotations
@@ -33,15 +35,19 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from oasis_lib.diffusion.sampling import SAMPLERS, SPACINGS
-from oasis_lib.evaluation import report as evaluation
-from oasis_lib.evaluation.segmenter import load_segmenter
-from oasis_lib.pretrained import load_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_info import cpu_flags  # noqa: E402
+
+from oasis_lib.diffusion.sampling import SAMPLERS, SPACINGS  # noqa: E402
+from oasis_lib.evaluation import report as evaluation  # noqa: E402
+from oasis_lib.evaluation.segmenter import load_segmenter  # noqa: E402
+from oasis_lib.pretrained import load_model  # noqa: E402
 
 FAST = ("dpm++2m", "dpm++2m-sde", "dpm++3m", "unipc")
 RUNS = ("ddpm:1000", "ddim:10", "ddim:20", "ddim:50",
@@ -110,6 +116,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help="data root (default: $OASIS_DATA or demo)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --out/samplers.json, measure the rest")
     args = parser.parse_args(argv)
     runs = [parse_run(r) for r in args.runs]
 
@@ -119,12 +127,27 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, "
-          f"device {device.type}; checkpoint {args.checkpoint or 'shipped demo'}; "
+    machine = (f"{platform.processor() or platform.machine()}, CPU flags: {cpu_flags()}, torch "
+               f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+               f"{torch.get_num_threads()} threads, device {device.type}")
+    print(f"{machine}; checkpoint {args.checkpoint or 'shipped demo'}; "
           f"load average at start {load:.2f}")
 
     results = []
+    if args.resume and (out / "samplers.json").exists():
+        kept = json.loads((out / "samplers.json").read_text())
+        same = {k: kept["argv"].get(k) == getattr(args, k) for k in ("n", "seed", "checkpoint")}
+        if not all(same.values()):
+            raise SystemExit(f"error: --resume: {out / 'samplers.json'} was measured with other "
+                             f"settings ({', '.join(k for k, v in same.items() if not v)}); "
+                             "use another --out or leave out --resume")
+        results = [r for r in kept["results"]
+                   if (r["sampler"], r["steps"], r["spacing"]) in runs]
+        print(f"resume: keeping {len(results)} runs from {out / 'samplers.json'}")
     for sampler, steps, spacing in runs:
+        if any((r["sampler"], r["steps"], r["spacing"]) == (sampler, steps, spacing)
+               for r in results):
+            continue
         n = args.n
         t0 = time.perf_counter()
         samples, spi = evaluation.generate_samples(
@@ -142,7 +165,13 @@ def main(argv=None) -> None:
         print(f"{label}  n={n}  {spi:.3f} s/img  "
               f"frechet {report['metrics']['frechet_segmenter']['value']:.2f}  "
               f"kid {report['metrics']['kid_segmenter']['value'] * 1e3:.2f}e-3", flush=True)
+        results.sort(key=lambda r: runs.index((r["sampler"], r["steps"], r["spacing"])))
+        write(out, results, args, machine, load)
+    write(out, results, args, machine, load)
 
+
+def write(out: Path, results: list[dict], args, machine: str, load: float) -> None:
+    """Rewrite ``samplers.md`` and ``samplers.json`` from the runs measured so far."""
     header = ("| sampler (n) | NFE | s/img | Fréchet | KID x1e3 | tissue W1 | intensity W1 | "
               "SSIM | near-copy |\n|---|---|---|---|---|---|---|---|---|")
     lines = [header]
@@ -153,13 +182,13 @@ def main(argv=None) -> None:
     lines.append(row(f"floor: real validate vs train ({compared})", "", None,
                      results[0]["metrics"], key="floor"))
     goal = goal_lines(results)
-    table = "\n".join(lines) + "\n\n" + "\n".join(goal)
+    table = f"{machine}\n\n" + "\n".join(lines) + "\n\n" + "\n".join(goal)
     print(table)
     (out / "samplers.md").write_text(table + "\n")
     (out / "samplers.json").write_text(json.dumps(
-        {"argv": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(),
-         "load_average_at_start": load, "goal": goal, "results": results}, indent=1,
-        default=str))
+        {"argv": vars(args), "machine": machine, "torch": torch.__version__,
+         "threads": torch.get_num_threads(), "load_average_at_start": load, "goal": goal,
+         "results": results}, indent=1, default=str))
     print(f"wrote {out / 'samplers.md'} and {out / 'samplers.json'}")
 
 
