@@ -119,12 +119,13 @@ def plot_per_timestep_loss(
 
 
 def read_sampler_benchmark(path: str | os.PathLike) -> list[dict]:
-    """Rows ``{sampler, steps, nfe, n, seconds_per_image, <metric>: value, <metric>_floor}`` of a
-    ``bench_samplers.py`` JSON file (``benchmarks/results/samplers.json``)."""
+    """Rows ``{sampler, steps, spacing, nfe, n, seconds_per_image, <metric>: value,
+    <metric>_floor}`` of a ``bench_samplers.py`` JSON file (``benchmarks/results/samplers.json``)."""
     data = json.loads(open(path, encoding="utf-8").read())
     rows = []
     for r in data["results"]:
         row = {k: r[k] for k in ("sampler", "steps", "nfe", "n", "seconds_per_image")}
+        row["spacing"] = r.get("spacing", "trailing")
         for name, m in r["metrics"].items():
             if isinstance(m, dict) and m.get("value") is not None:
                 row[name] = m["value"]
@@ -133,32 +134,50 @@ def read_sampler_benchmark(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+SAMPLER_LABELS = {"ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)",
+                  "dpm++2m-sde": "DPM-Solver++(2M) SDE", "dpm++3m": "DPM-Solver++(3M)",
+                  "unipc": "UniPC"}
+
+
 def plot_steps_vs_quality(
     rows: Sequence[Mapping], *, metrics: Sequence[str] = ("frechet_segmenter", "kid_segmenter"),
-    figsize=(11.0, 3.6),
+    tolerance: float = 0.05, figsize=(11.5, 4.0),
 ):
-    """Each metric against network calls per image (log scale), one line per sampler, with the
-    real-vs-real reference of each sample size as a dotted line."""
+    """Each metric against network calls per image (log scale): one line per fast sampler and
+    time spacing (solid: trailing, dashed: Karras), the 1000-step DDPM as a horizontal line with
+    a band up to ``1 + tolerance`` times its value (the benchmark's goal), and the real-vs-real
+    reference of each sample size as a dotted line."""
     import matplotlib.pyplot as plt
 
-    labels = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)"}
     fig, axes = plt.subplots(1, len(metrics), figsize=figsize, dpi=DPI, squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for k, sampler in enumerate(("ddim", "dpm++2m", "ddpm")):
-            pts = sorted((r["nfe"], r[metric], r["n"]) for r in rows
-                         if r["sampler"] == sampler and metric in r)
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{k}",
-                        label=f"{labels[sampler]} ({pts[0][2]} samples)")
-        floors = sorted({(r["n"], r[f"{metric}_floor"]) for r in rows
+        have = [r for r in rows if metric in r]
+        for k, sampler in enumerate(SAMPLER_LABELS):
+            for spacing, style in (("trailing", "o-"), ("karras", "s--")):
+                pts = sorted((r["nfe"], r[metric], r["n"]) for r in have
+                             if r["sampler"] == sampler and r.get("spacing") == spacing)
+                if pts:
+                    name = SAMPLER_LABELS[sampler] + (" Karras" if spacing == "karras" else "")
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=f"C{k}",
+                            ms=4, lw=1.2, label=f"{name} ({pts[0][2]})")
+        for r in (r for r in have if r["sampler"] == "ddpm"):
+            value = r[metric]
+            ax.axhline(value, color="k", lw=1.5, label=f"DDPM {r['nfe']} ({r['n']})")
+            ax.axhspan(value, value + tolerance * abs(value), color="k", alpha=0.12,
+                       label=f"within {tolerance:.0%} of DDPM")
+        floors = sorted({(r["n"], r[f"{metric}_floor"]) for r in have
                          if r.get(f"{metric}_floor") is not None})
         for j, (n, floor) in enumerate(floors):
             ax.axhline(floor, color="0.4", ls=":" if j == 0 else "-.", lw=1,
                        label=f"real vs real, {n} slices")
         ax.set_xscale("log")
+        nfes = sorted({r["nfe"] for r in have if r["sampler"] != "ddpm"})
+        ax.set_xticks(nfes, [str(v) for v in nfes])
+        ax.minorticks_off()
         ax.set_xlabel("network calls per image (NFE)")
         ax.set_title(metric)
-        ax.legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.tight_layout()
     return fig
 
