@@ -26,7 +26,7 @@ from .conditional import add_condition_flags, add_inpaint_parser
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
 from .evaluate import add_evaluate_parser
 from .slice_regressor import add_slice_regressor_parser
-from .train import add_train_flags
+from .train import add_train_flags, optimizer_overrides
 from .validate import add_train_splits_flag, check_args
 
 
@@ -66,6 +66,7 @@ def _train_config(args):
         "condition": args.condition, "p_uncond": args.p_uncond, "budget_clock": args.budget_clock,
         "mask_ablation_p": args.mask_ablation_p, "train_splits": args.train_splits,
     }.items() if v is not None}
+    over.update(optimizer_overrides(args))
     if args.channels_last:
         over["channels_last"] = True
     if args.compile:
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a diffusion model (resumable)")
     t.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
-    add_train_flags(t)  # --train-splits, --init-from
+    add_train_flags(t)  # --train-splits, --init-from, the optimiser's details
     t.add_argument("--preset", default=None, choices=tuple(TRAIN_PRESETS),
                    help="model and training preset (default cpu; on --resume: the run's)")
     t.add_argument("--arch", default=None, choices=ARCHS)

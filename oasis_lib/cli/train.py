@@ -39,13 +39,38 @@ ARG_FIELDS = {
     "condition": "condition", "p_uncond": "p_uncond", "mask_ablation_p": "mask_ablation_p",
     "train_splits": "train_splits", "init_from": "init_from",
 }
-FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress"}
+#: The optimiser, LR-schedule and EMA flags (argparse dest -> TrainConfig field), added by
+#: :func:`add_train_flags` and passed to the config by :func:`optimizer_overrides`.
+OPTIMIZER_FIELDS = {
+    "weight_decay": "weight_decay", "adam_betas": "adam_betas", "adam_eps": "adam_eps",
+    "lr_schedule": "lr_schedule", "lr_decay_steps": "lr_decay_steps", "ema_power": "ema_power",
+    "ema_inv_gamma": "ema_inv_gamma",
+}
+ARG_FIELDS.update(OPTIMIZER_FIELDS)
+FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress",
+               "no_fused_optimizer": "fused_optimizer"}
 DEFAULT_PRESET = "cpu"
 
 
 def add_train_flags(parser) -> None:
-    """The ``train`` flags defined here rather than in ``main.py``: ``--train-splits`` and
-    ``--init-from``."""
+    """The ``train`` flags defined here rather than in ``main.py``: ``--train-splits``,
+    ``--init-from`` and the optimiser / LR-schedule / EMA details (:data:`OPTIMIZER_FIELDS`)."""
+    from ..config import LR_SCHEDULES
+
+    g = parser.add_argument_group("optimiser, LR schedule and EMA (default: the preset's)")
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"))
+    g.add_argument("--adam-eps", type=float, default=None)
+    g.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
+                   help="after the linear warm-up; cosine needs --lr-decay-steps")
+    g.add_argument("--lr-decay-steps", type=int, default=None, metavar="N",
+                   help="cosine: the step where the LR reaches 0, counted from the start")
+    g.add_argument("--ema-power", type=float, default=None,
+                   help="EMA warm-up 1 - (1 + n / inv_gamma) ** -power (diffusers' EMAModel; "
+                        "its example: 0.75) instead of (1 + n) / (10 + n)")
+    g.add_argument("--ema-inv-gamma", type=float, default=None)
+    g.add_argument("--no-fused-optimizer", action="store_true",
+                   help="torch's foreach Adam/AdamW instead of the fused kernel")
     add_train_splits_flag(parser)
     parser.add_argument(
         "--init-from", default=None, metavar="FILE",
@@ -53,6 +78,17 @@ def add_train_flags(parser) -> None:
              ".pt: its EMA); a conditional run from an unconditional file starts as that model "
              "(zero condition weights); a latent file brings its autoencoder and scale factor. "
              "Never re-applied on --resume")
+
+
+def optimizer_overrides(args) -> dict:
+    """The TrainConfig overrides of the optimiser flags that were given."""
+    over = {field: getattr(args, dest) for dest, field in OPTIMIZER_FIELDS.items()
+            if getattr(args, dest, None) is not None}
+    if "adam_betas" in over:
+        over["adam_betas"] = tuple(over["adam_betas"])
+    if getattr(args, "no_fused_optimizer", False):
+        over["fused_optimizer"] = False
+    return over
 
 
 def explicit_fields(args) -> set[str]:
@@ -68,8 +104,11 @@ def check_train_args(args) -> None:
         check_positive_int(getattr(args, dest), flag="--" + dest.replace("_", "-"))
     check_positive_int(args.timesteps, flag="--timesteps", minimum=2)
     check_positive_int(args.warmup_steps, flag="--warmup-steps", minimum=0)
-    for dest in ("lr", "max_minutes", "min_snr_gamma"):
-        check_positive_float(getattr(args, dest), flag="--" + dest.replace("_", "-"))
+    check_positive_int(getattr(args, "lr_decay_steps", None), flag="--lr-decay-steps")
+    check_positive_float(getattr(args, "weight_decay", None), flag="--weight-decay",
+                         allow_zero=True)
+    for dest in ("lr", "max_minutes", "min_snr_gamma", "adam_eps", "ema_power", "ema_inv_gamma"):
+        check_positive_float(getattr(args, dest, None), flag="--" + dest.replace("_", "-"))
     for dest in ("p_uncond", "mask_ablation_p"):
         value = getattr(args, dest, None)
         if value is not None and not 0.0 <= value <= 1.0:

@@ -120,7 +120,8 @@ def plot_per_timestep_loss(
 
 def read_sampler_benchmark(path: str | os.PathLike) -> list[dict]:
     """Rows ``{sampler, steps, spacing, nfe, n, seconds_per_image, <metric>: value,
-    <metric>_floor}`` of a ``bench_samplers.py`` JSON file (``benchmarks/results/samplers.json``)."""
+    <metric>_floor}`` of a ``bench_samplers.py`` JSON file
+    (``benchmarks/results/samplers.json``)."""
     data = json.loads(open(path, encoding="utf-8").read())
     rows = []
     for r in data["results"]:

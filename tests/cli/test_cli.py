@@ -124,3 +124,40 @@ def test_train_flags_reach_the_config(flag, value, field, expected, tmp_path):
     args = build_parser().parse_args(["train", "--preset", "tiny", flag, value,
                                       "--out", str(tmp_path / "run")])
     assert getattr(_train_config(args), field) == expected
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--adam-betas", "0.95", "0.999"], {"adam_betas": (0.95, 0.999)}),
+    (["--adam-eps", "1e-6", "--weight-decay", "1e-6"], {"adam_eps": 1e-6, "weight_decay": 1e-6}),
+    (["--lr-schedule", "cosine", "--lr-decay-steps", "1000"],
+     {"lr_schedule": "cosine", "lr_decay_steps": 1000}),
+    (["--ema-power", "0.75", "--ema-inv-gamma", "2"], {"ema_power": 0.75, "ema_inv_gamma": 2.0}),
+    (["--no-fused-optimizer"], {"fused_optimizer": False}),
+    ([], {"adam_betas": (0.9, 0.999), "lr_schedule": "constant", "ema_power": None,
+          "fused_optimizer": True})])  # the preset's values when no flag is given
+def test_optimizer_flags_reach_the_config(flags, expected, tmp_path):
+    from oasis_lib.cli.main import _train_config
+    from oasis_lib.cli.train import explicit_fields
+
+    args = build_parser().parse_args(["train", "--preset", "tiny", *flags,
+                                      "--out", str(tmp_path / "run")])
+    cfg = _train_config(args)
+    assert {k: getattr(cfg, k) for k in expected} == expected
+    assert explicit_fields(args) >= (set(expected) if flags else set())  # checked on --resume
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--lr-schedule", "cosine"], "lr_schedule 'cosine' needs lr_decay_steps"),
+    (["--lr-decay-steps", "100"], "lr_decay_steps is read only by lr_schedule 'cosine'"),
+    (["--adam-betas", "0.9", "1.5"], "adam_betas must be two numbers in [0, 1)"),
+    (["--adam-eps", "0"], "--adam-eps must be a finite number > 0"),
+    (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0")])
+def test_bad_optimizer_flags_are_one_line_errors(flags, message, demo_root, tmp_path, capsys):
+    args = ["train", "--data-root", str(demo_root), "--preset", "tiny", "--no-progress",
+            "--max-steps", "1", "--out", str(tmp_path / "run"), *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
