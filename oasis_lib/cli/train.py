@@ -27,6 +27,7 @@ from .validate import (
 ARG_FIELDS = {
     "preset": "preset", "arch": "arch", "image_size": "image_size", "epochs": "epochs",
     "max_steps": "max_steps", "max_minutes": "max_minutes", "budget_clock": "budget_clock",
+    "grad_accum": "grad_accum",
     "optimizer": "optimizer",
     "grad_clip": "grad_clip", "batch_size": "batch_size", "lr": "lr", "precision": "precision",
     "device": "device", "seed": "seed", "data_root": "data_root",

@@ -221,6 +221,10 @@ CASES = [
      [r"data_root: checkpoint .*, now '/elsewhere'", r"--override data_root"]),
     ("train-resume-preset", resume_changed("--preset", "cpu"), 2,
      [r"preset: checkpoint 'tiny', now 'cpu'"]),
+    ("train-resume-grad-accum", resume_changed("--grad-accum", "2"), 2,  # (once silently
+     [r"grad_accum: checkpoint 1, now 2"]),                              # dropped)
+    ("train-resume-adam-betas", resume_changed("--adam-betas", "0.95", "0.999"), 2,
+     [r"adam_betas: checkpoint \(0\.9, 0\.999\), now \(0\.95, 0\.999\)"]),
     ("train-override-unsafe", lambda c: c.train("--resume", "--override", "lr"), 2,
      [r"cannot override \['lr'\]"]),
     ("train-locked", held_lock, 1, [r"in use by pid \d+", r"\.lock", r"another --out"]),
