@@ -5,8 +5,12 @@ starts from the same noise), times them, and scores them with :func:`oasis_lib.e
 against the real slices. Every row, DDPM-1000 included, uses the same ``--n`` (default 128):
 Fréchet distance and KID are biased by the sample count, so rows at different n do not compare.
 Every metric is printed next to its **floor**: the same metric for real held-out (validate)
-slices against the training slices at the same sample size. A model cannot be expected to beat
-its floor; the gap to it is what sampling (or training) loses.
+slices against the training slices at the same sample size. The "training slices" are the
+library's default reference, train + test (``evaluate_samples``' ``train_splits``), whichever
+splits the checkpoint was trained on: every row shares it, so the rows compare with each other
+and with DDPM-1000, while notebook 06 scores the train-only demo checkpoint against the
+untouched test split instead. A model cannot be expected to beat its floor; the gap to it is
+what sampling (or training) loses (a reference, not a bound: a row can score below it).
 
 Columns: ``NFE`` network calls per image; ``s/img`` wall-clock sampling seconds per image on
 this machine (batch ``--batch-size``); ``Fréchet`` and ``KID x1e3`` in the tissue segmenter's

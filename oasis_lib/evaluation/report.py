@@ -174,8 +174,8 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
         train_splits: the splits the model was trained on (its ``config.train_splits``, as
             :func:`evaluate` passes); they form the *train* set and decide which split is held
             out (test unless trained on, else validate). The default, the seed's
-            ``("train", "test")`` (the shipped demo checkpoint's), is safe for any model, since
-            validate is never trained on; pass ``("train",)`` for a model trained on train only
+            ``("train", "test")``, is safe for any model, since validate is never trained on;
+            pass ``("train",)`` for a model trained on train only (the shipped demo checkpoint)
             to be scored against the untouched test split.
         n_subsets: random half-size subsets of the samples behind each ``subsample_range``
             (:func:`~oasis_lib.evaluation.metrics.subsample_range`). meta: extra fields.
