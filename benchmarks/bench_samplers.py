@@ -171,6 +171,7 @@ def main(argv=None) -> None:
               f"kid {report['metrics']['kid_segmenter']['value'] * 1e3:.2f}e-3", flush=True)
         results.sort(key=lambda r: runs.index((r["sampler"], r["steps"], r["spacing"])))
         write(out, results, args, machine, load)
+    results.sort(key=lambda r: runs.index((r["sampler"], r["steps"], r["spacing"])))
     write(out, results, args, machine, load)
 
 

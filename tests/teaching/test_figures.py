@@ -73,11 +73,21 @@ def test_ema_trajectories_follow_the_ema_recursion():
 
 def test_the_sampler_benchmark_is_read_and_drawn():
     rows = figures.read_sampler_benchmark(REPO / "benchmarks" / "results" / "samplers.json")
-    assert {(r["sampler"], r["nfe"]) for r in rows} >= {("ddpm", 1000), ("ddim", 10),
-                                                        ("dpm++2m", 25)}
+    assert {(r["sampler"], r["nfe"], r["spacing"]) for r in rows} >= {
+        ("ddpm", 1000, "trailing"), ("ddim", 10, "trailing"), ("unipc", 20, "trailing"),
+        ("dpm++2m", 20, "karras")}
+    assert len({r["n"] for r in rows}) == 1  # one sample count for every row, DDPM included
+    assert rows[0]["n"] >= 128
     assert all("frechet_segmenter" in r and "frechet_segmenter_floor" in r for r in rows)
     fig = figures.plot_steps_vs_quality(rows)
     assert [ax.get_title() for ax in fig.axes] == ["frechet_segmenter", "kid_segmenter"]
     lines = fig.axes[0].get_lines()
     ddim = [ln for ln in lines if ln.get_label().startswith("DDIM")][0]
     assert list(ddim.get_xdata()) == sorted(r["nfe"] for r in rows if r["sampler"] == "ddim")
+    karras = [ln for ln in lines if ln.get_label().startswith("UniPC Karras")][0]
+    assert karras.get_linestyle() == "--"
+    ddpm = [ln for ln in lines if ln.get_label().startswith("DDPM 1000")][0]
+    value = next(r["frechet_segmenter"] for r in rows if r["sampler"] == "ddpm")
+    assert list(ddpm.get_ydata()) == [value, value]  # a horizontal line at DDPM's value
+
+
