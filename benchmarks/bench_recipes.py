@@ -50,7 +50,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -58,7 +57,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_info import cpu_flags  # noqa: E402
+from cpu_info import machine_line  # noqa: E402
 
 from oasis_lib.config import DEMO_RECIPE, EXTERNAL_ARCH, SEED_RECIPE, TrainConfig  # noqa: E402
 from oasis_lib.data import load_splits  # noqa: E402
@@ -122,9 +121,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     out, work = Path(args.out), Path(args.work)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    machine = (f"{platform.processor() or platform.machine()}, CPU flags: {cpu_flags()}, torch "
-               f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-               f"{torch.get_num_threads()} threads")
+    machine = machine_line()
     print(f"{machine}; {args.minutes} min per recipe; load average at start {load:.2f}")
 
     if "diffusers" in args.recipes:
@@ -143,6 +140,9 @@ def main(argv=None) -> None:
             results = {k: v for k, v in kept["results"].items() if k in args.recipes}
             print(f"resume: keeping {', '.join(results) or 'no recipe'} from "
                   f"{out / 'recipes.json'}")
+        else:
+            print(f"resume: {out / 'recipes.json'} was scored with other --minutes, --n, "
+                  "--steps or --seed; scoring every recipe again")
     for name in args.recipes:
         if name in results:
             continue

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_info import cpu_flags  # noqa: E402
+from cpu_info import machine_line  # noqa: E402
 
 from oasis_lib.diffusion.sampling import SAMPLERS, SPACINGS  # noqa: E402
 from oasis_lib.evaluation import report as evaluation  # noqa: E402
@@ -131,9 +130,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    machine = (f"{platform.processor() or platform.machine()}, CPU flags: {cpu_flags()}, torch "
-               f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-               f"{torch.get_num_threads()} threads, device {device.type}")
+    machine = machine_line() + f", device {device.type}"
     print(f"{machine}; checkpoint {args.checkpoint or 'shipped demo'}; "
           f"load average at start {load:.2f}")
 

@@ -14,3 +14,15 @@ def cpu_flags() -> str:
     except (OSError, StopIteration):
         pass
     return ", ".join(f for f in SHOWN if f in flags) or "unknown"
+
+
+def machine_line() -> str:
+    """One line naming the processor, its :func:`cpu_flags`, torch's version, CPU capability and
+    thread count: the first line of a benchmark table."""
+    import platform
+
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, CPU flags: {cpu_flags()}, torch "
+            f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} threads")
