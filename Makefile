@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: venv demo test test-unit test-notebooks test-browser test-browser-if-available lint lab \
+.PHONY: venv demo notebooks test test-unit test-notebooks test-browser test-browser-if-available lint lab \
         bench clean
 
 $(STAMP): pyproject.toml
@@ -24,6 +24,12 @@ lint: $(STAMP)
 
 test-unit: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q -m "not browser" tests
+
+# Execute every notebook as `make test-notebooks` checks it and store the outputs; empties the
+# "reveal the solution" cells and rewrites the series list (tools/notebooks.py).
+notebooks: $(STAMP)
+	$(BIN)/python -m oasis_lib make-demo --out data/demo
+	$(BIN)/python tools/notebooks.py execute
 
 test-notebooks: $(STAMP)
 ifneq ($(NOTEBOOKS),)

@@ -71,7 +71,8 @@ from .solutions import (  # noqa: F401 - re-exported: exercises.solution_<name>
 )
 from .source import show_source
 
-__all__ = ["EXERCISES", "CheckResult", "check", "solution"]  # and check_<name>, solution_<name>
+# and check_<name>, solution_<name>
+__all__ = ["EXERCISES", "CheckResult", "check", "reveal", "solution"]
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,33 @@ def solution(name: str) -> None:
     if name not in EXERCISES:
         raise ValueError(f"unknown exercise {name!r}; choose one of {tuple(EXERCISES)}")
     show_source(getattr(solutions, f"solution_{name}"))
+
+
+def reveal(exercise) -> None:
+    """A button that shows a reference solution when the reader clicks it.
+
+    ``exercise`` is the name of an exercise of :data:`EXERCISES` (its solution is shown) or any
+    function, such as the reference run of an experiment exercise (its source is shown). The
+    notebooks call this instead of :func:`solution`, so that running every cell prints no
+    solution: only a click does.
+    """
+    if isinstance(exercise, str) and exercise not in EXERCISES:
+        raise ValueError(f"unknown exercise {exercise!r}; choose one of {tuple(EXERCISES)}")
+    if not isinstance(exercise, str) and not callable(exercise):
+        raise TypeError(f"reveal takes an exercise name or a function, got {exercise!r}")
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    button = widgets.Button(description="Reveal the solution", icon="eye")
+    out = widgets.Output()
+
+    def show(_):
+        button.disabled = True
+        with out:
+            solution(exercise) if isinstance(exercise, str) else show_source(exercise)
+
+    button.on_click(show)
+    display(widgets.VBox([button, out]))
 
 
 def _checker(name: str) -> Callable[[Callable], CheckResult]:

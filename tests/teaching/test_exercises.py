@@ -171,3 +171,23 @@ def test_teaching_modules_import_pyplot_only_when_drawing():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.startswith("matplotlib") for n in names), path.name
+
+
+def test_reveal_shows_the_solution_only_after_a_click(capsys):
+    from unittest import mock
+
+    from oasis_lib.teaching import exercises as exmod
+
+    shown = []
+    with mock.patch("IPython.display.display", side_effect=shown.append):
+        exmod.reveal("ddim_step")
+    (box,) = shown
+    button, out = box.children
+    assert button.description == "Reveal the solution"
+    assert capsys.readouterr().out == ""  # nothing printed before the click
+    with mock.patch.object(exmod, "solution") as solution_mock:
+        button.click()
+    solution_mock.assert_called_once_with("ddim_step")
+    assert button.disabled
+    with pytest.raises(ValueError, match="choose one of"):
+        exmod.reveal("nope")
