@@ -38,10 +38,10 @@ _BUFFERS = (
 
 
 def _betas_from_alpha_bar_fn(fn, T: int) -> Tensor:
-    """Discretise a continuous alpha_bar(s), s in [0, 1], into betas (Nichol & Dhariwal eq. 17).
+    """Discretise a continuous alpha_bar(s), s in [0, 1], into betas (Nichol & Dhariwal 2021).
 
-    ``beta[t] = 1 - f((t+1)/T) / f(t/T)``, clipped to ``MAX_BETA``; ``alpha_bar[t]`` then equals
-    ``f((t+1)/T) / f(0)`` wherever no clipping happened (only the last step clips in practice).
+    ``beta[t] = 1 - f((t+1)/T) / f(t/T)``, clipped to ``MAX_BETA`` (their sec. 3.2, the text after
+    eq. 17); ``alpha_bar[t]`` then equals ``f((t+1)/T) / f(0)`` wherever no clipping happened.
     """
     s = torch.arange(T + 1, dtype=torch.float64) / T
     f = fn(s)
@@ -68,7 +68,7 @@ def make_betas(kind: str, T: int) -> Tensor:
     """Float64 betas [T] for a schedule ``kind`` (see :class:`NoiseSchedule`)."""
     if kind == "linear":  # Ho et al. 2020 sec. 4: 1e-4 .. 0.02 (not rescaled by 1000/T)
         return torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
-    if kind == "quadratic":  # the seed project's schedule
+    if kind == "quadratic":  # the schedule of the student's DDPM this series starts from
         return torch.linspace(1e-4**0.5, 0.02**0.5, T, dtype=torch.float64) ** 2
     if kind == "cosine":
         return _betas_from_alpha_bar_fn(cosine_alpha_bar, T)
@@ -113,8 +113,8 @@ class NoiseSchedule:
     Args:
         kind (str, default ``"cosine"``): one of ``SCHEDULE_KINDS``.
             ``linear``: betas = linspace(1e-4, 0.02, T) (Ho et al.; the same values for any T).
-            ``quadratic``: betas = linspace(sqrt(1e-4), sqrt(0.02), T) ** 2 (the seed project).
-            ``cosine``: Nichol & Dhariwal eq. 17 with s = 0.008, betas clipped at 0.999.
+            ``quadratic``: betas = linspace(sqrt(1e-4), sqrt(0.02), T) ** 2 (the starting DDPM).
+            ``cosine``: alpha_bar of Nichol & Dhariwal eq. 17 (s = 0.008), betas per sec. 3.2.
             ``sigmoid``: alpha_bar(s) of :func:`sigmoid_alpha_bar` (start=-3, end=3, tau=1),
             discretised like the cosine one, betas clipped at 0.999.
         timesteps (int, default 1000): T, the number of noising steps (>= 2).
