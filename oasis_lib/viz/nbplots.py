@@ -77,7 +77,7 @@ def schedule_curves(schedules: Mapping[str, NoiseSchedule], *, figsize=(11.0, 3.
         log_snr = s.log_snr.double().numpy()
         finite = np.isfinite(log_snr)
         bx.plot(u[finite], log_snr[finite], color=f"C{i}", label=name)
-    ax.set(xlabel="t / T", ylabel="alpha_bar_t", title="Signal kept: alpha_bar_t")
+    ax.set(xlabel="t / T", ylabel="alpha_bar_t", title="alpha_bar_t, the squared factor on x_0")
     bx.set(xlabel="t / T", ylabel="log SNR", ylim=(-22, 12),
            title="log SNR_t = log(alpha_bar_t / (1 - alpha_bar_t))")
     for a in (ax, bx):
