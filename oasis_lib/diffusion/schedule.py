@@ -114,7 +114,7 @@ class NoiseSchedule:
         kind (str, default ``"cosine"``): one of ``SCHEDULE_KINDS``.
             ``linear``: betas = linspace(1e-4, 0.02, T) (Ho et al.; the same values for any T).
             ``quadratic``: betas = linspace(sqrt(1e-4), sqrt(0.02), T) ** 2 (the starting DDPM).
-            ``cosine``: alpha_bar of Nichol & Dhariwal eq. 17 (s = 0.008), betas per sec. 3.2.
+            ``cosine``: Nichol & Dhariwal eq. 17 (s = 0.008); betas clipped at 0.999 (sec. 3.2).
             ``sigmoid``: alpha_bar(s) of :func:`sigmoid_alpha_bar` (start=-3, end=3, tau=1),
             discretised like the cosine one, betas clipped at 0.999.
         timesteps (int, default 1000): T, the number of noising steps (>= 2).
