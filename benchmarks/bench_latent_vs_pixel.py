@@ -2,7 +2,8 @@
 
 Samples ``--n`` slices from each model with the same sampler (DPM-Solver++(2M), ``--steps``),
 times them, and scores them with the evaluation of notebook 06 (each metric next to its
-real-vs-real reference, the "floor": validate slices against train slices at the same size):
+real-vs-real reference, the "floor"): each model's samples against the split it never trained
+on, the floor the same metric for as many train slices (``oasis_lib.evaluation.report``):
 
 * **at 64x64**, for a side by side: the pixel model's samples as they are, the latent model's
   256x256 samples area-downsampled to 64x64, both with the shipped 64x64 segmenter;
@@ -48,8 +49,9 @@ def area(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
 
 
-def scores(samples: torch.Tensor, segmenter, seed: int) -> dict:
-    report = evaluate_samples(samples, segmenter=segmenter, seed=seed, progress=False)
+def scores(samples: torch.Tensor, segmenter, seed: int, train_splits) -> dict:
+    report = evaluate_samples(samples, segmenter=segmenter, seed=seed, progress=False,
+                              train_splits=train_splits)
     return report.to_dict()["metrics"]
 
 
@@ -77,10 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         ae_params = count_parameters(pipe.autoencoder) if pipe.autoencoder is not None else 0
         row = {"parameters": params, "autoencoder_parameters": ae_params,
                "seconds_per_sample": spi, "size": samples.shape[-1],
-               "at64": scores(area(samples, 64), seg64, args.seed)}
+               "at64": scores(area(samples, 64), seg64, args.seed,
+                             pipe.config.train_splits)}
         if pipe.autoencoder is not None and args.segmenter128:
             seg128 = load_segmenter(args.segmenter128, device="cpu")
-            row["at128"] = scores(area(samples, 128), seg128, args.seed)
+            row["at128"] = scores(area(samples, 128), seg128, args.seed,
+                                   pipe.config.train_splits)
         rows[name] = row
     if args.train_cpu_minutes:
         for name, minutes in zip(rows, args.train_cpu_minutes, strict=True):

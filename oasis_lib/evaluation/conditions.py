@@ -112,7 +112,7 @@ def condition_metrics(samples: Tensor, condition: Condition, *, segmenter=None,
     has slice indices and ``slice_model`` is given), each ``{"value", "floor", ...}``.
 
     Floors: the real slices ``real`` (the validate slices the condition came from) against
-    their own masks / indices; without them, the whole validate split (``reference``, a
+    their own masks / indices; without them, the whole held-out split (``reference``, a
     :class:`~oasis_lib.evaluation.reference.RealReference`, for the masks)."""
     from .slice_level import slice_faithfulness
 
@@ -121,9 +121,9 @@ def condition_metrics(samples: Tensor, condition: Condition, *, segmenter=None,
     if condition.mask is not None:
         masks = condition.mask.expand(n, *condition.mask.shape[1:]).cpu()
         real_images = real.images if real is not None else (
-            None if reference is None else reference.validate)
+            None if reference is None else reference.held_out)
         real_masks = real.masks if real is not None else (
-            None if reference is None else reference.validate_masks)
+            None if reference is None else reference.held_out_masks)
         f = mask_faithfulness(samples, masks, segmenter, real_images=real_images,
                               real_masks=real_masks, batch_size=batch_size)
         floor = None if f["real"] is None else f["real"]["mean"]

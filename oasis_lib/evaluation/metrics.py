@@ -115,7 +115,7 @@ def kernel_inception_distance(feats_a, feats_b, *, subsets: int = 100, subset_si
 
     Returns ``(mean, std)`` over the subsets. Lower is better. Unbiased: two samples of one
     distribution score 0 on average at any set size (only the spread grows for small sets), so
-    a real floor above 0 (validate vs train) measures a real difference between subjects.
+    a real floor above 0 (train vs held-out slices) measures a real difference between subjects.
     """
     a, b = _features(feats_a, "feats_a"), _features(feats_b, "feats_b")
     if subsets < 1:
@@ -164,11 +164,11 @@ def subsample_range(fn: Callable, a, b, *, size: int | None = None, n_subsets: i
 
 def real_vs_real_floor(fn: Callable, real_a, real_b, *, size: int | None = None,
                        seed: int = 0) -> float:
-    """The floor of a two-set metric: ``fn`` between two *disjoint real* sets (e.g. validate vs
-    train slices; the caller guarantees they share no subject). With ``size``, ``real_a`` is
+    """The floor of a two-set metric: ``fn`` between two *disjoint real* sets (e.g. train vs
+    held-out slices; the caller guarantees they share no subject). With ``size``, ``real_a`` is
     first cut to a seeded random subset of ``size`` rows, the number of samples the metric
     is compared with, because finite-set metrics depend on set size. A generated set scoring
-    at the floor is as close to the training data as held-out real data is."""
+    at the floor is as close to ``real_b`` as the real slices ``real_a`` are."""
     if size is not None:
         if size > len(real_a):
             raise ValueError(f"size {size} exceeds the {len(real_a)} rows of real_a")
@@ -213,20 +213,20 @@ def nearest_neighbours(queries, references, *, metric: str = "l2",
     return best.cpu(), index.cpu()
 
 
-def memorization_report(sample_nn_dist, val_nn_dist, *, exact_threshold: float = 1e-6,
+def memorization_report(sample_nn_dist, held_out_nn_dist, *, exact_threshold: float = 1e-6,
                         max_near_fraction: float | None = None) -> dict:
     """Does the model copy training data? Compare each sample's distance to its nearest
-    training slice with the same distance for held-out *real* slices (validate -> train).
+    training slice with the same distance for held-out *real* slices (held out -> train).
 
     Held-out data shows how close a new, honestly generated slice can be to the training set.
     Flags: *exact copies* (distance <= ``exact_threshold``) and *near copies* (closer than the
-    closest validate slice ever gets). If samples and validate slices came from one
-    distribution, a sample would fall below the validate minimum with probability 1/(V+1);
+    closest held-out slice ever gets). If samples and held-out slices came from one
+    distribution, a sample would fall below the held-out minimum with probability 1/(V+1);
     the verdict says "copies" when there is an exact copy or the near-copy fraction exceeds
     ``max_near_fraction`` (default 5/(V+1)). Also reported: the fraction of samples closer
-    than the median validate distance (0.5 expected without memorisation).
+    than the median held-out distance (0.5 expected without memorisation).
     """
-    s, v = _f64(sample_nn_dist).ravel(), _f64(val_nn_dist).ravel()
+    s, v = _f64(sample_nn_dist).ravel(), _f64(held_out_nn_dist).ravel()
     if not len(s) or not len(v):
         raise ValueError("memorization_report needs non-empty distance arrays")
     near_limit = float(v.min())
@@ -248,8 +248,8 @@ def memorization_report(sample_nn_dist, val_nn_dist, *, exact_threshold: float =
         "copies_training_data": bool(copies), "exact_copies": exact,
         "exact_threshold": float(exact_threshold), "near_copies": near,
         "near_copy_fraction": near_fraction, "near_copy_threshold": near_limit,
-        "expected_near_fraction": expected, "fraction_below_val_median": below_median,
-        "sample_median": float(np.median(s)), "val_median": float(np.median(v)),
+        "expected_near_fraction": expected, "fraction_below_held_out_median": below_median,
+        "sample_median": float(np.median(s)), "held_out_median": float(np.median(v)),
         "sample_min": float(s.min()), "verdict": verdict,
     }
 

@@ -1,14 +1,20 @@
 """Real slices as the reference of every sample metric, with their segmenter outputs.
 
-Two sets: *train*, the slices the diffusion model learned from (its ``train_splits``), and the
-*held-out* slices, of subjects it never trained on: the test split when the model did not
-train on it (never used for training or for choosing the checkpoint), else the validate split
-(which chose ``best.pt``, so numbers against it are not fully held out). For historical
-reasons the held-out set's fields are named ``validate*``; :attr:`RealReference.held_out`
-names the split they hold.
+Two sets, decided by the splits the diffusion model trained on (its config's
+``train_splits``; there is no default, so no caller scores a model against a split it learned
+from by accident):
 
-The reference is computed once per (data root, image size, segmenter) and cached, so that a
-notebook or a benchmark scoring several sample sets segments the real slices once.
+- *train*: the slices of ``train_splits``, what the model learned from;
+- *held out*: the slices of subjects it never trained on. That is the test split when the model
+  did not train on it (never used for training or for choosing the checkpoint), else the
+  validate split (never trained on, but it chose ``best.pt``).
+  :attr:`RealReference.held_out_split` names it.
+
+The sample metrics (:mod:`~oasis_lib.evaluation.sample_metrics`) score the samples against
+the held-out slices, and their floor is the same metric for as many train slices.
+
+The reference is computed once per (data root, image size, train splits, segmenter) and cached,
+so that a notebook or a benchmark scoring several sample sets segments the real slices once.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..data import (
-    SEED_TRAIN_SPLITS,
     check_train_splits,
     held_out_split,
     load_split,
@@ -37,14 +42,14 @@ class RealReference:
     """Real slices at one image size with their segmenter outputs (cached between calls)."""
 
     train: Tensor  # float32 [N, 1, H, W] in [-1, 1]: what the diffusion model learned from
-    validate: Tensor  # float32 [V, 1, H, W]: held-out subjects (the split named by held_out)
-    validate_masks: Tensor  # long [V, H, W]: ground truth
+    held_out: Tensor  # float32 [V, 1, H, W]: subjects it never trained on (held_out_split)
+    held_out_masks: Tensor  # long [V, H, W]: ground truth
     train_out: dict  # features [N, D] float64, masks [N, H, W] predicted, fractions [N, 3]
-    validate_out: dict
-    dice: list[float]  # segmenter Dice per class on validate (background, CSF, grey, white)
+    held_out_out: dict
+    dice: list[float]  # segmenter Dice per class on held_out (background, CSF, grey, white)
     segmenter: object  # the segmenter these outputs came from (the cache checks identity)
-    train_splits: tuple[str, ...] = ("train", "test")  # the splits in `train`
-    held_out: str = "validate"  # the split in `validate`: "test" unless the model trained on it
+    train_splits: tuple[str, ...]  # the splits in `train`
+    held_out_split: str  # the split in `held_out`: "test" unless the model trained on it
 
 
 _REFERENCES: dict[tuple, RealReference] = {}
@@ -80,14 +85,18 @@ def _stack(datasets) -> tuple[Tensor, Tensor]:
     return images, torch.cat([d.masks for d in datasets]).long()
 
 
-def real_reference(segmenter, image_size: int, *, data_root=None,
-                   train_splits=SEED_TRAIN_SPLITS, batch_size: int = 64,
-                   progress: bool = False) -> RealReference:
-    """The training slices (``train_splits``, those the diffusion model learned from) and the
-    held-out slices (:func:`~oasis_lib.data.layout.held_out_split`: test unless the model
-    trained on it, else validate) at ``image_size``, with their segmenter outputs; cached per
-    (data root, image size, train splits, segmenter object). The default ``train_splits``, the
-    seed's train + test, never holds out a split the model trained on, whatever the model."""
+def real_reference(segmenter, image_size: int, *, train_splits, data_root=None,
+                   batch_size: int = 64, progress: bool = False) -> RealReference:
+    """The training slices and the held-out slices at ``image_size``, with their segmenter
+    outputs; cached per (data root, image size, train splits, segmenter object).
+
+    Args:
+        train_splits: the splits the diffusion model trained on, e.g. ``("train",)``; pass the
+            model's own ``pipe.config.train_splits``. They form ``train``; the held-out split
+            is :func:`~oasis_lib.data.layout.held_out_split` of them: test unless the model
+            trained on it, else validate.
+        data_root: the OASIS folders (None: ``$OASIS_DATA`` or the demo data).
+        progress: show a progress bar while segmenting."""
     train_splits = check_train_splits(train_splits)
     held_out = held_out_split(train_splits)
     root = resolve_data_root(data_root)
@@ -98,16 +107,16 @@ def real_reference(segmenter, image_size: int, *, data_root=None,
     train_set, _ = load_splits(root, image_size, with_masks=True, augment=False,
                                train_splits=train_splits)
     train, _ = _stack(train_set.datasets)
-    validate, val_masks = _stack([load_split(held_out, root, image_size, with_masks=True,
-                                             augment=False)])
+    held, held_masks = _stack([load_split(held_out, root, image_size, with_masks=True,
+                                          augment=False)])
 
     def label(split: str) -> str | None:  # progress-bar label; None: no bar
         return f"segmenting {split} slices" if progress else None
 
     train_out = segment(segmenter, train, batch_size=batch_size, desc=label("train"))
-    val_out = segment(segmenter, validate, batch_size=batch_size, desc=label(held_out))
-    dice = dice_per_class(val_out["masks"], val_masks).tolist()
-    ref = RealReference(train, validate, val_masks, train_out, val_out, dice, segmenter,
+    held_out_out = segment(segmenter, held, batch_size=batch_size, desc=label(held_out))
+    dice = dice_per_class(held_out_out["masks"], held_masks).tolist()
+    ref = RealReference(train, held, held_masks, train_out, held_out_out, dice, segmenter,
                         train_splits, held_out)
     while len(_REFERENCES) >= _CACHE_SIZE:  # drop the oldest (dicts keep insertion order)
         _REFERENCES.pop(next(iter(_REFERENCES)))

@@ -2,25 +2,28 @@
 
 :func:`evaluate` loads a checkpoint as a pipeline, generates ``n`` samples and calls
 :func:`evaluate_samples`, which any caller (e.g. a benchmark comparing samplers) can also use
-on samples it made itself. Every metric (:mod:`oasis_lib.evaluation.sample_metrics`) comes with
-a real-vs-real **reference** (``floor`` in the report): the same number for real held-out
-slices against the training slices, so "how good is 3.1?" is answered by "real
-held-out data scores 2.4". It is a reference, not a lower bound: samples can score below it.
+on samples it made itself.
 
-Sets: *train* = the slices the diffusion model learned from (its config's ``train_splits``,
-as :func:`oasis_lib.data.load_splits`); *held out* = the test split when the model did not
-train on it (never used for training or for choosing the checkpoint), else the validate split
-(which chose ``best.pt``: the seed's train + test choice, and the shipped demo checkpoint's,
-leaves no split untouched). The report's meta names both (``train_splits``, ``held_out``);
-the held-out set is kept under the ``validate`` names. Feature-space metrics use
+The rule, from the splits the model trained on (its config's ``train_splits``, which
+:func:`evaluate` reads from the checkpoint and :func:`evaluate_samples` requires):
+
+- *train* = the slices of ``train_splits`` (as :func:`oasis_lib.data.load_splits`);
+- *held out* = the test split when the model did not train on it (never used for training or
+  for choosing the checkpoint), else the validate split (never trained on, but it chose
+  ``best.pt``);
+- every metric (:mod:`oasis_lib.evaluation.sample_metrics`) scores the samples **against the
+  held-out slices**, and its ``floor`` is the same metric for as many **train slices** against
+  the same held-out slices. So "how good is 0.31?" is answered by "the real slices the model
+  learned from score 0.25". It is a reference, not a lower bound: samples can score below it.
+
+The report's meta names both sets (``train_splits``, ``held_out``). Feature-space metrics use
 the tissue segmenter's features (:mod:`oasis_lib.evaluation.segmenter`), trained on brain
-slices, instead of ImageNet Inception features. The Fréchet distance depends on set size, so
-samples and validate slices are compared with train at one matched size
-``min(n, len(validate))``. Real slices and their segmenter outputs are cached per (data root,
-image size, segmenter), so repeated calls only pay for the samples.
+slices, instead of ImageNet Inception features. Real slices and their segmenter outputs are
+cached per (data root, image size, train splits, segmenter), so repeated calls only pay for
+the samples.
 
-Conditional models (issue 12) take ``condition=`` (a Condition, or ``"validate"``: the masks
-and slice indices of n validate slices, :mod:`oasis_lib.evaluation.conditions`) and
+Conditional models take ``condition=`` (a Condition, or ``"validate"``: the masks and slice
+indices of n validate slices, :mod:`oasis_lib.evaluation.conditions`) and
 ``guidance_scale=``; the report's meta records them, and its metrics gain ``mask_dice`` and
 ``slice_mae`` with their floors. The unconditional path is unchanged.
 
@@ -82,21 +85,22 @@ class EvaluationReport:
     # ---- arrays kept for figures (the JSON drops them)
     @property
     def fractions(self) -> dict[str, np.ndarray]:
-        """Per-slice CSF/grey/white fractions [N, 3] of ``samples``, ``train``, ``validate``."""
+        """Per-slice CSF/grey/white fractions [N, 3] of ``samples``, ``train`` and the
+        held-out split (keyed by its name, ``meta["held_out"]``)."""
         return self.metrics["tissue_fractions"]["_fractions"]
 
     @property
     def intensities(self) -> dict[str, np.ndarray]:
-        """In-brain intensities of ``samples``, ``train`` and ``validate`` (seeded subsets)."""
-        i_s, i_t, i_v = self.metrics["intensity_histogram"]["_intensities"]
-        return {"samples": i_s, "train": i_t, "validate": i_v}
+        """In-brain intensities of ``samples``, ``train`` and the held-out split (keyed by its
+        name), seeded subsets of at most a million values each."""
+        return self.metrics["intensity_histogram"]["_intensities"]
 
     def nearest_neighbours(self, space: str = "pixel") -> dict[str, Any]:
         """Each sample's nearest training slice: ``distance`` [n], ``index`` [n] into
-        ``references`` (pixel space: train slices and their mirror images), and the validate
-        slices' own nearest distances ``validate_distance``."""
-        d_s, i_s, d_v, refs = self.metrics[f"memorization_{space}"]["_nn"]
-        return {"distance": d_s, "index": i_s, "validate_distance": d_v, "references": refs}
+        ``references`` (pixel space: train slices and their mirror images), and the held-out
+        slices' own nearest distances ``held_out_distance``."""
+        d_s, i_s, d_h, refs = self.metrics[f"memorization_{space}"]["_nn"]
+        return {"distance": d_s, "index": i_s, "held_out_distance": d_h, "references": refs}
 
     # ---- views
     def to_dict(self) -> dict:
@@ -159,24 +163,21 @@ def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | No
 
 
 # --------------------------------------------------------------------------- scoring
-def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segmenter_path=None,
-                     out=None, inception_weights=None, batch_size: int = 64, device=None,
-                     seed: int = 0, n_subsets: int = 200, meta: dict | None = None,
-                     progress: bool = True,
-                     train_splits=SEED_TRAIN_SPLITS) -> EvaluationReport:
-    """Score generated ``samples`` [n, 1, S, S] in [-1, 1] against real slices at size S.
+def evaluate_samples(samples: Tensor, *, train_splits, data_root=None, segmenter=None,
+                     segmenter_path=None, out=None, inception_weights=None,
+                     batch_size: int = 64, device=None, seed: int = 0, n_subsets: int = 200,
+                     meta: dict | None = None, progress: bool = True) -> EvaluationReport:
+    """Score generated ``samples`` [n, 1, S, S] in [-1, 1] against the held-out real slices at
+    size S, each metric next to the same metric for n train slices (the module's rule).
 
     Args:
+        train_splits: the splits the model trained on; pass its ``pipe.config.train_splits``
+            (:func:`evaluate` does). Required, so that no model is scored against a split it
+            learned from: ``("train",)`` holds out test, ``("train", "test")`` validate.
         segmenter: a :class:`~oasis_lib.evaluation.segmenter.TissueSegmenter` (else loaded
             from ``segmenter_path``; None: the shipped one) on ``device``.
         out: folder for ``report.json`` and the figures (None: write nothing).
         inception_weights: a local Inception-v3 state dict for the optional standard FID.
-        train_splits: the splits the model was trained on (its ``config.train_splits``, as
-            :func:`evaluate` passes); they form the *train* set and decide which split is held
-            out (test unless trained on, else validate). The default, the seed's
-            ``("train", "test")``, is safe for any model, since validate is never trained on;
-            pass ``("train",)`` for a model trained on train only (the shipped demo checkpoint)
-            to be scored against the untouched test split.
         n_subsets: random half-size subsets of the samples behind each ``subsample_range``
             (:func:`~oasis_lib.evaluation.metrics.subsample_range`). meta: extra fields.
 
@@ -199,7 +200,7 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
                     strict=True))
     metrics = {"segmenter_dice": _entry(
         float(np.mean(ref.dice[1:])), None, "higher",
-        f"segmenter Dice on {ref.held_out} (mean of CSF/grey/white): how far to trust the "
+        f"segmenter Dice on {ref.held_out_split} (mean of CSF/grey/white): how far to trust the "
         "segmenter-based metrics", per_class=dice)}
     metrics |= _feature_metrics(out_s["features"], ref, seed=seed, n_subsets=n_subsets)
     metrics |= _distribution_metrics(samples, out_s, ref, seed=seed, n_subsets=n_subsets)
@@ -207,8 +208,8 @@ def evaluate_samples(samples: Tensor, *, data_root=None, segmenter=None, segment
     metrics["inception_fid"] = _inception(samples, ref, inception_weights, dev, seed)
     report = EvaluationReport(
         meta={"n": len(samples), "image_size": samples.shape[-1], "n_train": len(ref.train),
-              "n_validate": len(ref.validate), "train_splits": list(ref.train_splits),
-              "held_out": ref.held_out, "seed": seed, "n_subsets": n_subsets, **(meta or {}),
+              "n_held_out": len(ref.held_out), "train_splits": list(ref.train_splits),
+              "held_out": ref.held_out_split, "seed": seed, "n_subsets": n_subsets, **(meta or {}),
               "reference_seconds": round(t_ref, 2),
               "metric_seconds": round(time.perf_counter() - t0 - t_ref, 2)},
         metrics=metrics,
@@ -228,9 +229,9 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
              slice_regressor=None, name: str | None = None) -> EvaluationReport:
     """Generate ``n`` samples from ``checkpoint`` (a path, a loaded pipeline, or None for the
     shipped demo model) with ``sampler``/``steps`` from ``seed`` and score them
-    (:func:`evaluate_samples`) against the checkpoint's own ``train_splits`` (a pipeline
-    without a config: the seed's train + test); writes ``report.json`` and the figures to
-    ``out`` (None: nothing written).
+    (:func:`evaluate_samples`) with the checkpoint's own ``train_splits`` (a pipeline
+    without them: the seed's train + test, which holds out validate); writes ``report.json``
+    and the figures to ``out`` (None: nothing written).
 
     Conditional models: ``condition`` (a Condition, or ``"validate"``) and ``guidance_scale``
     / ``guidance_rescale`` as in :func:`generate_samples`; the meta records them
@@ -330,7 +331,7 @@ def held_out_note(meta: dict) -> str:
     """One line naming the train and held-out splits of a report, and whether the held-out
     numbers are untouched by training and selection."""
     trained = " + ".join(meta.get("train_splits") or SEED_TRAIN_SPLITS)
-    held = meta.get("held_out", "validate")
+    held = meta["held_out"]
     if held == "test":
         return (f"trained on {trained}; held out: test (never used for training or for "
                 "choosing the checkpoint)")
@@ -369,7 +370,8 @@ def write_report(report: EvaluationReport, out) -> Path:
                save_to=out / "samples.png")
     nn = report.nearest_neighbours("pixel")
     plot_memorization(samples, nn["references"], nn["distance"], nn["index"],
-                      float(nn["validate_distance"].min()), held_out=report.reference.held_out,
+                      float(nn["held_out_distance"].min()),
+                      held_out=report.reference.held_out_split,
                       save_to=out / "memorization_gallery.png")
     plot_fractions(report.fractions, save_to=out / "tissue_fractions.png")
     plot_histograms(report.intensities, "in-brain intensity",

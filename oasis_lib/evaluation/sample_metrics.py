@@ -1,17 +1,24 @@
 """The sample metrics of an evaluation, each with its real-vs-real reference value.
 
-Every entry is ``{"value", "floor", "subsample_range", "subsample_size", "direction",
-"explanation", ...}``: ``floor``
-is the same metric for real held-out slices (``ref.held_out``: the test split unless the model
-trained on it, else validate) against the train slices at the same sample
-size. It is a *reference*, not a bound: a finite set of samples can score below it by chance
-or by being closer to train than held-out subjects are (for the Fréchet distance, whose
-estimate is biased upwards at small sizes, the sample and the reference are therefore always
-compared at one matched size). ``subsample_range`` (where computed) is the 2.5-97.5 percentile
-range of the metric over random subsets of ``subsample_size`` (half) of the samples, drawn
-without replacement, against the whole training set (:func:`~oasis_lib.evaluation.metrics.
-subsample_range`): a spread at that smaller size, not a confidence interval. Keys starting
-with ``_`` hold arrays for figures and are dropped from the JSON.
+The rule (:mod:`~oasis_lib.evaluation.reference`): the samples are scored against the
+*held-out* slices, subjects the model never trained on (``ref.held_out_split``: test unless
+the model trained on it, else validate). Every entry is ``{"value", "floor",
+"subsample_range", "subsample_size", "direction", "explanation", ...}``:
+
+- ``value``: the metric of the samples against the held-out slices;
+- ``floor``: the same metric with as many *train* slices (a seeded random subset) in place of
+  the samples, so both numbers are computed at one set size (the Fréchet distance is biased
+  upwards at small sizes, Wasserstein-1 between finite sets too). Real slices the model
+  learned from score this against subjects it never saw; a model that copied its training
+  slices would score it too. It is a *reference*, not a bound: samples can score below it by
+  chance. Diversity has no second set: its floor is the held-out slices' own diversity;
+  memorisation's is the chance level.
+- ``subsample_range`` (where computed): the 2.5-97.5 percentile range of the metric over random
+  subsets of ``subsample_size`` (half) of the samples, drawn without replacement, against all
+  held-out slices (:func:`~oasis_lib.evaluation.metrics.subsample_range`): a spread at that
+  smaller size, not a confidence interval.
+
+Keys starting with ``_`` hold arrays for figures and are dropped from the JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ def _spread(fn, a, b, *, n_subsets: int, seed: int):
 
 
 def _subset(x, size: int, seed: int):
+    """A seeded random subset of ``size`` rows of ``x`` in their order (all of ``x`` if
+    smaller)."""
     if len(x) <= size:
         return x
     return x[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
@@ -50,36 +59,43 @@ def _kid(a: np.ndarray, b: np.ndarray, *, size: int, subsets: int, seed: int) ->
 
 
 def _feature_metrics(fs: np.ndarray, ref: RealReference, *, seed: int, n_subsets: int) -> dict:
-    """Fréchet distance and KID in segmenter feature space, samples and validate slices each
-    against all train slices, at the matched size m = min(n, V)."""
-    ft, fv = ref.train_out["features"], ref.validate_out["features"]
-    m = min(len(fs), len(fv))
+    """Fréchet distance and KID in segmenter feature space: m = min(n, N) samples against all
+    held-out slices; floor: m train slices (seeded subset) against the same held-out slices."""
+    fh, ft = ref.held_out_out["features"], ref.train_out["features"]
+    held = ref.held_out_split
+    m = min(len(fs), len(ft))
     fs_m = _subset(fs, m, seed)
-    kid = partial(_kid, size=m, subsets=50, seed=seed)
+    k = min(m, len(fh))  # KID's subset size: no larger than either set
+    kid = partial(_kid, size=k, subsets=50, seed=seed)
     return {
         "frechet_segmenter": _entry(
-            M.frechet_distance(fs_m, ft),
-            M.real_vs_real_floor(M.frechet_distance, fv, ft, size=m, seed=seed), "lower",
-            f"Fréchet distance of segmenter features, {m} samples vs all train slices; floor: "
-            f"{m} {ref.held_out} slices vs train",
-            _spread(M.frechet_distance, fs_m, ft, n_subsets=n_subsets, seed=seed),
-            n_compared=m, value_all_samples=M.frechet_distance(fs, ft)),
+            M.frechet_distance(fs_m, fh),
+            M.real_vs_real_floor(M.frechet_distance, ft, fh, size=m, seed=seed), "lower",
+            f"Fréchet distance of segmenter features, {m} samples vs all {len(fh)} {held} "
+            f"slices; floor: {m} train slices vs the same",
+            _spread(M.frechet_distance, fs_m, fh, n_subsets=n_subsets, seed=seed),
+            n_compared=m),
         "kid_segmenter": _entry(
-            kid(fs_m, ft), M.real_vs_real_floor(kid, fv, ft, size=m, seed=seed), "lower",
-            f"KID (unbiased MMD^2, cubic kernel) of segmenter features, subsets of {m}; ~0 "
-            "means indistinguishable from train",
-            _spread(partial(_kid, size=max(2, m // 2), subsets=1, seed=seed), fs_m, ft,
-                    n_subsets=n_subsets, seed=seed),
-            std=M.kernel_inception_distance(fs_m, ft, subsets=50, subset_size=m, seed=seed)[1]),
+            kid(fs_m, fh), M.real_vs_real_floor(kid, ft, fh, size=m, seed=seed), "lower",
+            f"KID (unbiased MMD^2, cubic kernel) of segmenter features vs {held} slices, "
+            f"subsets of {k}; ~0 means indistinguishable from them; floor: {m} train slices",
+            _spread(partial(_kid, size=max(2, min(m // 2, len(fh))), subsets=1, seed=seed),
+                    fs_m, fh, n_subsets=n_subsets, seed=seed),
+            std=M.kernel_inception_distance(fs_m, fh, subsets=50, subset_size=k, seed=seed)[1]),
     }
 
 
 def _distribution_metrics(samples: Tensor, out_s: dict, ref: RealReference, *, seed: int,
                           n_subsets: int, max_values: int = 1_000_000) -> dict:
+    """Tissue fractions and in-brain intensities (samples vs held-out slices; floor: as many
+    train slices vs the same), and diversity (floor: as many held-out slices)."""
+    held = ref.held_out_split
+    n = len(samples)
+    pick = _subset(np.arange(len(ref.train)), n, seed)  # the train slices of every floor
     frac = {"samples": out_s["fractions"], "train": ref.train_out["fractions"],
-            "validate": ref.validate_out["fractions"]}
-    tfd = M.tissue_fraction_distance(frac["samples"], frac["train"])
-    tfd_floor = M.tissue_fraction_distance(frac["validate"], frac["train"])
+            held: ref.held_out_out["fractions"]}
+    tfd = M.tissue_fraction_distance(frac["samples"], frac[held])
+    tfd_floor = M.tissue_fraction_distance(frac["train"][pick], frac[held])
 
     def mean_w1(a, b):
         return M.tissue_fraction_distance(a, b)["mean"]
@@ -89,27 +105,30 @@ def _distribution_metrics(samples: Tensor, out_s: dict, ref: RealReference, *, s
         return _subset(values, max_values, seed)
 
     i_s = pooled(samples, out_s["masks"])
-    i_t = pooled(ref.train, ref.train_out["masks"])
-    i_v = pooled(ref.validate, ref.validate_out["masks"])
+    i_t = pooled(ref.train, ref.train_out["masks"])  # all train slices, for the figure
+    i_h = pooled(ref.held_out, ref.held_out_out["masks"])
+    i_floor = pooled(ref.train[pick], ref.train_out["masks"][pick])
     n_pairs = 2000
-    real_div = _subset(ref.train, len(samples), seed)
+    real_div = _subset(ref.held_out, n, seed)
     return {
         "tissue_fractions": _entry(
             tfd["mean"], tfd_floor["mean"], "lower",
-            "Wasserstein-1 of per-slice CSF/grey/white fractions (segmenter masks) vs train, "
-            "mean of 3 classes (0.01 = one percentage point)",
-            _spread(mean_w1, frac["samples"], frac["train"], n_subsets=n_subsets, seed=seed),
+            f"Wasserstein-1 of per-slice CSF/grey/white fractions (segmenter masks) vs {held} "
+            f"slices, mean of 3 classes (0.01 = one percentage point); floor: {len(pick)} "
+            "train slices vs the same",
+            _spread(mean_w1, frac["samples"], frac[held], n_subsets=n_subsets, seed=seed),
             per_class=tfd, floor_per_class=tfd_floor,
             mean_fractions={k: f.mean(0).tolist() for k, f in frac.items()}, _fractions=frac),
         "intensity_histogram": _entry(
-            _w1(i_s, i_t), _w1(i_v, i_t), "lower",
-            "Wasserstein-1 of in-brain intensities (segmenter non-background) vs train, in "
-            "[-1, 1] units (one grey level = 0.0078)", _intensities=(i_s, i_t, i_v)),
+            _w1(i_s, i_h), _w1(i_floor, i_h), "lower",
+            f"Wasserstein-1 of in-brain intensities (segmenter non-background) vs {held} "
+            f"slices, in [-1, 1] units (one grey level = 0.0078); floor: {len(pick)} train "
+            "slices vs the same", _intensities={"samples": i_s, "train": i_t, held: i_h}),
         "diversity_ssim": _entry(
             M.pairwise_ssim(samples, max_pairs=n_pairs, seed=seed),
             M.pairwise_ssim(real_div, max_pairs=n_pairs, seed=seed), "closer to floor",
-            f"mean SSIM of {n_pairs} random sample pairs; floor: same for {len(real_div)} "
-            "train slices; above the floor = less diverse (mode collapse)"),
+            f"mean SSIM of up to {n_pairs} random sample pairs; floor: the same for "
+            f"{len(real_div)} {held} slices; above the floor = less diverse (mode collapse)"),
     }
 
 
@@ -119,14 +138,14 @@ def _w1(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def _memorization(samples: Tensor, fs: np.ndarray, ref: RealReference) -> dict:
-    """Nearest-train-slice distances of samples vs validate slices. Pixel space compares with
-    the train slices and their mirror images (the trainer flips at random), RMS per pixel;
-    feature space with the segmenter features of the train slices, Euclidean."""
+    """Nearest-train-slice distances of the samples vs those of the held-out slices. Pixel
+    space compares with the train slices and their mirror images (the trainer flips at random),
+    RMS per pixel; feature space with the segmenter features of the train slices, Euclidean."""
     out = {}
     mirrored = torch.cat([ref.train, ref.train.flip(-1)])
     for space, q, r, v, metric, exact in (
-        ("pixel", samples, mirrored, ref.validate, "rms", 1.0 / 255),
-        ("features", fs, ref.train_out["features"], ref.validate_out["features"], "l2", 1e-6),
+        ("pixel", samples, mirrored, ref.held_out, "rms", 1.0 / 255),
+        ("features", fs, ref.train_out["features"], ref.held_out_out["features"], "l2", 1e-6),
     ):
         d_s, i_s = M.nearest_neighbours(q, r, metric=metric)
         d_v, _ = M.nearest_neighbours(v, r, metric=metric)
@@ -134,8 +153,7 @@ def _memorization(samples: Tensor, fs: np.ndarray, ref: RealReference) -> dict:
         out[f"memorization_{space}"] = _entry(
             rep["near_copy_fraction"], rep["expected_near_fraction"], "lower",
             f"fraction of samples nearer ({metric}, {space}) to a train slice than any "
-            f"{ref.held_out} "
-            f"slice is; floor: the chance level. {rep['verdict']}", **rep,
+            f"{ref.held_out_split} slice is; floor: the chance level. {rep['verdict']}", **rep,
             _nn=(d_s, i_s, d_v, r))
     return out
 
@@ -146,10 +164,11 @@ def _inception(samples, ref, weights, device, seed) -> dict:
         why = "no weights given" if weights is None else f"{weights} not found"
         return _entry(None, None, "lower", f"standard FID (Inception-v3); skipped ({why}): pass "
                       "--inception-weights FILE, a local torchvision state dict")
-    m = min(len(samples), len(ref.validate))
-    f_t = M.inception_features(net, _subset(ref.train, len(samples), seed))
+    m = min(len(samples), len(ref.train))
+    f_h = M.inception_features(net, ref.held_out)
     f_s = M.inception_features(net, _subset(samples, m, seed))
-    f_v = M.inception_features(net, _subset(ref.validate, m, seed))
-    return _entry(M.frechet_distance(f_s, f_t), M.frechet_distance(f_v, f_t), "lower",
+    f_t = M.inception_features(net, _subset(ref.train, m, seed))
+    return _entry(M.frechet_distance(f_s, f_h), M.frechet_distance(f_t, f_h), "lower",
                   f"standard FID (ImageNet Inception-v3 pool features), {m} samples vs "
-                  f"{len(f_t)} train slices; loose for MRI")
+                  f"{len(f_h)} {ref.held_out_split} slices; floor: {m} train slices vs the "
+                  "same; loose for MRI")

@@ -217,7 +217,7 @@ def test_memorization_report_flags_a_copy_and_clears_honest_samples(rng):
     assert flagged["copies_training_data"]
     assert flagged["exact_copies"] == 1
     assert flagged["verdict"].startswith("COPIES training data")
-    close = M.memorization_report(np.full(50, 0.1), val)  # all nearer than any validate slice
+    close = M.memorization_report(np.full(50, 0.1), val)  # all nearer than any held-out slice
     assert close["copies_training_data"]
     assert close["near_copy_fraction"] == 1.0
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,14 +32,25 @@ def fake_data(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """An untrained ``tiny`` U-Net at 32x32, exported like a shared checkpoint."""
+def _export_tiny(tmp_path_factory, **overrides):
     torch.manual_seed(0)
-    cfg = TrainConfig.from_preset("tiny")
+    cfg = TrainConfig.from_preset("tiny", **overrides)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     return export_safetensors(build_model(cfg).state_dict(), path, config=cfg.to_dict(),
                               dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained ``tiny`` U-Net at 32x32 (trained on train only), exported like a shared
+    checkpoint."""
+    return _export_tiny(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_train_test(tmp_path_factory):
+    """The same, with ``train_splits=("train", "test")`` in its config (the seed's choice)."""
+    return _export_tiny(tmp_path_factory, train_splits=("train", "test"))
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +91,14 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     # the tiny preset trains on the train split only, so test is the held-out reference
     assert (meta["train_splits"], meta["held_out"]) == (["train"], "test")
     assert meta["n_train"] == 12
-    assert meta["n_validate"] == 4
+    assert meta["n_held_out"] == 4
     assert meta["sampler"] == "ddim"
     assert meta["seconds_per_image"] > 0
-    assert m["frechet_segmenter"]["n_compared"] == 4  # min(n, held out)
+    assert m["frechet_segmenter"]["n_compared"] == 6  # every sample, against the 4 test slices
+    assert "vs all 4 test slices" in m["frechet_segmenter"]["explanation"]
     lo, hi = m["frechet_segmenter"]["subsample_range"]
     assert lo <= hi
-    assert m["frechet_segmenter"]["subsample_size"] == 2  # half of the 4 compared samples
+    assert m["frechet_segmenter"]["subsample_size"] == 3  # half of the 6 compared samples
     assert m["intensity_histogram"]["subsample_range"] is None
     assert set(m["segmenter_dice"]["per_class"]) == {"background", "csf", "grey_matter",
                                                      "white_matter"}
@@ -98,25 +111,62 @@ def test_evaluate_writes_the_report_and_figures(fake_data, tiny_model, segmenter
     assert "held out: test (never used for training" in E.format_report(report)
 
 
-def test_a_model_trained_on_train_and_test_is_scored_against_validate(fake_data, segmenter):
-    """The seed's choice (the shipped checkpoint's): test is in the train set, validate is the
-    held-out reference, and the report says that no split is untouched."""
-    ref = E.real_reference(segmenter, SIZE, data_root=fake_data)  # the default: the seed's
-    assert (len(ref.train), len(ref.validate), ref.held_out) == (16, 8, "validate")
-    report = E.evaluate_samples(ref.validate[:4].clone(), data_root=fake_data,
-                                segmenter=segmenter, n_subsets=5,
-                                train_splits=("train", "test"))
-    assert report["meta"]["held_out"] == "validate"
+def test_a_checkpoint_trained_on_train_and_test_is_scored_against_validate(
+        fake_data, tiny_model_train_test, segmenter):
+    """The reference follows the checkpoint's own train_splits: with test trained on, the
+    held-out split is validate, and the report says that no split is untouched."""
+    report = E.evaluate(tiny_model_train_test, n=4, steps=2, out=None, data_root=fake_data,
+                        segmenter=segmenter, batch_size=4, device="cpu", progress=False,
+                        n_subsets=5)
+    meta = report["meta"]
+    assert (meta["train_splits"], meta["held_out"]) == (["train", "test"], "validate")
+    assert (meta["n_train"], meta["n_held_out"]) == (16, 8)
+    assert report.reference.held_out_split == "validate"
+    assert set(report.fractions) == {"samples", "train", "validate"}
     assert "no split is untouched" in E.format_report(report)
 
 
+def test_evaluate_samples_needs_the_models_train_splits(fake_data, segmenter):
+    with pytest.raises(TypeError, match="train_splits"):
+        E.evaluate_samples(torch.zeros(4, 1, SIZE, SIZE), data_root=fake_data,
+                           segmenter=segmenter)
+
+
+def test_the_floor_is_the_metric_of_as_many_train_slices(fake_data, segmenter):
+    """Samples that are the floor's own train slices (the same seeded subset) score exactly
+    the floor of every two-set metric: both are computed against the held-out slices."""
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train",))
+    n, seed = 6, 3
+    pick = np.sort(np.random.default_rng(seed).choice(len(ref.train), n, replace=False))
+    report = E.evaluate_samples(ref.train[pick].clone(), data_root=fake_data,
+                                segmenter=segmenter, n_subsets=5, seed=seed,
+                                train_splits=("train",))
+    m = report["metrics"]
+    for name in ("frechet_segmenter", "kid_segmenter", "tissue_fractions",
+                 "intensity_histogram"):
+        assert m[name]["value"] == pytest.approx(m[name]["floor"], rel=1e-6, abs=1e-9), name
+    assert report.fractions["test"].shape == (4, 3)  # keyed by the held-out split's name
+
+
+def test_the_diversity_floor_is_the_held_out_slices(fake_data, segmenter):
+    """Diversity has no second set: its floor is the pairwise SSIM of as many held-out slices
+    (all 4 test slices here), so the held-out slices themselves score their floor."""
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train",))
+    report = E.evaluate_samples(ref.held_out.clone(), data_root=fake_data, segmenter=segmenter,
+                                n_subsets=5, train_splits=("train",))
+    div = report["metrics"]["diversity_ssim"]
+    assert div["value"] == pytest.approx(div["floor"], rel=1e-6)
+    assert "4 test slices" in div["explanation"]
+
+
 def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
-    ref = E.real_reference(segmenter, SIZE, data_root=fake_data)
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train",))
     copies = ref.train[:5].clone()
-    report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_subsets=5)
-    # without the model's splits, the safe default: train + test as trained on, validate held out
-    assert report["meta"]["held_out"] == "validate"
-    assert E.real_reference(segmenter, SIZE, data_root=fake_data) is ref  # cached
+    report = E.evaluate_samples(copies, data_root=fake_data, segmenter=segmenter, n_subsets=5,
+                                train_splits=("train",))
+    assert report["meta"]["held_out"] == "test"
+    assert E.real_reference(segmenter, SIZE, data_root=fake_data,
+                            train_splits=("train",)) is ref  # cached
     mem = report["metrics"]["memorization_pixel"]
     assert mem["copies_training_data"]
     assert mem["exact_copies"] == 5
@@ -125,7 +175,8 @@ def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
 
 def test_evaluate_samples_rejects_bad_shapes(segmenter):
     with pytest.raises(ValueError, match=r"\[n >= 2, 1, S, S\]"):
-        E.evaluate_samples(torch.zeros(4, 3, SIZE, SIZE), segmenter=segmenter)
+        E.evaluate_samples(torch.zeros(4, 3, SIZE, SIZE), segmenter=segmenter,
+                           train_splits=("train",))
 
 
 def test_evaluate_command_has_help(capsys):
