@@ -70,20 +70,42 @@ def _record(line: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def centred_mean(values: Sequence[float], width: int) -> np.ndarray:
+    """Each value averaged with its neighbours: ``width // 2`` on each side, or as many as
+    there are on the nearer side, and as many on the other (so the first value is itself).
+
+    A window centred on each point does not lag behind a falling loss the way a trailing
+    mean does (which still holds the first, highest losses long after they are gone), never
+    mixes values more than ``width // 2`` places apart, and returns a straight line unchanged
+    (its windows are symmetric everywhere, ends included). Each result lies within the range
+    of the values of its window.
+    """
+    v = np.asarray(values, dtype=float)
+    out = np.empty_like(v)
+    for i in range(len(v)):
+        h = min(width // 2, i, len(v) - 1 - i)
+        out[i] = v[i - h:i + h + 1].mean()
+    return out
+
+
 def plot_loss_curve(metrics: str | os.PathLike | list[dict], *, smooth: int = 20,
                     figsize: tuple[float, float] = (7, 3.5), save_to=None):
-    """Training loss (raw and running mean) and validation losses against the step."""
+    """Training loss (raw and its :func:`centred_mean` over ``smooth // 2`` logged values on
+    each side) and validation losses against the step. The smoothed line is an arithmetic
+    mean, as the validation loss is, so the two can be compared."""
     records = read_metrics(metrics) if not isinstance(metrics, list) else metrics
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"], r["val_loss_ema"]) for r in records if "val_loss" in r]
     fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
     if train:
         s, l = map(np.asarray, zip(*train, strict=True))
-        ax.plot(s, l, color="0.75", lw=0.8, label="train loss")
-        if len(l) >= smooth:
-            k = np.ones(smooth) / smooth
-            ax.plot(s[smooth - 1:], np.convolve(l, k, mode="valid"), color="C0",
-                    label=f"train (mean of {smooth})")
+        every = int(np.median(np.diff(s))) if len(s) > 1 else 1
+        ax.plot(s, l, color="0.75", lw=0.8,
+                label="train loss" + (f", logged every {every} steps" if every > 1 else ""))
+        half = smooth // 2
+        if half >= 1 and len(l) > 2:
+            ax.plot(s, centred_mean(l, smooth), color="C0",
+                    label=f"train, centred mean of {2 * half + 1} points (±{half * every} steps)")
     if val:
         s, v, ve = map(np.asarray, zip(*val, strict=True))
         ax.plot(s, v, "o-", color="C1", label="validation (live)")
