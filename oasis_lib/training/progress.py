@@ -7,8 +7,10 @@ of time spent in optimiser steps (``budget_clock``: wall or CPU time). The step 
 :func:`binding_limit` decides it from the pace so far, and the bar switches to minutes when
 the budget binds. The other limit is shown in the bar's postfix, so a reader always sees both.
 
-Example: the demo trains with ``max_steps=300`` and ``epochs=1000``; its bar reads
-``train: 40%|... | 120/300 [00:25<00:38, 4.7step/s, epoch 1, loss 0.0631]``.
+Example: the demo trains with ``max_steps=300`` and ``epochs=1000`` (one thread, a busy CPU);
+its bar read ``train:  40%|████      | 120/300 [01:02<01:11,  2.50step/s, epoch 1, loss 0.1781]``
+and a run that ``max_minutes`` ends counts budget minutes, in the form
+``| 13.5/30 min [elapsed<remaining, step 405/3600, epoch 4/30, loss ...]``.
 """
 
 from __future__ import annotations

@@ -71,28 +71,29 @@ def _record(line: str) -> dict | None:
 
 
 def centred_mean(values: Sequence[float], width: int) -> np.ndarray:
-    """Each value averaged with its neighbours: ``width // 2`` on each side, or as many as
-    there are on the nearer side, and as many on the other (so the first value is itself).
+    """The mean of each complete window of ``2 * (width // 2) + 1`` consecutive values: one
+    per value that has ``width // 2`` neighbours on each side, ``len(values) - 2 * (width //
+    2)`` in all (none if there are fewer values than a window).
 
-    A window centred on each point does not lag behind a falling loss the way a trailing
-    mean does (which still holds the first, highest losses long after they are gone), never
-    mixes values more than ``width // 2`` places apart, and returns a straight line unchanged
-    (its windows are symmetric everywhere, ends included). Each result lies within the range
-    of the values of its window.
+    Drawn at each window's middle step, it runs through a falling loss; the same mean drawn at
+    the window's last step (a trailing mean) lags behind it, above the late raw points, while
+    its window still holds the first, highest losses. A window never mixes values more than
+    ``width // 2`` places apart, a straight line comes back unchanged, and each mean lies
+    within the range of its window.
     """
     v = np.asarray(values, dtype=float)
-    out = np.empty_like(v)
-    for i in range(len(v)):
-        h = min(width // 2, i, len(v) - 1 - i)
-        out[i] = v[i - h:i + h + 1].mean()
-    return out
+    w = 2 * (width // 2) + 1
+    if len(v) < w:
+        return np.empty(0)
+    return np.lib.stride_tricks.sliding_window_view(v, w).mean(axis=1)
 
 
 def plot_loss_curve(metrics: str | os.PathLike | list[dict], *, smooth: int = 20,
                     figsize: tuple[float, float] = (7, 3.5), save_to=None):
-    """Training loss (raw and its :func:`centred_mean` over ``smooth // 2`` logged values on
-    each side) and validation losses against the step. The smoothed line is an arithmetic
-    mean, as the validation loss is, so the two can be compared."""
+    """Training loss (raw, and its :func:`centred_mean` over windows of ``smooth // 2``
+    logged values on each side, drawn at each window's middle step) and validation losses
+    against the step. The smoothed line is an arithmetic mean, as the validation loss is, so
+    the two can be compared; it starts and ends ``smooth // 2`` logged values in."""
     records = read_metrics(metrics) if not isinstance(metrics, list) else metrics
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"], r["val_loss_ema"]) for r in records if "val_loss" in r]
@@ -102,9 +103,9 @@ def plot_loss_curve(metrics: str | os.PathLike | list[dict], *, smooth: int = 20
         every = int(np.median(np.diff(s))) if len(s) > 1 else 1
         ax.plot(s, l, color="0.75", lw=0.8,
                 label="train loss" + (f", logged every {every} steps" if every > 1 else ""))
-        half = smooth // 2
-        if half >= 1 and len(l) > 2:
-            ax.plot(s, centred_mean(l, smooth), color="C0",
+        half, mean = smooth // 2, centred_mean(l, smooth)
+        if half >= 1 and len(mean):
+            ax.plot(s[half:len(s) - half], mean, color="C0",
                     label=f"train, centred mean of {2 * half + 1} points (±{half * every} steps)")
     if val:
         s, v, ve = map(np.asarray, zip(*val, strict=True))
