@@ -342,13 +342,13 @@ class TrainingLoop:
         self.model.train()
         t0, images = time.perf_counter(), 0
         t_log = t0
-        # One bar, counting the limit that ends the run first (training.progress).
-        progress = TrainProgress(c, len(self.train_set) // c.batch_size, step=self.step,
-                                 spent_s=self.train_seconds, show=c.progress and self.dist.is_main)
         if self.dist.is_main:
             self.lock.acquire()  # again, if an earlier fit() released it
         signals = contextlib.ExitStack()
         stop = signals.enter_context(GracefulStop())  # SIGTERM/SIGINT: stop at a step boundary
+        # One bar, counting the limit that ends the run first (training.progress).
+        progress = TrainProgress(c, len(self.train_set) // c.batch_size, step=self.step,
+                                 spent_s=self.train_seconds, show=c.progress and self.dist.is_main)
         try:
             for epoch in range(self.epoch, c.epochs):
                 if self._done():
