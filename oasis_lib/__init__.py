@@ -25,7 +25,7 @@ from .paths import DEMO_CHECKPOINT
 from .pretrained import load_model
 from .training.trainer import Trainer, train
 
-__version__ = "0.2.0"
+__version__ = "0.2.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
 __all__ = [
     "DEMO_CHECKPOINT",

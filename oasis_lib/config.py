@@ -374,7 +374,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(preset="tiny", image_size=32, epochs=1, batch_size=8, warmup_steps=10,
                         checkpoint_every=20, val_size=32, sample_n=8, sample_steps=10,
                         ema_decay=0.99, precision="fp32", out_dir="runs/tiny"),
-    # The CPU-friendly default at 64x64 (hours on 2 cores for brain-like samples).
+    # The CPU-friendly default at 64x64. With DEMO_RECIPE it trained the shipped demo checkpoint:
+    # brain-like samples after 2,880 steps (24 epochs), about 88 CPU-minutes on one thread
+    # (checkpoints/README.md); its 30 epochs are 3,600 steps of the demo train split.
     "cpu": TrainConfig(preset="cpu", image_size=64, out_dir="runs/cpu"),
     # A real GPU at 128x128.
     "gpu": TrainConfig(preset="gpu", image_size=128, batch_size=32, epochs=200, lr=1e-4,

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..checkpoint import (
     atomic_save,
@@ -65,6 +64,7 @@ from .ema import EMA
 from .guards import DivergenceGuard, check_batches, check_finite_weights
 from .optim import build_lr_scheduler, build_optimizer
 from .precision import autocast_dtype, resolve_precision  # noqa: F401 (autocast_dtype: API)
+from .progress import TrainProgress, limit_reached
 from .resume import FREE, merge_for_resume
 from .run_dir import RunLock, append_jsonl, read_jsonl, tidy_run_dir, write_text_atomic
 from .signals import GracefulStop, TrainingStopped, stopped
@@ -331,10 +331,9 @@ class TrainingLoop:
                 f"stopped without saving. {self.guard.good_text()}")
 
     def _done(self) -> bool:
-        c = self.cfg
-        done = ((c.max_steps is not None and self.step >= c.max_steps)
-                or (c.max_minutes is not None and self.train_seconds >= 60 * c.max_minutes))
-        if c.max_minutes is not None and self.dist.enabled:  # rank 0's clock decides for all
+        """The stopping rule (``training.progress.limit_reached``; the epochs end the loop)."""
+        done = limit_reached(self.cfg, self.step, self.train_seconds)
+        if self.cfg.max_minutes is not None and self.dist.enabled:  # rank 0's clock decides
             done = bool(broadcast_object(done, self.dist))
         return done
 
@@ -343,15 +342,15 @@ class TrainingLoop:
         self.model.train()
         t0, images = time.perf_counter(), 0
         t_log = t0
-        show = c.progress and self.dist.is_main
-        epochs = tqdm(range(self.epoch, c.epochs), desc="epochs", disable=not show,
-                      initial=self.epoch, total=c.epochs)
         if self.dist.is_main:
             self.lock.acquire()  # again, if an earlier fit() released it
         signals = contextlib.ExitStack()
         stop = signals.enter_context(GracefulStop())  # SIGTERM/SIGINT: stop at a step boundary
+        # One bar, counting the limit that ends the run first (training.progress).
+        progress = TrainProgress(c, len(self.train_set) // c.batch_size, step=self.step,
+                                 spent_s=self.train_seconds, show=c.progress and self.dist.is_main)
         try:
-            for epoch in epochs:
+            for epoch in range(self.epoch, c.epochs):
                 if self._done():
                     break
                 self.epoch = epoch
@@ -363,9 +362,7 @@ class TrainingLoop:
                                     generator=torch.Generator().manual_seed(epoch))
                 # Epochs are counted from 1 in everything a person reads (bars, logs, files);
                 # self.epoch is the number of finished epochs.
-                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
-                           disable=not show)
-                for batch in bar:
+                for batch in loader:
                     t_step = self._clock()
                     loss = self.train_step(self.step_inputs(batch))
                     self.train_seconds += self._clock() - t_step
@@ -378,7 +375,7 @@ class TrainingLoop:
                         self._log({"step": self.step, "epoch": epoch + 1, "loss": loss,
                                    "lr": self.sched.get_last_lr()[0],
                                    "images_per_s": round(rate, 2)})
-                        bar.set_postfix(loss=f"{loss:.4f}")
+                    progress.update(self.step, self.train_seconds, epoch + 1, loss)
                     if self.step % c.checkpoint_every == 0:
                         self.save()
                     if self._done():
@@ -399,6 +396,7 @@ class TrainingLoop:
             raise TrainingStopped(f"interrupted twice during step {self.step + 1}; nothing "
                                   f"saved since: {self.guard.good_text()}", signum=2) from None
         finally:
+            progress.close()
             signals.close()
             self.lock.release()
         barrier(self.dist, "end of training")

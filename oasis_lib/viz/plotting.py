@@ -70,20 +70,43 @@ def _record(line: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def centred_mean(values: Sequence[float], width: int) -> np.ndarray:
+    """The mean of each complete window of ``2 * (width // 2) + 1`` consecutive values: one
+    per value that has ``width // 2`` neighbours on each side, ``len(values) - 2 * (width //
+    2)`` in all (none if there are fewer values than a window).
+
+    Drawn at each window's middle step, it runs through a falling loss; the same mean drawn at
+    the window's last step (a trailing mean) lags behind it, above the late raw points, while
+    its window still holds the first, highest losses. A window never mixes values more than
+    ``width // 2`` places apart, a straight line comes back unchanged, and each mean lies
+    within the range of its window.
+    """
+    v = np.asarray(values, dtype=float)
+    w = 2 * (width // 2) + 1
+    if len(v) < w:
+        return np.empty(0)
+    return np.lib.stride_tricks.sliding_window_view(v, w).mean(axis=1)
+
+
 def plot_loss_curve(metrics: str | os.PathLike | list[dict], *, smooth: int = 20,
                     figsize: tuple[float, float] = (7, 3.5), save_to=None):
-    """Training loss (raw and running mean) and validation losses against the step."""
+    """Training loss (raw, and its :func:`centred_mean` over windows of ``smooth // 2``
+    logged values on each side, drawn at each window's middle step) and validation losses
+    against the step. The smoothed line is an arithmetic mean, as the validation loss is, so
+    the two can be compared; it starts and ends ``smooth // 2`` logged values in."""
     records = read_metrics(metrics) if not isinstance(metrics, list) else metrics
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"], r["val_loss_ema"]) for r in records if "val_loss" in r]
     fig, ax = plt.subplots(figsize=figsize, dpi=DPI)
     if train:
         s, l = map(np.asarray, zip(*train, strict=True))
-        ax.plot(s, l, color="0.75", lw=0.8, label="train loss")
-        if len(l) >= smooth:
-            k = np.ones(smooth) / smooth
-            ax.plot(s[smooth - 1:], np.convolve(l, k, mode="valid"), color="C0",
-                    label=f"train (mean of {smooth})")
+        every = int(np.median(np.diff(s))) if len(s) > 1 else 1
+        ax.plot(s, l, color="0.75", lw=0.8,
+                label="train loss" + (f", logged every {every} steps" if every > 1 else ""))
+        half, mean = smooth // 2, centred_mean(l, smooth)
+        if half >= 1 and len(mean):
+            ax.plot(s[half:len(s) - half], mean, color="C0",
+                    label=f"train, centred mean of {2 * half + 1} points (±{half * every} steps)")
     if val:
         s, v, ve = map(np.asarray, zip(*val, strict=True))
         ax.plot(s, v, "o-", color="C1", label="validation (live)")
