@@ -374,13 +374,9 @@ def solution(name: str) -> None:
 
 
 def reveal(exercise) -> None:
-    """A button that shows a reference solution when the reader clicks it.
-
-    ``exercise`` is the name of an exercise of :data:`EXERCISES` (its solution is shown) or any
-    function, such as the reference run of an experiment exercise (its source is shown). The
-    notebooks call this instead of :func:`solution`, so that running every cell prints no
-    solution: only a click does.
-    """
+    """A button that shows a reference solution only when the reader clicks it: of exercise
+    ``exercise`` (a name in :data:`EXERCISES`), or the source of a function (an experiment's
+    reference run). Running every cell of a notebook thus prints no solution."""
     if isinstance(exercise, str) and exercise not in EXERCISES:
         raise ValueError(f"unknown exercise {exercise!r}; choose one of {tuple(EXERCISES)}")
     if not isinstance(exercise, str) and not callable(exercise):
@@ -388,8 +384,7 @@ def reveal(exercise) -> None:
     import ipywidgets as widgets
     from IPython.display import display
 
-    button = widgets.Button(description="Reveal the solution", icon="eye")
-    out = widgets.Output()
+    button, out = widgets.Button(description="Reveal the solution", icon="eye"), widgets.Output()
 
     def show(_):
         button.disabled = True
