@@ -138,12 +138,20 @@ def ddim_invert(
         for t, t_next in zip(ts[:-1], ts[1:], strict=True):
             t_batch = torch.full((len(x),), t_next, device=device, dtype=torch.long)
             out = model(x, t_batch)  # evaluated at the next timestep (module docstring)
-            x0, eps = _x0_eps(schedule, out, x, t_batch, prediction_type, False)
-            if t >= 0:  # x0_hat from the current x at its own level
-                ab = schedule.alpha_bar_at(t)
-                x0 = (x - (1.0 - ab) ** 0.5 * eps) / ab**0.5
-            else:  # the current x is the clean image itself
-                x0 = x
-            ab_next = schedule.alpha_bar_at(t_next)
-            x = ab_next**0.5 * x0 + (1.0 - ab_next) ** 0.5 * eps
+            _, eps = _x0_eps(schedule, out, x, t_batch, prediction_type, False)
+            x = ddim_invert_step(eps, x, t, t_next, schedule)
     return x.clone()
+
+
+def ddim_invert_step(eps: Tensor, x: Tensor, t: int, t_next: int,
+                     schedule: NoiseSchedule) -> Tensor:
+    """One DDIM step run forward, from t to t_next > t (Song et al. 2021 eq. 12, eta = 0; ab is
+    alpha_bar, 1 at t = -1, the clean image):
+
+    x0 = (x - sqrt(1 - ab_t) eps) / sqrt(ab_t),   x_next = sqrt(ab_next) x0 + sqrt(1 - ab_next) eps.
+    """
+    if not t_next > t:
+        raise ValueError(f"an inversion step goes up: t_next must be > t, got {t} -> {t_next}")
+    ab, ab_next = schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_next)
+    x0 = (x - (1.0 - ab) ** 0.5 * eps) / ab**0.5
+    return ab_next**0.5 * x0 + (1.0 - ab_next) ** 0.5 * eps
