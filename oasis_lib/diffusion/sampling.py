@@ -92,9 +92,7 @@ def sampling_timesteps(T: int, steps: int, spacing: str = "trailing", *,
 
 
 def _x0_eps(schedule, output, x_t, t, prediction_type, clip_x0) -> tuple[Tensor, Tensor]:
-    """(x0, eps) from a network output; clip x0 and recompute eps from it when ``clip_x0``.
-    ``clip_x0`` may also be a callable ``x0 -> x0`` that replaces the clip (a thresholding
-    rule such as :class:`~oasis_lib.diffusion.guidance.DynamicThreshold`)."""
+    """(x0, eps) from a network output; clip x0 (or apply a callable ``clip_x0``), then eps."""
     x0, eps = model_output_to_x0_eps(schedule, output, x_t, t, prediction_type)
     if clip_x0:
         x0 = clip_x0(x0) if callable(clip_x0) else x0.clamp(-1.0, 1.0)

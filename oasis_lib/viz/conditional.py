@@ -1,4 +1,4 @@
-"""Sliders of conditional generation (notebook 09), in the three layers of
+"""Sliders of conditional generation (notebooks 09 and 10), in the three layers of
 :mod:`oasis_lib.viz.widgets`: a pure *frame* function (it samples through the pipeline, from a
 fixed noise ``x_T``, so only the slider value changes between redraws), a fixed-size *figure*
 whose title names the value, and a one-line *slider* (``continuous_update=False``).
