@@ -1,7 +1,7 @@
 """Editing a real image with a trained model: SDEdit and DDIM inversion.
 
 **SDEdit** (Meng et al. 2022, "SDEdit: Guided image synthesis and editing with stochastic
-differential equations", sec. 3 and Algorithm 1). Noise the image x to an intermediate level
+differential equations", sec. 3). Noise the image x to an intermediate level
 t0 with the forward process (Ho et al. 2020 eq. 4),
 
     x_{t0} = sqrt(ab_{t0}) x + sqrt(1 - ab_{t0}) z,   z ~ N(0, I),
@@ -15,8 +15,8 @@ input) and runs ``steps`` DDIM steps (Song et al. 2021 eq. 12; ``eta`` = 1 is th
 stochastic chain of SDEdit's reverse SDE, eta = 0 the deterministic one) with trailing
 spacing over 0..h0.
 
-**DDIM inversion** (Song et al. 2021 sec. 4.3 and eq. 12 run forward; Dhariwal & Nichol 2021
-sec. on DDIM encoding; Mokady et al. 2023 sec. 3). With eta = 0 a DDIM step is deterministic,
+**DDIM inversion** (Song et al. 2021 sec. 4.3 and eq. 12 run forward; see also Dhariwal & Nichol
+2021 and Mokady et al. 2023). With eta = 0 a DDIM step is deterministic,
 x_prev = sqrt(ab_prev) x0_hat + sqrt(1 - ab_prev) eps_hat, so it can be run the other way:
 from the clean image up to x_T,
 
@@ -74,7 +74,7 @@ def sdedit(
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
 ) -> Tensor:
-    """SDEdit (Meng et al. 2022, Algorithm 1) of ``image`` [B, C, H, W] in [-1, 1] from ``t0``.
+    """SDEdit (Meng et al. 2022, sec. 3) of ``image`` [B, C, H, W] in [-1, 1] from ``t0``.
 
     Args:
         model: ``model(x_t, t)``, e.g. ``pipe.denoiser(condition=...)`` of a conditional model.

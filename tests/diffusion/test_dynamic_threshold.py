@@ -72,3 +72,22 @@ def test_bad_percentile():
     with pytest.raises(ValueError, match="percentile"):
         dynamic_threshold(torch.zeros(1, 1, 2, 2), 1.5)
     assert repr(DynamicThreshold(0.99)) == "DynamicThreshold(percentile=0.99)"
+
+
+def test_the_pipeline_hands_the_rule_to_the_sampler():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_conditional_pipeline import conditional_pipeline, mask_condition
+
+    pipe = conditional_pipeline()
+    calls = []
+
+    def rule(x0):
+        calls.append(x0.shape[0])
+        return DynamicThreshold(0.9)(x0)
+
+    pipe.sample(2, steps=3, condition=mask_condition(), guidance_scale=2.0, clip_x0=rule,
+                progress=False)
+    assert calls == [2, 2, 2]  # once per step, on the guided x0 of the whole batch
