@@ -30,6 +30,14 @@ spread exceeds the data's (over-exposure); with per-sample standard deviations o
 brightness range the paper corrects, and converts back to the network's prediction type;
 ``"output"`` applies it to the raw output (eps or v), as diffusers' ``guidance_rescale`` does.
 ``rescale=0`` is plain CFG (the rescale code is skipped).
+
+Dynamic thresholding (Saharia et al. 2022, Imagen, sec. 2.3): a large s pushes the predicted
+x0 outside [-1, 1], and the sampler's static clip then saturates those pixels. Instead, per
+sample, take s_p = the ``percentile`` p quantile of |x0|, set s_p = max(s_p, 1), clip x0 to
+[-s_p, s_p] and divide by s_p. :class:`DynamicThreshold` is that rule as a callable the
+samplers accept in place of the clip (``sample(..., clip_x0=DynamicThreshold(0.995))``,
+``pipe.sample(..., clip_x0=...)``). It acts on the x0 prediction at every step, whatever the
+guidance scale; at s_p = 1 it is the static clip.
 """
 
 from __future__ import annotations
@@ -93,6 +101,32 @@ def rescale_guidance(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
     std_guided = guided.std(dim=dims, keepdim=True)
     factor = std_cond / std_guided.clamp(min=torch.finfo(guided.dtype).tiny)
     return guided * (phi * factor + (1.0 - phi))
+
+
+def dynamic_threshold(x0: Tensor, percentile: float = 0.995) -> Tensor:
+    """Saharia et al. 2022 sec. 2.3, per sample: s = quantile_p(|x0|) over C, H, W,
+    s = max(s, 1), return clip(x0, -s, s) / s (in [-1, 1]; unchanged where |x0| <= 1 at p)."""
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(f"percentile must be in (0, 1], got {percentile!r}")
+    s = torch.quantile(x0.detach().abs().flatten(1).float(), percentile, dim=1)
+    s = s.clamp(min=1.0).to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))  # [B, 1, 1, 1]
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+class DynamicThreshold:
+    """:func:`dynamic_threshold` with a fixed ``percentile`` p (default 0.995, diffusers'
+    ``dynamic_thresholding_ratio``), a callable ``x0 -> x0`` for the samplers' ``clip_x0``."""
+
+    def __init__(self, percentile: float = 0.995) -> None:
+        if not 0.0 < percentile <= 1.0:
+            raise ValueError(f"percentile must be in (0, 1], got {percentile!r}")
+        self.percentile = float(percentile)
+
+    def __call__(self, x0: Tensor) -> Tensor:
+        return dynamic_threshold(x0, self.percentile)
+
+    def __repr__(self) -> str:
+        return f"DynamicThreshold(percentile={self.percentile:g})"
 
 
 def x0_to_output(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor,

@@ -280,7 +280,7 @@ class DiffusionPipeline:
             True for _ in net.parameters()) else self.device
         out = sample(net, self.schedule, (int(n), *self.sample_shape), sampler=sampler,
                      steps=steps, eta=eta, prediction_type=self.prediction_type,
-                     clip_x0=clip_x0 and self.autoencoder is None, spacing=spacing,
+                     clip_x0=clip_x0 if self.autoencoder is None else False, spacing=spacing,
                      generator=generator, device=device, x_T=x_T,
                      return_intermediates=return_intermediates, every=every,
                      progress=progress, **kwargs)

@@ -92,10 +92,10 @@ def sampling_timesteps(T: int, steps: int, spacing: str = "trailing", *,
 
 
 def _x0_eps(schedule, output, x_t, t, prediction_type, clip_x0) -> tuple[Tensor, Tensor]:
-    """(x0, eps) from a network output; clip x0 and recompute eps from it when ``clip_x0``."""
+    """(x0, eps) from a network output; clip x0 (or apply a callable ``clip_x0``), then eps."""
     x0, eps = model_output_to_x0_eps(schedule, output, x_t, t, prediction_type)
     if clip_x0:
-        x0 = x0.clamp(-1.0, 1.0)
+        x0 = clip_x0(x0) if callable(clip_x0) else x0.clamp(-1.0, 1.0)
         eps = predict_eps_from_x0(schedule, x_t, t, x0)
     return x0, eps
 
@@ -251,7 +251,9 @@ def sample(
         eta (float, default 0): DDIM stochasticity in [0, 1]; must stay 0 for other samplers.
         prediction_type (str, default ``"eps"``): what the model outputs (``PREDICTION_TYPES``).
         ddpm_variance (str, default ``"posterior"``): ``"posterior"`` (beta tilde) or ``"beta"``.
-        clip_x0 (bool, default True): clip the predicted x0 to [-1, 1] (never x_t).
+        clip_x0 (bool or callable, default True): clip the predicted x0 to [-1, 1] (never
+            x_t); a callable ``x0 -> x0`` is applied instead (e.g. dynamic thresholding,
+            :class:`~oasis_lib.diffusion.guidance.DynamicThreshold`).
         spacing (str, default ``"trailing"``): timestep spacing for steps < T (``SPACINGS``).
         generator (torch.Generator or None): CPU generator for all draws (order in module doc).
         device: where to run; default the device of the model's first parameter (else CPU).

@@ -24,6 +24,7 @@ exercise               the reader writes                                        
 ``nearest_rms``        each image's RMS distance to its nearest reference image       07
 ``latent_kl``          KL(N(mu, diag(e^logvar)) || N(0, I)) per item (VAE, LDM)       08
 ``mask_onehot``        the mask as CSF/grey/white one-hot channels + a presence flag  09
+``ddim_invert_step``   one DDIM step run forward, t -> t_next (Song et al. eq. 12)     10
 =====================  ============================================================  ========
 
 Conventions as in the library: images ``[B, C, H, W]``, timesteps 0-based long ``[B]`` (``t = -1``
@@ -42,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.summary import tissue_fractions as data_tissue_fractions
+from ..diffusion.editing import ddim_invert_step
 from ..diffusion.objectives import min_snr_weight, v_target
 from ..diffusion.sampling import ddim_step
 from ..diffusion.schedule import NoiseSchedule
@@ -55,6 +57,7 @@ from . import solutions
 from .compare import _compare
 from .solutions import (  # noqa: F401 - re-exported: exercises.solution_<name>
     solution_cfg,
+    solution_ddim_invert_step,
     solution_ddim_step,
     solution_dice,
     solution_ema_update,
@@ -227,6 +230,20 @@ def _cases_ddim():
             (schedule, x_t, eps, t, t_prev)
 
 
+def _cases_ddim_invert():
+    steps = ((-1, 19), (19, 39), (250, 500), (800, 900), (949, 999))
+    for i, (t, t_next) in enumerate(steps):
+        g = _gen(i)
+        schedule = NoiseSchedule("cosine", 1000)
+        x, eps = torch.randn(SHAPES[i % 3], generator=g), torch.randn(SHAPES[i % 3], generator=g)
+        yield f"cosine T=1000, shape {SHAPES[i % 3]}, t={t} -> t_next={t_next}", \
+            (schedule, x, eps, t, t_next)
+
+
+def _ref_ddim_invert_step(schedule, x, eps, t, t_next):
+    return ddim_invert_step(eps, x, t, t_next, schedule)
+
+
 def _cases_cfg():
     for i, scale in enumerate((0.0, 1.0, 3.0, 7.5)):
         g = _gen(i)
@@ -323,6 +340,9 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
     Exercise("mask_onehot", "fn(mask, present) -> float [B, 4, H, W]: CSF, grey, white one-hot "
              "and the presence flag, all 0 where present is False", _cases_mask_onehot,
              _ref_mask_onehot, solution_mask_onehot, atol=0.0, rtol=0.0),
+    Exercise("ddim_invert_step", "fn(schedule, x, eps, t, t_next) -> x_{t_next} (DDIM run "
+             "forward, eta = 0; t = -1 is the clean image)", _cases_ddim_invert,
+             _ref_ddim_invert_step, solution_ddim_invert_step, atol=1e-4, rtol=1e-4),
 )}
 
 
@@ -418,3 +438,4 @@ check_frechet_diagonal = _checker("frechet_diagonal")
 check_nearest_rms = _checker("nearest_rms")
 check_latent_kl = _checker("latent_kl")
 check_mask_onehot = _checker("mask_onehot")
+check_ddim_invert_step = _checker("ddim_invert_step")

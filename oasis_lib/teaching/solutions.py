@@ -78,6 +78,19 @@ def solution_ddim_step(
     return ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
 
 
+def solution_ddim_invert_step(
+    schedule: NoiseSchedule, x: Tensor, eps: Tensor, t: int, t_next: int
+) -> Tensor:
+    """DDIM inversion (Song et al. 2021 eq. 12 run forward, eta = 0): predict x0 from eps at the
+    current level t, then go *up* to t_next with the same eps:
+    x_next = sqrt(ab_next) x0 + sqrt(1 - ab_next) eps. ``t = -1`` is the clean image
+    (ab = 1, so x0 = x)."""
+    ab = schedule.alpha_bar[t] if t >= 0 else torch.tensor(1.0)
+    ab_next = schedule.alpha_bar[t_next]
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+
+
 def solution_cfg(eps_uncond: Tensor, eps_cond: Tensor, scale: float) -> Tensor:
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6 written with s = 1 + w):
     eps = eps_uncond + s (eps_cond - eps_uncond); s = 1 is the conditional model, s = 0 the

@@ -1,4 +1,4 @@
-"""Sliders of conditional generation (notebook 09), in the three layers of
+"""Sliders of conditional generation (notebooks 09 and 10), in the three layers of
 :mod:`oasis_lib.viz.widgets`: a pure *frame* function (it samples through the pipeline, from a
 fixed noise ``x_T``, so only the slider value changes between redraws), a fixed-size *figure*
 whose title names the value, and a one-line *slider* (``continuous_update=False``).
@@ -7,7 +7,11 @@ whose title names the value, and a one-line *slider* (``continuous_update=False`
 * :func:`slice_level_slider`: the slice index 0..31 (with a case's mask at that level, or alone);
 * :func:`mask_edit_slider`: the CSF of a mask grown or shrunk by k pixels
   (:func:`~oasis_lib.data.mask_edit.edit_csf`), as atrophy does;
-* :func:`inpaint_slider`: RePaint's resample count on a block of a real slice.
+* :func:`inpaint_slider`: RePaint's resample count on a block of a real slice;
+
+and two static views: :func:`threshold_figure` (one row per x0 rule at a high guidance scale:
+the static clip, dynamic thresholding, guidance rescale) and :func:`sweep_table` (the guidance
+benchmark's table without its machine-dependent timing column).
 
 With a ``segmenter`` the frames also hold the segmenter's masks of the generated slices and
 each slice's Dice against the conditioning mask (mean over CSF, grey and white matter).
@@ -29,23 +33,26 @@ from .widgets import _int_slider, _show
 
 __all__ = ["condition_frame", "conditional_figure", "guidance_frame", "guidance_slider",
            "inpaint_figure", "inpaint_frame", "inpaint_slider", "mask_edit_frame",
-           "mask_edit_slider", "slice_level_frame", "slice_level_slider"]
+           "mask_edit_slider", "slice_level_frame", "slice_level_slider", "sweep_table",
+           "threshold_figure"]
 
 PANEL = 1.9  # inches per image panel
 
 
 @torch.no_grad()
 def condition_frame(pipe, x_T: Tensor, condition: Condition, *, scale: float = 1.0,
-                    steps: int = 20, sampler: str = "ddim", segmenter=None) -> dict:
+                    steps: int = 20, sampler: str = "ddim", segmenter=None,
+                    **sample_kw) -> dict:
     """Samples of ``pipe`` from the fixed noise ``x_T`` [n, C, h, w] under ``condition`` (a
-    batch of 1, used for all n) at guidance scale ``scale``.
+    batch of 1, used for all n) at guidance scale ``scale``; ``sample_kw`` go to
+    ``pipe.sample`` (e.g. ``clip_x0=DynamicThreshold(0.995)``, ``guidance_rescale=0.7``).
 
     Returns a dict: ``images`` (CPU [n, 1, H, W]), ``mask`` ([H, W] long or None), ``slice``
     (int or None), ``scale``; with a segmenter also ``segmentations`` ([n, H, W]) and ``dice``
     (float [n]; None without a mask), else those two are None.
     """
     images = pipe.sample(len(x_T), sampler=sampler, steps=steps, x_T=x_T, condition=condition,
-                         guidance_scale=scale, progress=False).cpu()
+                         guidance_scale=scale, progress=False, **sample_kw).cpu()
     mask = None if condition.mask is None else condition.mask[0].cpu()
     slice_ = None if condition.slice_index is None else int(condition.slice_index[0])
     frame = {"images": images, "mask": mask, "slice": slice_, "scale": float(scale),
@@ -124,6 +131,43 @@ def guidance_slider(pipe, x_T: Tensor, condition: Condition, *, scale: float = 1
         return _show(guidance_figure(guidance_frame(pipe, x_T, condition, s, **kw)))
 
     return interactive(draw, s=_float_slider("guidance scale s", scale, 0.0, max_scale, 0.5))
+
+
+def threshold_figure(frames: dict[str, dict]):
+    """One row per frame (``{row label: condition_frame}``, all from the same noise; the label
+    names the rule and the scale): the conditioning mask, then the samples titled with their
+    Dice against it."""
+    rows, first = len(frames), next(iter(frames.values()))
+    cols = 1 + len(first["images"])
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL * cols, (PANEL + 0.35) * rows + 0.6),
+                             dpi=DPI, squeeze=False)
+    for r, (label, frame) in enumerate(frames.items()):
+        axes[r, 0].imshow(frame["mask"].numpy(), cmap=LABEL_CMAP, vmin=0, vmax=3,
+                          interpolation="nearest")
+        axes[r, 0].set_title("conditioning mask", fontsize=9)
+        axes[r, 1].text(-0.08, 0.5, label, transform=axes[r, 1].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=9)
+        for i, img in enumerate(frame["images"]):
+            axes[r, 1 + i].imshow(to_display(img), vmin=0, vmax=1, **GREY)
+            dice = "" if frame["dice"] is None else f", Dice {float(frame['dice'][i]):.2f}"
+            axes[r, 1 + i].set_title(f"sample {i + 1}{dice}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.suptitle("rules for the predicted x0 (rows), from the same noise", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_table(markdown: str, *, drop: tuple[str, ...] = ("s/img",)) -> str:
+    """The table of a benchmark's markdown result (its lines that start with ``|``) without the
+    columns named in ``drop`` (by default the seconds per image, which depend on the machine's
+    load when it ran, not on the method)."""
+    rows = [ln.strip() for ln in markdown.splitlines() if ln.strip().startswith("|")]
+    if not rows:
+        raise ValueError("no markdown table in the text")
+    cells = [ln.strip("|").split("|") for ln in rows]
+    keep = [j for j, head in enumerate(cells[0]) if head.strip() not in drop]
+    return "\n".join("|" + "|".join(row[j] for j in keep) + "|" for row in cells)
 
 
 # ------------------------------------------------------------------ slice level

@@ -59,6 +59,10 @@ WRONG = {
     # null mask then reads as a mask with no pixel at all, and no channel says "no condition"
     "mask_onehot": lambda m, p: torch.nn.functional.one_hot(m, 4).permute(0, 3, 1, 2).float()
     * p.float()[:, None, None, None],
+    # t = -1 read as alpha_bar[-1], the last step (nearly pure noise), instead of the clean image
+    "ddim_invert_step": lambda s, x, e, t, tn: s.alpha_bar[tn].sqrt()
+    * ((x - (1 - s.alpha_bar[t]).sqrt() * e) / s.alpha_bar[t].sqrt())
+    + (1 - s.alpha_bar[tn]).sqrt() * e,
 }
 
 

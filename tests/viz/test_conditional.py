@@ -191,3 +191,28 @@ def test_inpaint_slider_redraws_at_the_chosen_resample_count(pipe):
     slider.value = 3
     assert _title(w.result) == "RePaint, resample = 3 (jump 2, 4 steps)"
     assert len(w.result.axes) == 2
+
+
+def test_condition_frame_passes_the_x0_rule_to_the_sampler(pipe, x_T, masks, segmenter):
+    from oasis_lib.diffusion.guidance import DynamicThreshold
+
+    cond = Condition(mask=masks[10:11], slice_index=torch.tensor([10]))
+    rule = DynamicThreshold(0.9)
+    frame = cv.condition_frame(pipe, x_T, cond, scale=3.0, steps=3, segmenter=segmenter,
+                               clip_x0=rule)
+    want = pipe.sample(2, steps=3, x_T=x_T, condition=cond, guidance_scale=3.0,
+                       progress=False, clip_x0=rule)
+    assert torch.equal(frame["images"], want)
+    frames = {"static": cv.condition_frame(pipe, x_T, cond, scale=3.0, steps=3,
+                                           segmenter=segmenter), "dynamic": frame}
+    fig = cv.threshold_figure(frames)
+    assert len(fig.axes) == 2 * 3
+    assert [a.get_title() for a in fig.axes[:3]][1].startswith("sample 1, Dice")
+
+
+def test_sweep_table_drops_the_timing_column_and_the_prose():
+    text = ("CPU flags: avx\n\n| s (n) | s/img | Dice mean |\n|---|---|---|\n"
+            "| 0 (8) | 6.052 | 0.356 |\n\nbest scale s = 2: fine\n")
+    assert cv.sweep_table(text) == "| s (n) | Dice mean |\n|---|---|\n| 0 (8) | 0.356 |"
+    with pytest.raises(ValueError, match="no markdown table"):
+        cv.sweep_table("no table here")
