@@ -87,10 +87,11 @@ html_theme_options = {
 html_extra_path = ["root"]
 html_last_updated_fmt = None
 
-# MathJax without a CDN: MathJax 2.7 from the jupyter-server-mathjax package (PyPI), copied into
-# _static/mathjax at build time. Sphinx's default is MathJax 4 from a CDN, which does not load
-# offline, and no PyPI package ships MathJax 3 or 4 as plain files.
-mathjax_path = "mathjax/MathJax.js?config=TeX-AMS_CHTML"
+# MathJax without a CDN: MathJax 2.7 from the jupyter-server-mathjax package (PyPI; what the
+# classic Jupyter Notebook serves), copied into _static/mathjax at build time. Sphinx's default
+# is MathJax 4 from a CDN, which does not load offline, and no PyPI package ships MathJax 3 or 4
+# as plain files. The package has one full configuration, HTML-CSS output and STIX-Web fonts.
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 myst_update_mathjax = False  # it writes a MathJax 3/4 config; ours is the MathJax 2 one below
 mathjax2_config = {
     "tex2jax": {
@@ -102,7 +103,9 @@ mathjax2_config = {
         "ignoreClass": "tex2jax_ignore|mathjax_ignore|document",
         "processClass": "tex2jax_process|mathjax_process|math|output_area",
     },
-    "CommonHTML": {"linebreaks": {"automatic": True}},
+    # The fonts the package ships (as the classic Notebook's settings); no image fonts.
+    "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+                 "imageFont": None},
     "messageStyle": "none",
 }
 
