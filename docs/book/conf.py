@@ -60,16 +60,12 @@ nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 
-# Broken references fail the build (`make book` passes -W --keep-going -n).
+# Broken references fail the build (`make book` passes -W --keep-going -n): a link to a missing
+# notebook or anchor is a warning, hence an error. Links to a repository file that is not a page
+# (../data/README.md) go to GitHub (`LinkOutsideBook` below). The stored widget state and views
+# raise no warning (myst-nb embeds them; their manager loads from a CDN in the reader's
+# browser), so nothing is suppressed.
 nitpicky = True
-# Links from a notebook to a file of the repository that is not a page of the book (for example
-# ../data/README.md) become links to the file on GitHub (`LinkOutsideBook` below).
-suppress_warnings = [
-    # myst-nb cannot render the widget views offline: their state is embedded in the page and the
-    # widget manager comes from a CDN. Readers online see the sliders' stored figure; the
-    # notebooks show a static figure next to each slider for everyone else.
-    "mystnb.unknown_mime_type",
-]
 
 html_theme = "sphinx_book_theme"
 html_title = project
