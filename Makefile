@@ -53,8 +53,16 @@ endif
 # _build/book/html/index.html. Sphinx + myst-nb + sphinx-book-theme (docs/book/conf.py); every
 # warning, a broken link between notebooks included, fails the build. tests/test_book.py checks
 # the site in Chromium.
-book: $(BOOK_STAMP)
-	$(BIN)/python -m sphinx -b html -W --keep-going -n -q -c docs/book . _build/book/html
+# Rebuilt only when a notebook or a page changed (a failed build leaves no index.html behind).
+BOOK_INDEX := _build/book/html/docs/book/index.html
+BOOK_SOURCES := $(wildcard notebooks/[0-9][0-9]_*.ipynb docs/book/* docs/book/root/* \
+                           benchmarks/results/*.md)
+$(BOOK_INDEX): $(BOOK_STAMP) $(BOOK_SOURCES)
+	$(BIN)/python -m sphinx -b html -W --keep-going -n -q -c docs/book . _build/book/html \
+		|| { rm -f $(BOOK_INDEX); exit 1; }
+	@touch $(BOOK_INDEX)
+
+book: $(BOOK_INDEX)
 
 # The sliders as a reader uses them: JupyterLab in headless Chromium (tests/test_browser.py).
 # Needs Debian's Chromium: apt-get install chromium chromium-driver (never `playwright install`).
