@@ -81,6 +81,8 @@ html_theme_options = {
 }
 # The site root redirects to the book's first page (root_doc lives in docs/book/).
 html_extra_path = ["root"]
+html_static_path = ["_static"]
+html_css_files = ["mathjax2.css"]
 html_last_updated_fmt = None
 
 # MathJax without a CDN: MathJax 2.7 from the jupyter-server-mathjax package (PyPI; what the
