@@ -1,4 +1,4 @@
-"""Pixel-space diffusion at 64x64 against latent diffusion at 256x256 (issue 11's table).
+"""Pixel-space diffusion at 64x64 against latent diffusion at 256x256.
 
 Samples ``--n`` slices from each model with the same sampler (DPM-Solver++(2M), ``--steps``),
 times them, and scores them with the evaluation of notebook 06 (each metric next to its
@@ -13,12 +13,18 @@ real-vs-real reference, the "floor": validate slices against train slices at the
 
 Prints a Markdown table (parameters, training CPU time as given on the command line from
 checkpoints/README.md, seconds per sample, every metric with its floor), the CPU flags and the
-load average, and writes it with a JSON copy to ``--out``. Run on an otherwise idle machine::
+load average at the start and the end, and writes it with a JSON copy to ``--out``. Two times
+per sample: the process's CPU time, which on one thread (``OMP_NUM_THREADS=1``) hardly depends
+on what else the machine runs, and the wall-clock time, which does. The shipped pair::
 
-    python benchmarks/bench_latent_vs_pixel.py --n 128 \\
+    OMP_NUM_THREADS=1 python benchmarks/bench_latent_vs_pixel.py --n 128 \\
+        --pixel checkpoints/demo_cpu64_ema.safetensors \\
         --latent checkpoints/demo_ldm256_ema.safetensors \\
         --segmenter128 checkpoints/segmenter_demo128.safetensors \\
-        --train-cpu-minutes 75 100
+        --train-cpu-minutes 88 88
+
+It takes about 20 minutes of one core's CPU time (most of it sampling 2 x 128 slices and the
+segmenter features of the train slices at 64x64 and 128x128).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -71,12 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     seg64 = load_segmenter(device="cpu")
     for name, path in (("pixel 64x64", args.pixel), ("latent 256x256", args.latent)):
         pipe = load_model(path, device="cpu")
+        cpu0 = time.process_time()
         samples, spi = generate_samples(pipe, args.n, sampler="dpm++2m", steps=args.steps,
                                         seed=args.seed, batch_size=16, progress=False)
+        cpu_spi = (time.process_time() - cpu0) / args.n
         params = count_parameters(pipe.model)
         ae_params = count_parameters(pipe.autoencoder) if pipe.autoencoder is not None else 0
         row = {"parameters": params, "autoencoder_parameters": ae_params,
-               "seconds_per_sample": spi, "size": samples.shape[-1],
+               "seconds_per_sample": spi, "cpu_seconds_per_sample": cpu_spi,
+               "size": samples.shape[-1],
                "at64": scores(area(samples, 64), seg64, args.seed)}
         if pipe.autoencoder is not None and args.segmenter128:
             seg128 = load_segmenter(args.segmenter128, device="cpu")
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_cpu_minutes:
         for name, minutes in zip(rows, args.train_cpu_minutes, strict=True):
             rows[name]["train_cpu_minutes"] = minutes
+    load_end = os.getloadavg()[0]
 
     columns = []  # (label, row name, key of the scores)
     for name, row in rows.items():
@@ -95,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
              f"n = {args.n})", "",
              f"CPU: {platform.processor() or platform.machine()}; flags: {cpu_flags()}; torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads; load average at start "
-             f"{load:.2f}", "",
+             f"{load:.2f}, at the end {load_end:.2f}", "",
              "| | " + " | ".join(c[0] for c in columns) + " |",
              "|---|" + "---|" * len(columns)]
 
@@ -106,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{r['parameters']:,} + {r['autoencoder_parameters']:,}")) + " |")
     lines.append("| training CPU minutes | " + cell(None, lambda r, k: (
         f"{r['train_cpu_minutes']:.0f}" if "train_cpu_minutes" in r else "-")) + " |")
-    lines.append("| seconds per sample (batch 16) | " + cell(None, lambda r, k: (
+    lines.append("| CPU seconds per sample (batch 16) | " + cell(None, lambda r, k: (
+        f"{r['cpu_seconds_per_sample']:.3f}")) + " |")
+    lines.append("| wall-clock seconds per sample (batch 16) | " + cell(None, lambda r, k: (
         f"{r['seconds_per_sample']:.3f}")) + " |")
     for key, label, digits in METRICS:
         def fmt(r, k, key=key, digits=digits):
@@ -125,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     out.with_suffix(".md").write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(
         {"n": args.n, "steps": args.steps, "cpu_flags": cpu_flags(), "load_average": load,
+         "load_average_end": load_end,
          "rows": rows}, indent=1, default=float))
     print(f"\nwrote {out.with_suffix('.md')} and .json")
 
