@@ -2,7 +2,9 @@
 
 Samples ``--n`` slices from each model with the same sampler (DPM-Solver++(2M), ``--steps``),
 times them, and scores them with the evaluation of notebook 06 (each metric next to its
-real-vs-real reference, the "floor": validate slices against train slices at the same size):
+real-vs-real reference, the "floor"). Both models are scored against the same real set, the
+train and test slices, the latent model's training set; the floor is validate slices against
+that set at the same size, validate being the split neither model learned from:
 
 * **at 64x64**, for a side by side: the pixel model's samples as they are, the latent model's
   256x256 samples area-downsampled to 64x64, both with the shipped 64x64 segmenter;
@@ -56,7 +58,8 @@ def area(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def scores(samples: torch.Tensor, segmenter, seed: int) -> dict:
-    report = evaluate_samples(samples, segmenter=segmenter, seed=seed, progress=False)
+    report = evaluate_samples(samples, segmenter=segmenter, seed=seed, progress=False,
+                              train_splits=("train", "test"))
     return report.to_dict()["metrics"]
 
 

@@ -1,4 +1,4 @@
-"""FLOP counting: a convolution and attention in closed form; the U-Net's cost scales with pixels."""
+"""FLOP counting: a convolution and attention in closed form; U-Net cost grows with pixels."""
 
 import pytest
 import torch
