@@ -7,9 +7,17 @@ than that behind, and nbval then fails with "Timeout of 5 seconds exceeded waiti
 although the cell ran fine. ``--nbval-output-timeout`` (default 120 s) replaces that constant on
 every collected cell. It changes only how long nbval waits, never what it compares; a cell that
 really hangs is still stopped by ``--nbval-cell-timeout``.
+
+The stored outputs come from ``make notebooks`` (``tools/notebooks.py execute``): the CI-size
+settings (``OASIS_CI=1``) and one torch thread. :func:`pytest_configure` gives nbval's kernels the
+same two settings unless they are set already, so that a plain
+``pytest --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/`` passes on a machine
+with any number of cores, not only through ``make test-notebooks``.
 """
 
 from __future__ import annotations
+
+import os
 
 OUTPUT_TIMEOUT = 120.0  # seconds; nbval's own value is 5
 
@@ -19,6 +27,15 @@ def pytest_addoption(parser):
         "--nbval-output-timeout", type=float, default=OUTPUT_TIMEOUT,
         help=f"seconds nbval waits for each output message of a cell (nbval's fixed value is 5; "
              f"default here {OUTPUT_TIMEOUT:g})")
+
+
+#: What the stored outputs were computed with (tools/notebooks.py sets the same).
+KERNEL_ENV = {"OASIS_CI": "1", "OMP_NUM_THREADS": "1"}
+
+
+def pytest_configure(config):
+    for key, value in KERNEL_ENV.items():  # inherited by the kernels nbval starts
+        os.environ.setdefault(key, value)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -231,3 +231,18 @@ def test_shown_source_is_the_current_source(nb_path):
                 if "\n".join(lines) != shown:
                     stale.append(f"code cell {i}: {path} lines {a}-{b}")
     assert not stale, f"stale source outputs (re-execute the notebook): {stale}"
+
+
+def test_plain_nbval_gets_the_settings_of_the_stored_outputs(monkeypatch):
+    """A teacher's plain `pytest --nbval notebooks/` (no Makefile) must run the kernels with the
+    settings the outputs were stored with, whatever the machine's core count."""
+    conftest = _notebook_conftest()
+    assert conftest.KERNEL_ENV == {"OASIS_CI": "1", "OMP_NUM_THREADS": "1"}
+    for key in conftest.KERNEL_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a user set stays
+    conftest.pytest_configure(None)
+    import os
+
+    assert os.environ["OASIS_CI"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "1"

@@ -102,7 +102,7 @@ def strip_reveals(nb) -> int:
 def execute(paths: list[Path], timeout: int) -> None:
     from nbconvert.preprocessors import ExecutePreprocessor
 
-    os.environ.update(OASIS_CI="1", OMP_NUM_THREADS="1")  # as `make test-notebooks`
+    os.environ.update(OASIS_CI="1", OMP_NUM_THREADS="1")  # as notebooks/conftest.py KERNEL_ENV
     os.environ.pop("MPLBACKEND", None)  # the notebooks choose %matplotlib inline themselves
     for path in paths:
         start = time.time()
