@@ -38,6 +38,7 @@ def test_unknown_prediction_type_is_refused():
         training.train_briefly("noise")
 
 
+@pytest.mark.slow
 def test_the_reference_run_shows_the_effect(demo_root):
     """A short real run of both targets on the small demo build: eps loses x0 at high t."""
     runs = training.reference_eps_vs_v(steps=20, root=demo_root)
