@@ -133,6 +133,7 @@ def check_eps_vs_v(runs: dict[str, dict[str, torch.Tensor]], *, quiet: bool = Fa
 
 
 def _report(passed: bool, message: str, quiet: bool) -> CheckResult:
+    """Print and return the verdict; a direction has no error size (0 if passed, else inf)."""
     if not quiet:
         print(message)
     return CheckResult("eps_vs_v", passed, 0.0 if passed else float("inf"), message)
