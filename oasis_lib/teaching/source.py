@@ -4,7 +4,9 @@
 :func:`inspect.getsource`, as a highlighted Python block in Jupyter (an IPython ``Markdown``
 display of a fenced block, which JupyterLab, nbviewer and GitHub all highlight) and as plain
 text elsewhere (a script, a terminal, a test). The first line names the file and line numbers,
-so the reader can open it.
+so the reader can open it. A decorated function (``@torch.no_grad()``, ``functools.wraps``) is
+unwrapped first (:func:`inspect.unwrap`), so the header names the library's file, not the
+decorator's.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def source_text(obj, *, lines: tuple[int, int] | None = None) -> str:
         TypeError: if ``obj`` has no Python source (a builtin, an instance).
         ValueError: if ``lines`` is not a (start, stop) pair inside the source.
     """
+    obj = inspect.unwrap(obj)  # a decorated function: its own source file, not the decorator's
     try:
         src = inspect.getsource(obj)
     except (TypeError, OSError) as err:

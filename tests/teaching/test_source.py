@@ -21,6 +21,18 @@ def test_source_is_the_running_code_with_a_header():
     assert body == [ln.rstrip("\n") for ln in lines]
 
 
+def test_a_decorated_method_names_its_own_file_not_the_decorators():
+    """EMA.update is wrapped by @torch.no_grad(), whose wrapper lives in torch's _contextlib.py."""
+    from oasis_lib.training.ema import EMA
+
+    assert inspect.getsourcefile(EMA.update).endswith("_contextlib.py")  # what unwrap fixes
+    header, *body = source_text(EMA.update).splitlines()
+    lines, first = inspect.getsourcelines(inspect.unwrap(EMA.update))
+    assert header == f"# oasis_lib/training/ema.py, lines {first}-{first + len(lines) - 1}"
+    assert body[0].strip() == "@torch.no_grad()"
+    assert body[1].strip().startswith("def update(self, model")
+
+
 def test_a_part_of_the_source():
     full = source_text(NoiseSchedule.q_sample).splitlines()
     part = source_text(NoiseSchedule.q_sample, lines=(2, 4)).splitlines()
