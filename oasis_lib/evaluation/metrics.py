@@ -132,8 +132,10 @@ def subsample_range(fn: Callable, a, b, *, size: int | None = None, n_subsets: i
                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Subsample range of ``fn(a, b)``: the (1-level)/2 and (1+level)/2 quantiles of
     ``fn(a_s, b)`` over ``n_subsets`` random subsets ``a_s`` of ``size`` rows of ``a`` drawn
-    *without* replacement (subsampling, Politis & Romano 1994); ``b`` (the reference set, e.g.
-    the training slices) is kept whole. ``size`` defaults to ``len(a) // 2`` (half-sampling).
+    *without* replacement; ``b`` (the reference set, e.g. the held-out slices) is kept whole in
+    every call. ``size`` defaults to ``len(a) // 2`` (half-sampling: the delete-d jackknife
+    with d = n - size, Shao & Wu 1989; Politis & Romano's 1994 subsampling would need
+    size / n -> 0 and a rescaling by sqrt(size / n)).
 
     What the numbers are: how much the metric moves when it is computed on ``size`` of the
     rows of ``a`` instead of all of them, given this ``a`` and this ``b``. Unlike the
@@ -146,7 +148,7 @@ def subsample_range(fn: Callable, a, b, *, size: int | None = None, n_subsets: i
     root-n statistic (a mean; KID, which is unbiased) the spread of half-samples estimates the
     spread of the full-size estimate: the variance of a half-sample mean is
     s^2 / k * (n - k) / (n - 1) = s^2 / (n - 1) at k = n/2 (delete-d jackknife with d = n/2,
-    Shao & Wu 1989), s^2 the pool variance.
+    Shao & Wu 1989), s^2 the pool variance (divisor n); s^2 / (n-1) is unbiased for sigma^2 / n.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
