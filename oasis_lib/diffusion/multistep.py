@@ -32,9 +32,9 @@ not used for the higher orders.
 Random draws (``dpm++2m-sde``): one ``randn`` per step except the last (which goes to sigma = 0),
 drawn by :func:`oasis_lib.sampling.sample` right after that step's network call.
 
-Karras spacing (:func:`karras_timesteps`): EDM eq. 5 sigmas, each mapped to the discrete timestep
-nearest in log sigma, where sigma = sqrt((1 - alpha_bar) / alpha_bar) (EDM's sigma of the VP
-process, their Table 1).
+Karras spacing (:func:`karras_timesteps`): EDM eq. 5 sigmas from EDM's sigma_max = 80 down to the
+schedule's smallest sigma, each mapped to the discrete timestep nearest in log sigma, where
+sigma = sqrt((1 - alpha_bar) / alpha_bar) (EDM's sigma of the VP process, their Table 1).
 """
 
 from __future__ import annotations
@@ -77,24 +77,26 @@ def karras_timesteps(schedule: NoiseSchedule, steps: int, *, sigma_max: float | 
     Args:
         schedule (NoiseSchedule): its sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t).
         steps (int): number of timesteps, in [1, T].
-        sigma_max (float or None): default min(80, the largest finite sigma) (EDM's 80; the cosine
-            schedule's clipped last beta makes sigma jump from 642 at t = 998 to 20291 at
-            t = 999 for T = 1000, so a ramp from sigma_{T-1} would spend most steps above 600).
-        sigma_min (float or None): default the schedule's smallest, sigma at t = 0.
+        sigma_max (float or None): default min(80, the schedule's largest finite sigma): EDM's
+            sigma_max = 80 (Karras et al. 2022, Table 1, "Ours"), kept inside the schedule.
+            ``sigma_max=schedule_sigma_max(schedule)`` gives diffusers' ``use_karras_sigmas``,
+            which ramps from the schedule's own largest sigma. On the cosine schedule that sigma
+            is an outlier (its last beta is clipped to 0.999: sigma jumps from 642 at t = 998 to
+            20291 at t = 999 for T = 1000), and 6 of 10 such steps land at t >= 994.
+        sigma_min (float or None): default the schedule's smallest, sigma at t = 0 (as diffusers).
         rho (float, default 7): EDM's rho.
 
-    Mapping: each sigma_i goes to the timestep whose log sigma is nearest; then, going down,
+    Mapping: each sigma_i goes to the timestep whose log sigma is nearest (diffusers'
+    ``_sigma_to_t``, which interpolates in log sigma, then rounds); then, going down,
     t_i = min(t_i, t_{i-1} - 1) (floored at steps - 1 - i) keeps them strictly decreasing where
-    several sigmas fall on one timestep. The first timestep is then set to T - 1: the sampler
-    starts from pure noise x_T, which is the latent at T - 1 (as ``"trailing"``, Lin et al.
-    2024); at sigma_max = 80 the signal is 1/80 of the noise, so EDM's first step matches it.
+    several sigmas fall on one timestep. The first timestep is the one nearest sigma_max: as in
+    EDM, sampling starts from x_T ~ N(0, I) there (at sigma = 80 the signal is 1/80 of the noise).
     """
     T = schedule.T
     if int(steps) != steps or not 1 <= steps <= T:
         raise ValueError(f"steps must be an integer in [1, T={T}], got {steps!r}")
-    ab = schedule._f64["alpha_bar"]
-    log_sigma = 0.5 * (torch.log1p(-ab) - torch.log(ab))  # +inf where alpha_bar = 0
-    top = float(log_sigma[torch.isfinite(log_sigma)].max().exp())
+    log_sigma = _log_sigmas(schedule)
+    top = schedule_sigma_max(schedule)
     s_max = min(KARRAS_SIGMA_MAX, top) if sigma_max is None else float(sigma_max)
     s_min = float(log_sigma[0].exp()) if sigma_min is None else float(sigma_min)
     sig = torch.tensor(karras_sigmas(steps, s_min, s_max, rho), dtype=torch.float64)
@@ -104,8 +106,19 @@ def karras_timesteps(schedule: NoiseSchedule, steps: int, *, sigma_max: float | 
         if ts:
             t = min(t, ts[-1] - 1)
         ts.append(max(t, steps - 1 - i))
-    ts[0] = T - 1
     return ts
+
+
+def _log_sigmas(schedule: NoiseSchedule) -> Tensor:
+    """log sigma_t, sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t); float64, +inf where ab = 0."""
+    ab = schedule._f64["alpha_bar"]
+    return 0.5 * (torch.log1p(-ab) - torch.log(ab))
+
+
+def schedule_sigma_max(schedule: NoiseSchedule) -> float:
+    """The schedule's largest finite sigma_t (at t = T-1, or T-2 with zero terminal SNR)."""
+    log_sigma = _log_sigmas(schedule)
+    return float(log_sigma[torch.isfinite(log_sigma)].max().exp())
 
 
 # --------------------------------------------------------------------------- helpers

@@ -16,6 +16,7 @@ from oasis_lib.diffusion.multistep import (
     MultistepSolver,
     karras_sigmas,
     karras_timesteps,
+    schedule_sigma_max,
 )
 from oasis_lib.diffusion.sampling import sampling_timesteps
 
@@ -61,26 +62,51 @@ def test_karras_timesteps_nearest_in_log_sigma():
     log_sigma = 0.5 * (torch.log1p(-ab) - torch.log(ab))
     ts = karras_timesteps(s, 20)
     assert ts == sampling_timesteps(1000, 20, "karras", schedule=s)
-    assert ts == [999, 988, 985, 980, 973, 963, 947, 925, 891, 838, 757, 640, 486, 324, 191, 101,
+    assert ts == [991, 988, 985, 980, 973, 963, 947, 925, 891, 838, 757, 640, 486, 324, 191, 101,
                   47, 18, 5, 0]
     target = torch.tensor(karras_sigmas(20, float(log_sigma[0].exp()), 80.0)).log()
-    for t, ls in zip(ts[1:], target[1:], strict=True):  # each the nearest one (none collide here)
+    for t, ls in zip(ts, target, strict=True):  # each the nearest one (none collide here)
         d = (log_sigma - ls).abs()
         assert d[t] == d.min()
     # many steps: collisions at the low-noise end are pushed down, order stays strict
     many = karras_timesteps(s, 200)
-    assert many[0] == 999
+    assert many[0] == 991
     assert many[-1] == 0
     assert all(a > b for a, b in zip(many, many[1:], strict=False))
     assert karras_timesteps(s, 1000) == list(range(999, -1, -1))
-    # zero terminal SNR: sigma_{T-1} = inf is skipped for the ramp, t = T-1 still comes first
+    # the schedule's own range (diffusers): the cosine schedule's clipped last beta puts sigma
+    # 20291 at t = 999 (642 at t = 998), so most of 10 steps crowd at the top
+    assert schedule_sigma_max(s) == pytest.approx(20291.3, rel=1e-5)
+    full = karras_timesteps(s, 10, sigma_max=schedule_sigma_max(s))
+    assert full == [999, 998, 997, 996, 995, 994, 983, 895, 259, 0]
+    # zero terminal SNR: sigma_{T-1} = inf is skipped, the ramp starts at the largest finite one
     z = karras_timesteps(NoiseSchedule("linear", 60, zero_terminal_snr=True), 8)
-    assert z[0] == 59
-    assert z[-1] == 0
+    assert z == [58, 57, 54, 48, 31, 11, 2, 0]
     with pytest.raises(ValueError, match="steps must be"):
         karras_timesteps(s, 0)
     with pytest.raises(ValueError, match="needs the schedule"):
         sampling_timesteps(1000, 10, "karras")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("n", [10, 20])
+def test_karras_timesteps_equal_diffusers(kind, n):
+    """Our Karras steps are diffusers' ``use_karras_sigmas`` timesteps, rounded: with EDM's
+    sigma_max = 80 (the default) those of EulerDiscreteScheduler(sigma_max=80), and with the
+    schedule's own largest sigma those of DPMSolverMultistepScheduler (where no two of its
+    timesteps coincide: on the linear schedule)."""
+    diffusers = pytest.importorskip("diffusers")
+    s = NoiseSchedule(kind, 1000)
+    common = {"num_train_timesteps": 1000, "trained_betas": s._f64["betas"].tolist(),
+              "use_karras_sigmas": True}
+    euler = diffusers.EulerDiscreteScheduler(**common, sigma_max=80.0)
+    euler.set_timesteps(n)
+    assert euler.timesteps.double().round().long().tolist() == karras_timesteps(s, n)
+    if kind == "linear":
+        dpm = diffusers.DPMSolverMultistepScheduler(**common)
+        dpm.set_timesteps(n)
+        assert dpm.timesteps.tolist() == karras_timesteps(s, n, sigma_max=schedule_sigma_max(s))
 
 
 # --------------------------------------------------------------------------- orders of convergence
@@ -260,8 +286,8 @@ GOLDEN = [
     ({"sampler": "dpm++2m-sde", "steps": 10}, 1.098000, 0.7245449),
     ({"sampler": "dpm++3m", "steps": 10}, 4.077563, 0.9950974),
     ({"sampler": "unipc", "steps": 10}, 4.086442, 0.9948407),
-    ({"sampler": "dpm++2m-sde", "steps": 10, "spacing": "karras"}, -10.22627, 0.754065),
-    ({"sampler": "unipc", "steps": 10, "spacing": "karras"}, 4.068841, 0.9935269),
+    ({"sampler": "dpm++2m-sde", "steps": 10, "spacing": "karras"}, -9.853134, 0.7467316),
+    ({"sampler": "unipc", "steps": 10, "spacing": "karras"}, 4.095491, 0.9787914),
     ({"sampler": "dpm++3m", "steps": 10, "prediction_type": "v", "clip_x0": False},
      4.727535, 0.6796645),
 ]
