@@ -292,9 +292,9 @@ def estimate_scale_factor(autoencoder: AutoencoderKL, images_or_iterable, *, use
     alpha_bar) eps`` (eq. 4 of Ho et al. 2020) has a signal-to-noise ratio ``alpha_bar / (1 -
     alpha_bar)`` only if ``Var(x_0) = 1``. With the tiny KL weight the latents' std is whatever
     the encoder settled on (Stable Diffusion's f=8 autoencoder: about 5.5, hence its factor
-    0.18215), which would shift every SNR of the schedule and leave the final x_T far from
-    N(0, I); multiplying by this factor restores unit variance. As in LDM only the scale is
-    corrected, not the mean.
+    0.18215), which would multiply every intermediate SNR by ``Var(z)`` (the final x_T stays
+    noise: ``sqrt(alpha_bar_T)`` is tiny); this factor restores unit variance. As in LDM only
+    the scale is corrected, not the mean.
 
     Args:
         autoencoder: the trained :class:`AutoencoderKL` (run in eval mode, no gradients).

@@ -5,10 +5,10 @@ the slices. The autoencoder is frozen, so each slice's latent is computed once
 (:func:`oasis_lib.data.latent_cache.cached_latents`: the posterior mean, on disk, keyed by the
 autoencoder's content hash and the data manifest) and the run reads tensors from then on.
 
-The scale factor (LDM's ``scale_by_std``, Rombach et al. 2022 sec. 4.3.2 and appendix G) is
-``1 / std`` of the training latents: the noise schedule assumes unit-variance data, so without it
-``x_T`` would not be close to N(0, I) and every signal-to-noise ratio of the schedule would be
-shifted. It is computed once from the cached training latents and stored in the run's config
+The scale factor (LDM's ``scale_by_std``, Rombach et al. 2022 sec. 4.3.2 and appendix D.1) is
+``1 / std`` of the training latents. Without it every intermediate SNR of the schedule, made for
+unit-variance data, would be multiplied by ``Var(z)`` (``x_T`` is noise either way, since
+``sqrt(alpha_bar_T)`` is tiny). It is computed once and stored in the run's config
 (``latent_scale_factor``), so a resumed run and an exported model use the very same number.
 Horizontal flips are not applied to latents (a flipped latent is not the latent of the flipped
 slice); the run's ``hflip`` is ignored in latent space.

@@ -7,8 +7,9 @@
 * :func:`latent_reverse_slider`: a latent sampling chain, with the noisy latent (one channel) and
   the network's x0 prediction *decoded to 256x256* at each reverse step.
 
-Images are ``[1, H, W]`` tensors in [-1, 1]; latents are in model space (``scale_factor * z``,
-unit variance), shown on [-3, 3] so that their spread is visible.
+Images are ``[1, H, W]`` tensors in [-1, 1]; latents are in model space (``scale_factor * z``:
+one factor for all channels, so the latent as a whole has unit spread, each channel its own),
+shown on [-3, 3] so that their spread is visible.
 """
 
 from __future__ import annotations
@@ -57,19 +58,20 @@ def reconstruction_frame(originals: Tensor, recons: Tensor, masks: Tensor, i: in
 
 
 def reconstruction_figure(frame: dict, *, diff_range: float = 0.25):
-    """Original | reconstruction | difference (red brighter, blue darker, on +-``diff_range``)."""
+    """Original | reconstruction | difference (red brighter, blue darker, on +-``diff_range`` of
+    the [-1, 1] intensity scale); the title numbers the slice from 1."""
     fig, axes = plt.subplots(1, 3, figsize=(11.0, 4.0), dpi=DPI)
     axes[0].imshow(to_display(frame["original"]), vmin=0, vmax=1, **GREY)
     axes[1].imshow(to_display(frame["recon"]), vmin=0, vmax=1, **GREY)
     im = axes[2].imshow(frame["difference"][0].numpy(), cmap="RdBu_r", vmin=-diff_range,
                         vmax=diff_range, interpolation="nearest")
     titles = ("original", "reconstruction D(E(x))",
-              f"difference (colour range ±{diff_range:g})")
+              f"difference (±{diff_range:g} on the [-1, 1] scale)")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
     fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.02)
-    fig.suptitle(f"validate slice {frame['i']} of {frame['n'] - 1}: PSNR {frame['psnr']:.1f} dB, "
+    fig.suptitle(f"validate slice {frame['i'] + 1} of {frame['n']}: PSNR {frame['psnr']:.1f} dB, "
                  f"SSIM {frame['ssim']:.3f} inside the brain", fontsize=12)
     return fig
 
@@ -153,12 +155,13 @@ def latent_reverse_figure(frame: dict):
 
 
 def latent_reverse_slider(result: SampleResult, decoded: Tensor, *, index: int = 0,
-                          k: int = 0) -> Any:
-    """A slider over the records of a latent chain, redrawing :func:`latent_reverse_figure`."""
+                          k: int = 0, channel: int = 0) -> Any:
+    """A slider over the records of a latent chain, redrawing :func:`latent_reverse_figure`
+    with latent ``channel`` on the left."""
 
     def draw(step: int):
         return _show(latent_reverse_figure(latent_reverse_frame(result, decoded, step,
-                                                                index=index)))
+                                                                index=index, channel=channel)))
 
     from ipywidgets import interactive
 

@@ -65,7 +65,7 @@ def test_reconstruction_frame_and_figure(pipe, images):
         latent.reconstruction_frame(x, rec, masks, 3)
     slider = latent.reconstruction_slider(x, rec, masks)
     slider.children[0].value = 1
-    assert "validate slice 1 of 2" in slider.result._suptitle.get_text()
+    assert "validate slice 2 of 3" in slider.result._suptitle.get_text()
 
 
 def test_latent_channels_figure_titles_each_channel(pipe, images):
@@ -87,6 +87,10 @@ def test_decode_chain_decodes_every_x0_prediction(pipe):
     frame = latent.latent_reverse_frame(result, decoded, 0, index=1)
     assert frame["t"] == int(result.timesteps[0])
     assert frame["z_t"].shape == (8, 8)
-    slider = latent.latent_reverse_slider(result, decoded, index=1)
+    slider = latent.latent_reverse_slider(result, decoded, index=1, channel=1)
     slider.children[0].value = len(result.timesteps) - 1
     assert "final" in slider.result._suptitle.get_text()
+    left = slider.result.axes[0]
+    assert "channel 1" in left.get_title()
+    torch.testing.assert_close(torch.as_tensor(left.images[0].get_array().data),
+                               result.xs[-1, 1, 1].float())
