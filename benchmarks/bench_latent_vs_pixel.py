@@ -26,8 +26,8 @@ on what else the machine runs, and the wall-clock time, which does. The shipped 
         --segmenter128 checkpoints/segmenter_demo128.safetensors \\
         --train-cpu-minutes 88 88
 
-The run of ``benchmarks/results/latent_vs_pixel.md`` took 5.6 CPU-minutes (user + system) and
-24 minutes of wall-clock time on a 2-core machine at a load average of 7-11.
+The run of ``benchmarks/results/latent_vs_pixel.md`` took about 13 minutes of wall-clock time
+on a 2-core machine at a load average of 5-7 (its header gives the load at start and end).
 """
 
 from __future__ import annotations
