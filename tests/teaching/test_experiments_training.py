@@ -71,6 +71,7 @@ def test_the_reference_run_shows_the_effect_and_no_training_fails(demo_root):
         assert run["prediction_type"] == target
         assert run["t"].tolist() == list(TIMESTEPS)
         assert torch.isfinite(run["x0_mse"]).all()
+        assert run["snr"][0] > 1 > run["snr"][-1] > 0.01  # t = 100 and t = 900, cosine
     checked = torch.tensor([t in CHECKED_T for t in TIMESTEPS])
     # untrained, eps is already far worse in x0 (the conversion), so raw errors prove nothing
     assert (runs["eps"]["x0_mse_start"][checked] > runs["v"]["x0_mse_start"][checked]).all()

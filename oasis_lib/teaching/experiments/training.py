@@ -77,8 +77,9 @@ def train_briefly(prediction_type: str, *, steps: int = 60, seed: int = 0, image
     Returns:
         ``{"t", "x0_mse", "target_mse"}`` of :func:`~oasis_lib.teaching.figures.per_timestep_errors`
         for the live weights after training, on the fixed validate slices (fixed noise, x0 not
-        clipped); ``"x0_mse_start"``, the same for the untrained initial weights; and
-        ``"prediction_type"``. Cached: the same arguments return the same (shared) dict.
+        clipped); ``"x0_mse_start"``, the same for the untrained initial weights; ``"snr"``,
+        SNR_t at each t; and ``"prediction_type"``. Cached: the same arguments return the same
+        (shared) dict.
     """
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; "
@@ -112,7 +113,9 @@ def _train(prediction_type: str, steps: int, seed: int, image_size: int, train_s
         if steps > 0:
             trainer.fit()
         errors = measure()
-    return {**errors, "x0_mse_start": start["x0_mse"], "prediction_type": prediction_type}
+        snr = trainer.schedule.snr[list(timesteps)].double().cpu()
+    return {**errors, "x0_mse_start": start["x0_mse"], "snr": snr,
+            "prediction_type": prediction_type}
 
 
 def reference_eps_vs_v(steps: int = 60, seed: int = 0, root: str | None = None
@@ -130,7 +133,7 @@ def check_eps_vs_v(runs: dict[str, dict[str, torch.Tensor]], *, quiet: bool = Fa
     ``runs`` maps ``"v"`` and ``"eps"`` to :func:`train_briefly` results (e.g. from
     :func:`reference_eps_vs_v`, or the reader's own eps run next to the v run). Prints, at
     every measured t, each run's x0-MSE before and after training and the share left (after /
-    before), then the verdict on the mean share over ``CHECKED_T``.
+    before) next to SNR_t, then the verdict on the mean share over ``CHECKED_T``.
     """
     missing = [k for k in ("v", "eps") if k not in runs]
     if missing:
@@ -143,9 +146,11 @@ def check_eps_vs_v(runs: dict[str, dict[str, torch.Tensor]], *, quiet: bool = Fa
     if not checked.any():
         return _report(False, f"eps_vs_v: no measured t in {CHECKED_T}", quiet)
     share = {k: r["x0_mse"] / r["x0_mse_start"] for k, r in (("v", v), ("eps", eps))}
-    lines = ["          x0-MSE of the v run        x0-MSE of the eps run",
-             "    t   before   after   left     before    after   left"]
-    lines += [f"  {int(t):>3}  {v['x0_mse_start'][i]:7.3f} {v['x0_mse'][i]:7.3f} "
+    snr = v.get("snr")
+    lines = ["                    x0-MSE of the v run        x0-MSE of the eps run",
+             "    t      SNR_t   before   after   left     before    after   left"]
+    lines += [f"  {int(t):>3}  {'' if snr is None else f'{float(snr[i]):.3g}':>7}  "
+              f"{v['x0_mse_start'][i]:7.3f} {v['x0_mse'][i]:7.3f} "
               f"{share['v'][i]:5.0%}   {eps['x0_mse_start'][i]:8.3f} {eps['x0_mse'][i]:8.3f} "
               f"{share['eps'][i]:5.0%}" for i, t in enumerate(v["t"])]
     left = {k: float(s[checked].mean()) for k, s in share.items()}
