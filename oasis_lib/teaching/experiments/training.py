@@ -1,12 +1,19 @@
 """Experiment exercise of notebook 04: the prediction target decides where x0 is learned.
 
 The reader trains the tiny U-Net briefly, changing one setting, ``prediction_type``, from
-``"v"`` to ``"eps"``, and compares the two runs' error in x0 at each t. In x0 terms an
-eps-loss weights the error by SNR_t and a v-loss by 1 + SNR_t (notebook 04; Salimans & Ho 2022,
-sec. 4): at high t, where SNR_t is near 0, an eps-loss barely asks for x0 at all, and turning
-an eps prediction into x0 divides by sqrt(alpha_bar_t), which is near 0 there (Ho et al. 2020
-eq. 4 solved for x0). The checker tests that direction: the eps run's x0 error at high t is
-larger than the v run's.
+``"v"`` to ``"eps"``, and compares what the two runs' training did to their error in x0 at each
+t. In x0 terms an eps-loss weights the error by SNR_t and a v-loss by 1 + SNR_t (notebook 04;
+Salimans & Ho 2022, sec. 4): where SNR_t is small, an eps-loss barely asks for x0.
+
+The error is measured without clipping x0, at t from 600 to 900 (SNR_t from about 0.5 to
+0.02), where the conversion x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t) (Ho et al. 2020 eq. 4)
+does not saturate. Because x0 - x0_hat = (eps_hat - eps) / sqrt(SNR_t) for an eps run, an eps
+network's x0 error is larger than a v network's even before training; comparing the two raw
+errors would test that identity, not training. The checker therefore compares the *share* of
+its untrained network's x0 error each run has left after training (the same initial weights and
+the same noise): the eps run must have more left than the v run, and both runs must have
+lowered their error at all. A run that trained nothing leaves a share of 1 and fails; so do two
+swapped runs.
 
 :func:`reference_eps_vs_v` is the reference run (both targets, the same seed and data);
 :func:`check_eps_vs_v` is the checker. At the default 60 steps of 8 slices each run takes a few
@@ -29,11 +36,12 @@ from ...training.trainer import Trainer
 from ..exercises import CheckResult
 from ..figures import per_timestep_errors
 
-__all__ = ["HIGH_T", "TIMESTEPS", "check_eps_vs_v", "reference_eps_vs_v", "train_briefly"]
+__all__ = ["CHECKED_T", "TIMESTEPS", "check_eps_vs_v", "reference_eps_vs_v", "train_briefly"]
 
-#: The timesteps at which the x0 error is measured, and those the checker calls "high t".
-TIMESTEPS = (0, 100, 300, 500, 700, 900, 950, 990, 999)
-HIGH_T = (900, 950, 990, 999)
+#: The timesteps at which the x0 error is measured, and those the checker compares (on the
+#: cosine schedule, SNR_t from 0.51 at t = 600 to 0.024 at t = 900).
+TIMESTEPS = (100, 300, 500, 600, 700, 800, 900)
+CHECKED_T = (600, 700, 800, 900)
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,7 +66,8 @@ def train_briefly(prediction_type: str, *, steps: int = 60, seed: int = 0, image
 
     Args:
         prediction_type (str): ``"eps"``, ``"x0"`` or ``"v"``: the one setting the reader changes.
-        steps (int, default 60): optimiser steps of 8 slices (the tiny preset's batch).
+        steps (int, default 60): optimiser steps of 8 slices (the tiny preset's batch); 0
+            measures the untrained network only.
         seed (int, default 0): the run's seed (weights, data order, t and noise).
         image_size, train_slices, val_slices: the data (slices evenly spread over the train
             and validate splits).
@@ -67,12 +76,16 @@ def train_briefly(prediction_type: str, *, steps: int = 60, seed: int = 0, image
 
     Returns:
         ``{"t", "x0_mse", "target_mse"}`` of :func:`~oasis_lib.teaching.figures.per_timestep_errors`
-        for the EMA weights on the fixed validate slices (fixed noise, x0 clipped to [-1, 1]),
-        and ``"prediction_type"``. Cached: the same arguments return the same (shared) dict.
+        for the live weights after training, on the fixed validate slices (fixed noise, x0 not
+        clipped); ``"x0_mse_start"``, the same for the untrained initial weights; ``"snr"``,
+        SNR_t at each t; and ``"prediction_type"``. Cached: the same arguments return the same
+        (shared) dict.
     """
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"unknown prediction_type {prediction_type!r}; "
                          f"choose one of {PREDICTION_TYPES}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
     return _train(prediction_type, steps, seed, image_size, train_slices, val_slices,
                   tuple(int(t) for t in timesteps), root)
 
@@ -85,15 +98,24 @@ def _train(prediction_type: str, steps: int, seed: int, image_size: int, train_s
     train_set, val_set = _demo_data(root, image_size, train_slices, val_slices)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig.from_preset(
-            "tiny", image_size=image_size, max_steps=steps, seed=seed, out_dir=out,
-            epochs=-(-steps * 8 // len(train_set)), validate_every=10_000, sample_every=10_000,
-            checkpoint_every=10_000, progress=False, diffusion={"prediction_type": prediction_type})
+            "tiny", image_size=image_size, max_steps=max(steps, 1), seed=seed, out_dir=out,
+            epochs=max(1, -(-steps * 8 // len(train_set))), validate_every=10_000,
+            sample_every=10_000, checkpoint_every=10_000, progress=False,
+            diffusion={"prediction_type": prediction_type})
         trainer = Trainer(cfg, train_set=train_set, val_set=val_set)
-        trainer.fit()
         x0 = torch.stack([val_set[i] for i in range(len(val_set))])
-        errors = per_timestep_errors(trainer.ema.model, trainer.schedule, x0, timesteps,
-                                     prediction_type=prediction_type, seed=seed)
-    return {**errors, "prediction_type": prediction_type}
+
+        def measure() -> dict[str, torch.Tensor]:
+            return per_timestep_errors(trainer.model, trainer.schedule, x0, timesteps,
+                                       prediction_type=prediction_type, seed=seed, clip_x0=False)
+
+        start = measure()
+        if steps > 0:
+            trainer.fit()
+        errors = measure()
+        snr = trainer.schedule.snr[list(timesteps)].double().cpu()
+    return {**errors, "x0_mse_start": start["x0_mse"], "snr": snr,
+            "prediction_type": prediction_type}
 
 
 def reference_eps_vs_v(steps: int = 60, seed: int = 0, root: str | None = None
@@ -105,11 +127,13 @@ def reference_eps_vs_v(steps: int = 60, seed: int = 0, root: str | None = None
 
 def check_eps_vs_v(runs: dict[str, dict[str, torch.Tensor]], *, quiet: bool = False
                    ) -> CheckResult:
-    """Check the direction: the eps run's mean x0-MSE over ``HIGH_T`` exceeds the v run's.
+    """Check an effect of training: over ``CHECKED_T``, the eps run has more of its untrained
+    x0-MSE left than the v run, and both runs lowered it.
 
     ``runs`` maps ``"v"`` and ``"eps"`` to :func:`train_briefly` results (e.g. from
-    :func:`reference_eps_vs_v`, or the reader's own eps run next to the v run). Prints the
-    x0-MSE of both at every measured t, then the verdict.
+    :func:`reference_eps_vs_v`, or the reader's own eps run next to the v run). Prints, at
+    every measured t, each run's x0-MSE before and after training and the share left (after /
+    before) next to SNR_t, then the verdict on the mean share over ``CHECKED_T``.
     """
     missing = [k for k in ("v", "eps") if k not in runs]
     if missing:
@@ -118,17 +142,28 @@ def check_eps_vs_v(runs: dict[str, dict[str, torch.Tensor]], *, quiet: bool = Fa
     v, eps = runs["v"], runs["eps"]
     if v["t"].tolist() != eps["t"].tolist():
         return _report(False, "eps_vs_v: the two runs were measured at different t", quiet)
-    lines = ["    t   x0-MSE (v)  x0-MSE (eps)"]
-    lines += [f"  {int(t):>3}   {a:10.4f}  {b:12.4f}"
-              for t, a, b in zip(v["t"], v["x0_mse"], eps["x0_mse"], strict=True)]
-    high = torch.tensor([int(t) in HIGH_T for t in v["t"]])
-    if not high.any():
-        return _report(False, f"eps_vs_v: no measured t in {HIGH_T}", quiet)
-    v_high, eps_high = float(v["x0_mse"][high].mean()), float(eps["x0_mse"][high].mean())
-    passed = eps_high > v_high
-    verdict = (f"eps_vs_v: {'passed' if passed else 'FAILED'}: at t >= {min(HIGH_T)} the eps "
-               f"run's x0-MSE is {'larger' if passed else 'not larger'} than the v run's "
-               f"(mean {eps_high:.3f} against {v_high:.3f})")
+    checked = torch.tensor([int(t) in CHECKED_T for t in v["t"]])
+    if not checked.any():
+        return _report(False, f"eps_vs_v: no measured t in {CHECKED_T}", quiet)
+    share = {k: r["x0_mse"] / r["x0_mse_start"] for k, r in (("v", v), ("eps", eps))}
+    snr = v.get("snr")
+    lines = ["                    x0-MSE of the v run        x0-MSE of the eps run",
+             "    t      SNR_t   before   after   left     before    after   left"]
+    lines += [f"  {int(t):>3}  {'' if snr is None else f'{float(snr[i]):.3g}':>7}  "
+              f"{v['x0_mse_start'][i]:7.3f} {v['x0_mse'][i]:7.3f} "
+              f"{share['v'][i]:5.0%}   {eps['x0_mse_start'][i]:8.3f} {eps['x0_mse'][i]:8.3f} "
+              f"{share['eps'][i]:5.0%}" for i, t in enumerate(v["t"])]
+    left = {k: float(s[checked].mean()) for k, s in share.items()}
+    span = f"{min(CHECKED_T)} <= t <= {max(CHECKED_T)}"
+    untrained = [k for k in ("v", "eps") if left[k] >= 1.0]
+    if untrained:
+        verdict = (f"eps_vs_v: FAILED: at {span} training did not lower the x0-MSE of the "
+                   f"{' and '.join(untrained)} run (did it train, steps > 0?)")
+        return _report(False, "\n".join([*lines, verdict]), quiet)
+    passed = left["eps"] > left["v"]
+    verdict = (f"eps_vs_v: {'passed' if passed else 'FAILED'}: at {span} training left "
+               f"{left['eps']:.0%} of the eps run's untrained x0-MSE and {left['v']:.0%} of "
+               f"the v run's (mean over t); the eps run should keep the larger share")
     return _report(passed, "\n".join([*lines, verdict]), quiet)
 
 
