@@ -135,6 +135,9 @@ def read_sampler_benchmark(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+METRIC_AXES = {"frechet_segmenter": ("Fréchet distance", 1.0),
+               "kid_segmenter": ("KID ×10³", 1e3)}  # title, scale of the plotted values
+
 SAMPLER_LABELS = {"ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)",
                   "dpm++2m-sde": "DPM-Solver++(2M) SDE", "dpm++3m": "DPM-Solver++(3M)",
                   "unipc": "UniPC"}
@@ -147,26 +150,28 @@ def plot_steps_vs_quality(
     """Each metric against network calls per image (log scale): one line per fast sampler and
     time spacing (solid: trailing, dashed: Karras), the 1000-step DDPM as a horizontal line with
     a band up to ``1 + tolerance`` times its value (the benchmark's goal), and the real-vs-real
-    reference of each sample size as a dotted line."""
+    reference of each sample size as a dotted line. Titles and scales from ``METRIC_AXES``
+    (KID is drawn x 10^3, as the benchmark tables print it)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(metrics), figsize=figsize, dpi=DPI, squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
+        title, scale = METRIC_AXES.get(metric, (metric, 1.0))
         have = [r for r in rows if metric in r]
         for k, sampler in enumerate(SAMPLER_LABELS):
             for spacing, style in (("trailing", "o-"), ("karras", "s--")):
-                pts = sorted((r["nfe"], r[metric], r["n"]) for r in have
+                pts = sorted((r["nfe"], scale * r[metric], r["n"]) for r in have
                              if r["sampler"] == sampler and r.get("spacing") == spacing)
                 if pts:
                     name = SAMPLER_LABELS[sampler] + (" Karras" if spacing == "karras" else "")
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=f"C{k}",
                             ms=4, lw=1.2, label=f"{name} ({pts[0][2]})")
         for r in (r for r in have if r["sampler"] == "ddpm"):
-            value = r[metric]
+            value = scale * r[metric]
             ax.axhline(value, color="k", lw=1.5, label=f"DDPM {r['nfe']} ({r['n']})")
             ax.axhspan(value, value + tolerance * abs(value), color="k", alpha=0.12,
-                       label=f"within {tolerance:.0%} of DDPM")
-        floors = sorted({(r["n"], r[f"{metric}_floor"]) for r in have
+                       label=f"up to {tolerance:.0%} above DDPM")
+        floors = sorted({(r["n"], scale * r[f"{metric}_floor"]) for r in have
                          if r.get(f"{metric}_floor") is not None})
         for j, (n, floor) in enumerate(floors):
             ax.axhline(floor, color="0.4", ls=":" if j == 0 else "-.", lw=1,
@@ -175,8 +180,9 @@ def plot_steps_vs_quality(
         nfes = sorted({r["nfe"] for r in have if r["sampler"] != "ddpm"})
         ax.set_xticks(nfes, [str(v) for v in nfes])
         ax.minorticks_off()
-        ax.set_xlabel("network calls per image (NFE)")
-        ax.set_title(metric)
+        ax.set_xlabel("network calls per image (NFE, log scale)")
+        ax.set_ylabel(f"{title} (lower is better)")
+        ax.set_title(title)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.tight_layout()

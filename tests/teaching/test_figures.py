@@ -80,7 +80,7 @@ def test_the_sampler_benchmark_is_read_and_drawn():
     assert rows[0]["n"] >= 128
     assert all("frechet_segmenter" in r and "frechet_segmenter_floor" in r for r in rows)
     fig = figures.plot_steps_vs_quality(rows)
-    assert [ax.get_title() for ax in fig.axes] == ["frechet_segmenter", "kid_segmenter"]
+    assert [ax.get_title() for ax in fig.axes] == ["Fréchet distance", "KID ×10³"]
     lines = fig.axes[0].get_lines()
     ddim = [ln for ln in lines if ln.get_label().startswith("DDIM")][0]
     assert list(ddim.get_xdata()) == sorted(r["nfe"] for r in rows if r["sampler"] == "ddim")
@@ -89,5 +89,8 @@ def test_the_sampler_benchmark_is_read_and_drawn():
     ddpm = [ln for ln in lines if ln.get_label().startswith("DDPM 1000")][0]
     value = next(r["frechet_segmenter"] for r in rows if r["sampler"] == "ddpm")
     assert list(ddpm.get_ydata()) == [value, value]  # a horizontal line at DDPM's value
+    kid = next(r["kid_segmenter"] for r in rows if r["sampler"] == "ddpm")
+    kid_ddpm = [ln for ln in fig.axes[1].get_lines() if ln.get_label().startswith("DDPM 1000")][0]
+    assert list(kid_ddpm.get_ydata()) == [1e3 * kid, 1e3 * kid]  # KID drawn x 10^3
 
 
