@@ -319,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network calls (default: all T for ddpm, which takes no other value; "
                         "50 for the others)")
     a.add_argument("--spacing", default="trailing", choices=SPACINGS,
-                   help="timestep spacing for steps < T (default trailing; karras for the "
-                        "multistep solvers)")
+                   help="timestep spacing for steps < T (default trailing; karras, which the "
+                        "multistep solvers accept, scores best in benchmarks/results/samplers.md)")
     a.add_argument("--eta", type=float, default=0.0,
                    help="DDIM eta in [0, 1] (ddim only; other samplers refuse it)")
     a.add_argument("--n", type=int, default=16)
