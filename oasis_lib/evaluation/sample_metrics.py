@@ -134,7 +134,7 @@ def _distribution_metrics(samples: Tensor, out_s: dict, ref: RealReference, *, s
         "diversity_ssim": _entry(
             M.pairwise_ssim(samples, max_pairs=n_pairs, seed=seed),
             M.pairwise_ssim(real_div, max_pairs=n_pairs, seed=seed), "closer to floor",
-            f"mean SSIM of up to {n_pairs} random sample pairs; floor: the same for "
+            f"mean SSIM of all sample pairs, a random {n_pairs} if more; floor: the same for "
             f"{len(real_div)} {held} slices; above the floor = less diverse (mode collapse)"),
     }
 

@@ -244,8 +244,8 @@ def train_segmenter(root: str | os.PathLike | None = None, *, image_size: int = 
         root: OASIS data root (default ``$OASIS_DATA``, else the demo dataset); trains on
             ``train_splits`` (:func:`oasis_lib.data.load_splits`; default ``("train",)``, so the
             test split stays unseen by the evaluation's instrument too; the shipped segmenter
-            was trained on train + test), validates on validate. Ignored for the sets given
-            as ``train_set`` / ``val_set``.
+            was trained so, its metadata says ``train_splits: ["train"]``), validates on
+            validate. Ignored for the sets given as ``train_set`` / ``val_set``.
         train_set, val_set: datasets of ``(image [1, H, W] in [-1, 1], mask long [H, W])``
             to use instead of the data root (tests, other data).
         seed: seeds python, numpy and torch (initial weights, batch order, flips): a fixed seed

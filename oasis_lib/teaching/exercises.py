@@ -149,7 +149,8 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
              _cases_cfg, _ref_cfg, solution_cfg),
     Exercise("dice", "fn(pred, target, num_classes) -> float [num_classes] Dice per class",
              _cases_dice, dice_per_class, solution_dice),
-    Exercise("frechet_diagonal", "fn(mu1, var1, mu2, var2) -> float: the Fréchet distance",
+    Exercise("frechet_diagonal",
+             "fn(mu1, var1, mu2, var2) -> float: d², the squared Fréchet distance",
              _cases_frechet, _ref_frechet_diagonal, solution_frechet_diagonal, rtol=1e-6),
     Exercise("nearest_rms", "fn(queries, references) -> (RMS distance [Q], index [Q]) of the "
              "nearest reference", _cases_nearest, _ref_nearest_rms, solution_nearest_rms,
