@@ -3,7 +3,7 @@
 With age and neurodegeneration the brain loses tissue and the CSF spaces take its place: the
 ventricles widen and the sulci open (e.g. Fotenos et al. 2005 on OASIS). :func:`edit_csf`
 mimics that on a mask, so a mask-conditioned model can be asked for the same brain "older" or
-"younger" (notebook 09):
+"younger" (notebook 10):
 
 - ``k > 0`` (dilation): ``k`` times, every grey- or white-matter pixel that touches an edited
   CSF pixel (4-neighbourhood) becomes CSF: the CSF grows by k pixels in city-block distance,

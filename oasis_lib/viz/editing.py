@@ -36,13 +36,18 @@ def _rms(a: Tensor, b: Tensor) -> Tensor:
 @torch.no_grad()
 def sdedit_frame(pipe, image: Tensor, t0: float, *, n: int = 2, steps: int = 20,
                  seed: int = 0, condition: Condition | None = None, scale: float | None = None,
-                 segmenter=None) -> dict:
+                 segmenter=None, unchanged: Tensor | None = None) -> dict:
     """SDEdit of one slice ``image`` [1, H, W] (pixel model) from ``t0``, ``n`` times, through
-    ``pipe.denoiser`` (null condition unless ``condition`` and ``scale`` are given).
+    ``pipe.denoiser`` (null condition unless ``condition`` and ``scale`` are given), with
+    :func:`~oasis_lib.diffusion.editing.sdedit`'s defaults: eta = 1 and static clipping.
+
+    ``unchanged`` (bool [H, W] or None): pixels where the RMS is also measured on its own, e.g.
+    where an edited mask equals the slice's own, so that the intended edit does not count.
 
     Returns a dict: ``t0``, ``steps``, ``image``, ``start`` (x_{t0} of the first edit, CPU
     [1, H, W]), ``edited`` (CPU [n, 1, H, W]), ``rms`` (float [n]: RMS difference to the
-    input), ``mask`` (the condition's mask or None) and ``dice`` (float [n] of the edits'
+    input), ``rms_unchanged`` (float [n], the same over the ``unchanged`` pixels; None without
+    them), ``mask`` (the condition's mask or None) and ``dice`` (float [n] of the edits'
     segmentations against that mask, with a segmenter and a mask; else None).
     """
     if pipe.autoencoder is not None:
@@ -59,13 +64,19 @@ def sdedit_frame(pipe, image: Tensor, t0: float, *, n: int = 2, steps: int = 20,
     if segmenter is not None and mask is not None:
         seg = segment(segmenter, edited)["masks"]
         dice = torch.stack([dice_per_class(s, mask)[1:].mean() for s in seg])
+    rms_unchanged = None
+    if unchanged is not None:
+        keep = unchanged.bool().cpu().expand_as(edited[0, 0])
+        rms_unchanged = _rms(edited[:, :, keep], x.cpu()[:, :, keep])
     return {"t0": float(t0), "steps": steps, "image": x[0].cpu(), "start": start[0],
-            "edited": edited, "rms": _rms(edited, x.cpu()), "mask": mask, "dice": dice}
+            "edited": edited, "rms": _rms(edited, x.cpu()), "rms_unchanged": rms_unchanged,
+            "mask": mask, "dice": dice}
 
 
 def sdedit_figure(frames: list[dict] | dict):
     """One row per frame: the input slice, x_{t0}, then the edits titled with their RMS
-    difference to the input (and their Dice against the condition's mask, if measured)."""
+    difference to the input (in brackets: over the unchanged pixels, if measured) and their
+    Dice against the condition's mask (if measured)."""
     frames = [frames] if isinstance(frames, dict) else list(frames)
     rows, cols = len(frames), 2 + len(frames[0]["edited"])
     fig, axes = plt.subplots(rows, cols, figsize=(PANEL * cols, (PANEL + 0.45) * rows + 0.4),
@@ -77,8 +88,10 @@ def sdedit_figure(frames: list[dict] | dict):
         axes[r, 1].set_title(f"noised to t0 = {f['t0']:.2f}", fontsize=9)
         for i, img in enumerate(f["edited"]):
             dice = "" if f["dice"] is None else f"\nDice {float(f['dice'][i]):.2f}"
+            kept = f.get("rms_unchanged")
+            kept = "" if kept is None else f" ({float(kept[i]):.2f})"
             axes[r, 2 + i].imshow(to_display(img), vmin=0, vmax=1, **GREY)
-            axes[r, 2 + i].set_title(f"edit {i + 1}: RMS {float(f['rms'][i]):.2f}{dice}",
+            axes[r, 2 + i].set_title(f"edit {i + 1}: RMS {float(f['rms'][i]):.2f}{kept}{dice}",
                                      fontsize=9)
     for ax in axes.flat:
         ax.set_axis_off()

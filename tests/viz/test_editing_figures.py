@@ -55,6 +55,20 @@ def test_sdedit_frame_is_the_library_sdedit(pipe, image):
     assert "t0 = 0.50" in fig._suptitle.get_text()
 
 
+def test_sdedit_frame_rms_over_the_unchanged_pixels(pipe, image):
+    unchanged = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    unchanged[: SIZE // 2] = True  # the top half
+    frame = ev.sdedit_frame(pipe, image, 0.5, n=2, steps=3, unchanged=unchanged)
+    top = (frame["edited"] - image)[:, 0, : SIZE // 2]
+    assert torch.allclose(frame["rms_unchanged"], top.pow(2).flatten(1).mean(1).sqrt())
+    everywhere = ev.sdedit_frame(pipe, image, 0.5, n=2, steps=3,
+                                 unchanged=torch.ones(SIZE, SIZE, dtype=torch.bool))
+    assert torch.allclose(everywhere["rms_unchanged"], everywhere["rms"])
+    assert ev.sdedit_frame(pipe, image, 0.5, n=1, steps=1)["rms_unchanged"] is None
+    fig = ev.sdedit_figure(frame)
+    assert f"({float(frame['rms_unchanged'][0]):.2f})" in fig.axes[2].get_title()
+
+
 def test_sdedit_slider_redraws_at_the_chosen_t0(pipe, image, monkeypatch):
     seen = []
     monkeypatch.setattr(ev, "_show", lambda fig: seen.append(fig._suptitle.get_text()))
