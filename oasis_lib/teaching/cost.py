@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from ..models.unet import UNet
 from ..models.unet_config import UNetConfig
 
-__all__ = ["diffusion_cost_rows", "forward_gflop"]
+__all__ = ["by_resolution", "diffusion_cost_rows", "forward_gflop"]
 
 
 def _sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -37,6 +37,42 @@ def forward_gflop(module: nn.Module, *inputs: torch.Tensor) -> float:
     with counter:
         module(*inputs)
     return counter.get_total_flops() / 1e9
+
+
+@torch.no_grad()
+def by_resolution(module: nn.Module, *inputs: torch.Tensor) -> dict[int | None, tuple[int, float]]:
+    """Parameters and forward GFLOP of ``module(*inputs)`` by the side of the feature map where
+    they act: ``{side: (parameters, gflop)}``. Each submodule counts its own parameters and the
+    FLOPs of its own forward, less those of its children, at the side of its output; one with a
+    vector output (a time projection) counts at the side of the nearest enclosing submodule with
+    a feature map, else under ``None``. GFLOP as in :func:`forward_gflop`, which they sum to."""
+    sides, hooks = {}, []
+    for name, sub in module.named_modules():
+        def record(_, __, out, name=name):
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(out, torch.Tensor) and out.ndim == 4:
+                sides[name] = out.shape[-1]
+        hooks.append(sub.register_forward_hook(record))
+    counter = FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION)
+    try:
+        with counter:
+            module(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    root = type(module).__name__
+    flops = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
+    totals: dict[int | None, tuple[int, float]] = {}
+    for name, sub in module.named_modules():
+        own = flops.get(f"{root}.{name}" if name else root, 0)
+        own -= sum(flops.get(f"{root}.{name}.{child}" if name else f"{root}.{child}", 0)
+                   for child, _ in sub.named_children())
+        ancestors = [name.rsplit(".", k)[0] for k in range(name.count(".") + 1)] if name else []
+        side = next((sides[a] for a in ancestors if a in sides), None)
+        params, gflop = totals.get(side, (0, 0.0))
+        totals[side] = (params + sum(p.numel() for p in sub.parameters(recurse=False)),
+                        gflop + own / 1e9)
+    return totals
 
 
 def diffusion_cost_rows(image_size: int = 256, *, factors=(1, 4, 8), latent_channels: int = 4,

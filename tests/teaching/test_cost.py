@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oasis_lib.teaching.cost import diffusion_cost_rows, forward_gflop
+from oasis_lib import UNet
+from oasis_lib.teaching.cost import by_resolution, diffusion_cost_rows, forward_gflop
 
 
 def test_forward_gflop_of_a_convolution_is_two_flop_per_multiply_add():
@@ -33,3 +34,21 @@ def test_cost_rows_scale_with_the_number_of_positions():
     assert rows[1]["total_gflop"] == pytest.approx(2 * (3 * rows[1]["gflop"] + 0.5))
     with pytest.raises(ValueError, match="not divisible"):
         diffusion_cost_rows(30, factors=(4,), preset="tiny")
+
+
+def test_by_resolution_puts_each_layer_at_the_side_of_its_output():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False),           # 8x8 out
+                        nn.Conv2d(4, 4, 4, stride=2, padding=1, bias=False))  # 4x4 out
+    x = torch.zeros(1, 1, 8, 8)
+    assert by_resolution(net, x) == {
+        8: (36, pytest.approx(2 * 4 * 64 * 9 / 1e9)),
+        4: (256, pytest.approx(2 * 4 * 16 * 64 / 1e9)), None: (0, 0.0)}
+
+
+def test_by_resolution_sums_to_the_whole_unet():
+    unet = UNet("tiny").eval()
+    x, t = torch.zeros(1, 1, 32, 32), torch.zeros(1, dtype=torch.long)
+    rows = by_resolution(unet, x, t)
+    assert sum(p for p, _ in rows.values()) == sum(p.numel() for p in unet.parameters())
+    assert sum(g for _, g in rows.values()) == pytest.approx(forward_gflop(unet, x, t))
+    assert set(rows) == {None, 32, 16, 8}  # the time MLP alone has no feature map
