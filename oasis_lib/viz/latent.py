@@ -5,7 +5,7 @@
   difference, with PSNR and SSIM inside the brain, over the slices;
 * :func:`latent_channels_figure`: what the ``c`` channels of a latent look like next to the slice;
 * :func:`latent_reverse_slider`: a latent sampling chain, with the noisy latent (one channel) and
-  the network's x0 prediction *decoded to 256x256* at each reverse step.
+  the network's x0 prediction *decoded to 256x256* at each record of the chain.
 
 Images are ``[1, H, W]`` tensors in [-1, 1]; latents are in model space (``scale_factor * z``:
 one factor for all channels, so the latent as a whole has unit spread, each channel its own),
@@ -65,7 +65,7 @@ def reconstruction_figure(frame: dict, *, diff_range: float = 0.25):
     axes[1].imshow(to_display(frame["recon"]), vmin=0, vmax=1, **GREY)
     im = axes[2].imshow(frame["difference"][0].numpy(), cmap="RdBu_r", vmin=-diff_range,
                         vmax=diff_range, interpolation="nearest")
-    titles = ("original", "reconstruction D(E(x))",
+    titles = ("original", "reconstruction D(μ(x))",
               f"difference (±{diff_range:g} on the [-1, 1] scale)")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
@@ -148,8 +148,9 @@ def latent_reverse_figure(frame: dict):
                       fontsize=10)
     for ax in axes:
         ax.set_axis_off()
-    when = "final (t = -1, clean)" if final else f"t = {frame['t']}"
-    fig.suptitle(f"reverse step {frame['k']} of {frame['num_records'] - 1}: {when}", fontsize=12)
+    when = "clean (t = -1)" if final else f"t = {frame['t']}"
+    last = frame["num_records"] - 1
+    fig.suptitle(f"record {frame['k']} of 0-{last} ({last} = final sample): {when}", fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -165,4 +166,4 @@ def latent_reverse_slider(result: SampleResult, decoded: Tensor, *, index: int =
 
     from ipywidgets import interactive
 
-    return interactive(draw, step=_int_slider("reverse step", k, 0, len(result.timesteps) - 1))
+    return interactive(draw, step=_int_slider("record", k, 0, len(result.timesteps) - 1))

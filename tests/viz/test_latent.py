@@ -61,6 +61,7 @@ def test_reconstruction_frame_and_figure(pipe, images):
     torch.testing.assert_close(frame["difference"], rec[2] - x[2])
     fig = latent.reconstruction_figure(frame)
     assert f"PSNR {m['psnr']:.1f} dB" in fig._suptitle.get_text()
+    assert fig.axes[1].get_title() == "reconstruction D(μ(x))"
     with pytest.raises(ValueError, match=r"i must be in 0\.\.2"):
         latent.reconstruction_frame(x, rec, masks, 3)
     slider = latent.reconstruction_slider(x, rec, masks)
@@ -89,7 +90,9 @@ def test_decode_chain_decodes_every_x0_prediction(pipe):
     assert frame["z_t"].shape == (8, 8)
     slider = latent.latent_reverse_slider(result, decoded, index=1, channel=1)
     slider.children[0].value = len(result.timesteps) - 1
-    assert "final" in slider.result._suptitle.get_text()
+    last = len(result.timesteps) - 1
+    assert slider.result._suptitle.get_text().startswith(
+        f"record {last} of 0-{last} ({last} = final sample): clean (t = -1)")
     left = slider.result.axes[0]
     assert "channel 1" in left.get_title()
     torch.testing.assert_close(torch.as_tensor(left.images[0].get_array().data),
