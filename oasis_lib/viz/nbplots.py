@@ -117,7 +117,7 @@ def terminal_comparison(x0: Tensor, noise: Tensor, schedule: NoiseSchedule, *,
         ax.imshow(img[0, 0].numpy(), vmin=-scale, vmax=scale, **GREY)
         if i >= 2:
             ax.contour(outline, levels=[0.5], colors="C1", linewidths=1.0)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(f"{title}\ngrey scale -{scale:g} to {scale:g}", fontsize=9)
         ax.set_axis_off()
     fig.text(0.75, 0.02, "orange: the outline of the brain in x_0", ha="center", fontsize=9,
              color="C1")

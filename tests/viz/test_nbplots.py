@@ -67,7 +67,8 @@ def test_terminal_comparison():
                                       NoiseSchedule("quadratic", 50, warn=False), sigma=2)
     assert _size(fig) == (1100, 360)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[0] == "x_T at the last training step\n(quadratic, T = 50)"
+    assert titles[0] == "x_T at the last training step\n(quadratic, T = 50)\ngrey scale -2.5 to 2.5"
+    assert titles[3].endswith("grey scale -0.25 to 0.25")  # blurred: 10x narrower
     assert "sigma = 2 px" in titles[2]
     # x0 = 0 everywhere: x_T is sqrt(1 - alpha_bar_T) * noise, shown as the first panel.
     s = NoiseSchedule("quadratic", 50, warn=False)
