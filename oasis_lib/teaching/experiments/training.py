@@ -5,9 +5,10 @@ The reader trains the tiny U-Net briefly, changing one setting, ``prediction_typ
 t. In x0 terms an eps-loss weights the error by SNR_t and a v-loss by 1 + SNR_t (notebook 04;
 Salimans & Ho 2022, sec. 4): where SNR_t is small, an eps-loss barely asks for x0.
 
-The error is measured without clipping x0, at t from 600 to 900 (SNR_t from about 0.5 to
-0.02), where the conversion x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t) (Ho et al. 2020 eq. 4)
-does not saturate. Because x0 - x0_hat = (eps_hat - eps) / sqrt(SNR_t) for an eps run, an eps
+The error is measured without clipping x0, at t from 600 to 900 (SNR_t from about 0.5 down to
+0.02), where an eps-loss weights the x0 error at most about a third as much as a v-loss. An eps
+network's x0 comes from x0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t) (Ho et al. 2020 eq. 4).
+Because x0 - x0_hat = (eps_hat - eps) / sqrt(SNR_t) for an eps run, an eps
 network's x0 error is larger than a v network's even before training; comparing the two raw
 errors would test that identity, not training. The checker therefore compares the *share* of
 its untrained network's x0 error each run has left after training (the same initial weights and
