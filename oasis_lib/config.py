@@ -61,7 +61,7 @@ class RunConfig:
     data_root: str | None = None  # None: $OASIS_DATA, else the demo dataset in data/demo
     train_splits: tuple[str, ...] = DEFAULT_TRAIN_SPLITS  # splits trained on: ("train",) keeps
     #   test untouched for the final numbers (validate chooses best.pt); ("train", "test") is
-    #   the seed's choice, which holds no split out (the shipped demo checkpoint was trained so)
+    #   the starting DDPM's choice, which holds no split out
     hflip: bool = True  # random horizontal flips of training slices (drawn by the trainer)
     # --- optimisation
     epochs: int = 30  # passes over the training split
