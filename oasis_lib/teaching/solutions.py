@@ -83,12 +83,11 @@ def solution_ddim_invert_step(
 ) -> Tensor:
     """DDIM inversion (Song et al. 2021 eq. 12 run forward, eta = 0): predict x0 from eps at the
     current level t, then go *up* to t_next with the same eps:
-    x_next = sqrt(ab_next) x0 + sqrt(1 - ab_next) eps. ``t = -1`` is the clean image
-    (ab = 1, so x0 = x)."""
-    ab = schedule.alpha_bar[t] if t >= 0 else torch.tensor(1.0)
-    ab_next = schedule.alpha_bar[t_next]
-    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-    return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+    x_next = sqrt(ab_next) x0 + sqrt(1 - ab_next) eps. ``t = -1`` is the clean image:
+    ``alpha_bar_at(-1)`` returns ab = 1, so x0 = x."""
+    ab, ab_next = schedule.alpha_bar_at(t), schedule.alpha_bar_at(t_next)
+    x0 = (x - (1 - ab) ** 0.5 * eps) / ab**0.5
+    return ab_next**0.5 * x0 + (1 - ab_next) ** 0.5 * eps
 
 
 def solution_cfg(eps_uncond: Tensor, eps_cond: Tensor, scale: float) -> Tensor:
