@@ -26,6 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diffusion"))
 from test_conditional_pipeline import SIZE, conditional_pipeline  # noqa: E402, I001
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
 
 @pytest.fixture(scope="module")
 def pipe():

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -20,6 +21,11 @@ from oasis_lib.viz import editing as ev  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "diffusion"))
 from test_conditional_pipeline import SIZE, conditional_pipeline, mask_condition  # noqa: E402, I001
 
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
 
 
 @pytest.fixture(scope="module")

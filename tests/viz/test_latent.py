@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -16,6 +17,12 @@ from oasis_lib.evaluation.reconstruction import reconstruction_metrics  # noqa: 
 from oasis_lib.models.autoencoder import AutoencoderKL  # noqa: E402
 from oasis_lib.models.factory import build_pipeline  # noqa: E402
 from oasis_lib.viz import latent  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
 
 
 @pytest.fixture(scope="module")

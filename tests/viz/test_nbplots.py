@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -15,6 +16,12 @@ from PIL import Image  # noqa: E402
 
 from oasis_lib.diffusion.schedule import NoiseSchedule  # noqa: E402
 from oasis_lib.viz import nbplots  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
 
 
 def _size(fig) -> tuple[int, int]:

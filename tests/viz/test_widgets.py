@@ -19,6 +19,12 @@ from oasis_lib.diffusion.schedule import NoiseSchedule  # noqa: E402
 from oasis_lib.viz import widgets  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
 @pytest.fixture
 def x0_noise():
     g = torch.Generator().manual_seed(0)
