@@ -317,6 +317,11 @@ class AutoencoderTrainConfig(RunConfig):
     perceptual_net: str = "segmenter"  # segmenter (ours, shipped) | lpips (a local file) | none
     perceptual_weights: str | None = None  # None: the shipped segmenter; lpips: required
     sample_n: int = 8  # validate slices drawn over their reconstructions in the progress grids
+    # The patch discriminator, used when loss.adversarial > 0 (models.discriminator):
+    disc_start: int = 0  # optimiser step at which the adversarial term and D's training start
+    disc_lr: float | None = None  # D's Adam learning rate (betas 0.5, 0.9 as LDM); None: lr
+    disc_channels: int = 32  # channels of D's first conv (pix2pix: 64)
+    disc_layers: int = 3  # D's stride-2 convs: 3 gives one logit per 70x70 patch
 
     def validate(self) -> None:
         super().validate()
@@ -335,6 +340,11 @@ class AutoencoderTrainConfig(RunConfig):
                                  f"got {size}")
         if self.crop_size is not None and self.crop_size > self.image_size:
             raise ValueError(f"crop_size {self.crop_size} exceeds image_size {self.image_size}")
+        if isinstance(self.disc_start, bool) or not isinstance(self.disc_start, int) \
+                or self.disc_start < 0:
+            raise ValueError(f"disc_start must be an int >= 0, got {self.disc_start!r}")
+        if self.disc_lr is not None and not self.disc_lr > 0:
+            raise ValueError(f"disc_lr must be > 0 (or None: the lr), got {self.disc_lr!r}")
 
     @classmethod
     def presets(cls) -> dict[str, AutoencoderTrainConfig]:

@@ -92,8 +92,10 @@ def _cmd_train_autoencoder(args) -> int:
         "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
         "device": args.device, "seed": args.seed, "data_root": args.data_root,
         "checkpoint_every": args.checkpoint_every, "budget_clock": args.budget_clock,
-        "train_splits": args.train_splits,
+        "train_splits": args.train_splits, "disc_start": args.disc_start,
     }.items() if v is not None}
+    if args.adversarial is not None:
+        over["loss"] = {"adversarial": args.adversarial}
     if args.latent_channels is not None or args.channel_mult is not None:
         over["autoencoder_overrides"] = {k: v for k, v in {
             "latent_channels": args.latent_channels,
@@ -296,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--latent-channels", type=int, default=None)
     k.add_argument("--channel-mult", type=int, nargs="+", default=None,
                    help="width multipliers per level; f = 2**(levels-1), e.g. 1 2 4 (f=4)")
+    k.add_argument("--adversarial", type=float, default=None,
+                   help="weight of the patch adversarial term (LDM: 0.5; preset: 0 = off)")
+    k.add_argument("--disc-start", type=int, default=None,
+                   help="optimiser step at which the adversarial term starts (default 0)")
     k.add_argument("--epochs", type=int, default=None)
     k.add_argument("--max-steps", type=int, default=None)
     k.add_argument("--max-minutes", type=float, default=None)

@@ -12,9 +12,11 @@ pixels``.
     total = l1 * mean|x - x_hat| + ssim * (1 - SSIM(x, x_hat)) + kl * KL(q || N(0, I)) / pixels
             + perceptual * P(x_hat, x) + adversarial * (-mean D(x_hat))
 
-The adversarial term is off by default (weight 0; the discriminator roughly doubles the cost of
-a step on a CPU). LDM also rescales it by a gradient-norm ratio and starts it late; the
-trainer, which knows the step, owns such schedules.
+The adversarial term is off by default (weight 0; the discriminator adds to the cost of a step
+on a CPU). When it is on, its weight is multiplied by LDM's adaptive weight (Esser et al. 2021,
+eq. 7; :func:`adaptive_weight`), which balances the gradients of the reconstruction and the
+adversarial terms at the decoder's last layer; the trainer starts it after a warm-up
+(``AutoencoderTrainConfig.disc_start``), since it knows the step.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..models.autoencoder import DiagonalGaussian
 from ..models.discriminator import hinge_d_loss, hinge_g_loss
 
 __all__ = ["LPIPS_VGG_CHANNELS", "SEGMENTER_LAYERS", "AutoencoderLossConfig",
-           "FeaturePerceptualLoss", "autoencoder_loss", "discriminator_loss", "load_lpips",
+           "FeaturePerceptualLoss", "adaptive_weight", "autoencoder_loss", "discriminator_loss", "load_lpips",
            "segmenter_perceptual_loss"]
 
 SEGMENTER_LAYERS = ("down.0", "down.1", "down.2", "down.3")  # TissueSegmenter encoder levels
@@ -232,10 +234,30 @@ def load_lpips(path: str | os.PathLike, *,
     return FeaturePerceptualLoss(net, [f"1.{i}" for i in _VGG_TAPS], weights=weights)
 
 
+def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor,
+                    last_layer: torch.Tensor, *, delta: float = 1e-4,
+                    max_weight: float = 1e4) -> torch.Tensor:
+    """LDM's adaptive weight of the adversarial term (Esser et al. 2021, eq. 7):
+
+    ``lambda = ||grad_{G_L} L_rec|| / (||grad_{G_L} L_GAN|| + delta)``
+
+    with ``G_L`` the weight of the decoder's last layer, clamped to ``[0, max_weight]`` and
+    detached (it scales the term; no gradient flows through it). The adversarial gradient at
+    the output then has the size of the reconstruction gradient, whatever the scale of D's
+    logits. Both losses must still have their graphs (this calls ``torch.autograd.grad`` with
+    ``retain_graph=True``)."""
+    g_rec = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adversarial, last_layer, retain_graph=True)[0]
+    weight = g_rec.norm() / (g_adv.norm() + delta)
+    return weight.clamp(0.0, max_weight).detach()
+
+
 def autoencoder_loss(recon: torch.Tensor, x: torch.Tensor, posterior: DiagonalGaussian, *,
                      config: AutoencoderLossConfig | None = None,
                      perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                     disc: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                     disc: nn.Module | None = None,
+                     last_layer: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted sum of the module docstring, and its unweighted parts.
 
     Args:
@@ -244,6 +266,10 @@ def autoencoder_loss(recon: torch.Tensor, x: torch.Tensor, posterior: DiagonalGa
         config: the weights (None: :class:`AutoencoderLossConfig` defaults).
         perceptual: ``(recon, x) -> [B]`` distance, needed when ``config.perceptual > 0``.
         disc: a :class:`PatchDiscriminator`, needed when ``config.adversarial > 0``.
+        last_layer: the weight of the decoder's last layer; when given (training), the
+            adversarial weight is multiplied by :func:`adaptive_weight` of the reconstruction
+            terms (L1, SSIM, perceptual) against the adversarial term, reported as
+            ``parts["adaptive_weight"]``; None (validation): weight 1.
 
     Returns ``(total, parts)``: ``total`` a scalar with gradients, ``parts`` the float value
     of each term with a non-zero weight (l1 always) before weighting, and ``total``.
@@ -264,10 +290,19 @@ def autoencoder_loss(recon: torch.Tensor, x: torch.Tensor, posterior: DiagonalGa
         terms["kl"] = posterior.kl().mean() / x[0].numel()
     if config.perceptual > 0:
         terms["perceptual"] = perceptual(recon, x).mean()
+    weights = {name: getattr(config, name) for name in terms}
     if config.adversarial > 0:
         terms["adversarial"] = hinge_g_loss(disc(recon))
-    total = sum(getattr(config, name) * value for name, value in terms.items())
+        weights["adversarial"] = config.adversarial
+        if last_layer is not None:
+            reconstruction = sum(weights[n] * terms[n] for n in terms if n not in
+                                 ("kl", "adversarial"))
+            lam = adaptive_weight(reconstruction, terms["adversarial"], last_layer)
+            weights["adversarial"] = config.adversarial * lam
+    total = sum(weights[name] * value for name, value in terms.items())
     parts = {name: float(value.detach()) for name, value in terms.items()}
+    if "adversarial" in terms and last_layer is not None:
+        parts["adaptive_weight"] = float(weights["adversarial"] / config.adversarial)
     parts["total"] = float(total.detach())
     return total, parts
 

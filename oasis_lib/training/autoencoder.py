@@ -9,7 +9,13 @@ checkpoint), the time budget and the metrics log. It overrides only what is trai
 
 * ``compute_loss``: a random ``crop_size`` crop of each native slice (one offset per batch,
   drawn from the Trainer's generator), encoded with a posterior *sample* (as LDM trains), then
-  :func:`~oasis_lib.training.ae_losses.autoencoder_loss` (L1 + SSIM + tiny KL + perceptual);
+  :func:`~oasis_lib.training.ae_losses.autoencoder_loss` (L1 + SSIM + tiny KL + perceptual,
+  + the adaptive-weighted adversarial term from step ``disc_start`` when ``loss.adversarial``
+  > 0);
+* ``train_step``: the Trainer's step for the autoencoder, then, with the adversarial term on,
+  one Adam step of the :class:`~oasis_lib.models.discriminator.PatchDiscriminator` on the hinge
+  loss of the same crops against their (detached) reconstructions, as LDM alternates them. D
+  and its optimiser are saved in every checkpoint, so a resume is exact;
 * ``validate``: whole validate slices through the posterior *mean*, the same loss with its
   parts, and PSNR / SSIM inside the brain (:mod:`oasis_lib.evaluation.reconstruction`);
 * ``sample_grid``: validate slices (top) above the EMA's reconstructions (bottom).
@@ -17,6 +23,7 @@ checkpoint), the time budget and the metrics log. It overrides only what is trai
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -25,7 +32,10 @@ from torchvision.utils import save_image
 from ..config import AutoencoderTrainConfig
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
-from .ae_losses import autoencoder_loss, load_lpips, segmenter_perceptual_loss
+from ..models.discriminator import PatchDiscriminator
+from .ae_losses import (autoencoder_loss, discriminator_loss, load_lpips,
+                        segmenter_perceptual_loss)
+from .distributed import all_reduce_mean
 from .loop import TrainingLoop, TrainResult, _images
 
 
@@ -53,7 +63,19 @@ class AutoencoderTrainer(TrainingLoop):
             self.perceptual = None
         if self.perceptual is not None:
             self.perceptual.to(self.device)
-        return AutoencoderKL(AutoencoderConfig.preset(c.preset, **c.autoencoder_overrides))
+        model = AutoencoderKL(AutoencoderConfig.preset(c.preset, **c.autoencoder_overrides))
+        self.disc = self.disc_opt = None  # D is built after the autoencoder: same init as without
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # this step's (x, recon)
+        if c.loss.adversarial > 0:
+            self.disc = PatchDiscriminator(1, c.disc_channels, c.disc_layers).to(self.device)
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=c.disc_lr or c.lr,
+                                             betas=(0.5, 0.9))  # LDM's discriminator Adam
+        return model
+
+    @property
+    def adversarial_on(self) -> bool:
+        """Whether this step trains with the adversarial term (after the warm-up)."""
+        return self.disc is not None and self.step >= self.cfg.disc_start
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         size = self.cfg.crop_size
@@ -66,9 +88,68 @@ class AutoencoderTrainer(TrainingLoop):
     def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
         x = self._crop(x0)
         recon, posterior = self.model(x, generator=self.gen)
-        loss, _ = autoencoder_loss(recon, x, posterior, config=self.cfg.loss,
-                                   perceptual=self.perceptual)
+        config, disc, last_layer = self.cfg.loss, None, None
+        if self.adversarial_on:
+            disc, last_layer = self.disc, self.raw_model.decoder.conv_out.weight
+            self.disc.requires_grad_(False)  # D is fixed while the autoencoder steps
+            self._pairs.append((x.detach(), recon.detach()))
+        elif config.adversarial > 0:
+            config = dataclasses.replace(config, adversarial=0.0)  # still warming up
+        loss, self.last_parts = autoencoder_loss(recon, x, posterior, config=config,
+                                                 perceptual=self.perceptual, disc=disc,
+                                                 last_layer=last_layer)
         return loss
+
+    def train_step(self, x0) -> float:
+        """The autoencoder's step, then D's step on the same crops (hinge loss, LDM's
+        alternation); D's gradients are averaged over ranks by hand (it is not DDP-wrapped)."""
+        self._pairs = []
+        loss = super().train_step(x0)
+        if self._pairs:
+            x = torch.cat([p[0] for p in self._pairs])
+            recon = torch.cat([p[1] for p in self._pairs])
+            self._pairs = []
+            self.disc.requires_grad_(True)
+            self.disc_opt.zero_grad(set_to_none=True)
+            with self._autocast():
+                d_loss = discriminator_loss(self.disc, recon, x)
+            d_loss.backward()
+            if self.dist.enabled:
+                for p in self.disc.parameters():
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.dist.world_size
+            self.disc_opt.step()
+            self.last_parts["disc"] = all_reduce_mean(float(d_loss.detach()), self.dist)
+        return loss
+
+    def _train_record(self) -> dict[str, float]:
+        """The adversarial run's extra numbers for the metrics log (D's hinge loss, the
+        adaptive weight, the generator's hinge term)."""
+        parts = getattr(self, "last_parts", {}) if self.disc is not None else {}
+        return {k: round(parts[k], 5) for k in ("disc", "adaptive_weight", "adversarial")
+                if k in parts}
+
+    def _log(self, record: dict) -> None:
+        if "loss" in record:  # a training record: add D's numbers
+            record = {**record, **self._train_record()}
+        super()._log(record)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.disc is not None:
+            state["disc"] = self.disc.state_dict()
+            state["disc_optimizer"] = self.disc_opt.state_dict()
+        return state
+
+    def _restore(self, ckpt: dict) -> None:
+        super()._restore(ckpt)
+        if self.disc is not None and "disc" in ckpt:
+            self.disc.load_state_dict(ckpt["disc"])
+            self.disc_opt.load_state_dict(ckpt["disc_optimizer"])
+        elif self.disc is not None and self.step > 0:
+            raise ValueError(f"{self.last_path} holds no discriminator: it was trained without "
+                             "the adversarial term (resume it without --adversarial)")
 
     # ------------------------------------------------------------------ validation
     def _fixed_validation_batch(self) -> None:
@@ -90,6 +171,12 @@ class AutoencoderTrainer(TrainingLoop):
             out.append(recon.float().cpu())
         return torch.cat(out)
 
+    @property
+    def _val_loss_config(self):
+        """The validation loss leaves the adversarial term out: D changes as it trains, so
+        the term would not compare across epochs (best.pt is chosen on this loss)."""
+        return dataclasses.replace(self.cfg.loss, adversarial=0.0)
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Loss (posterior mean, whole slices) of the live and EMA weights, and the EMA's PSNR
@@ -104,7 +191,8 @@ class AutoencoderTrainer(TrainingLoop):
                 x = self._to_device(self.val_x0[i:i + 16])
                 with self._autocast():
                     recon, posterior = net(x, sample_posterior=False)
-                    loss, _ = autoencoder_loss(recon.float(), x, posterior, config=self.cfg.loss,
+                    loss, _ = autoencoder_loss(recon.float(), x, posterior,
+                                               config=self._val_loss_config,
                                                perceptual=self.perceptual)
                 total += float(loss) * len(x)
             net.train(was_training)
