@@ -117,7 +117,6 @@ class RunConfig:
     sample_every: int = 1  # epochs between sample grids from the EMA model
     progress: bool = True  # tqdm bars
 
-
     def validate(self) -> None:
         self.train_splits = check_train_splits(self.train_splits)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -340,11 +339,15 @@ class AutoencoderTrainConfig(RunConfig):
                                  f"got {size}")
         if self.crop_size is not None and self.crop_size > self.image_size:
             raise ValueError(f"crop_size {self.crop_size} exceeds image_size {self.image_size}")
-        if isinstance(self.disc_start, bool) or not isinstance(self.disc_start, int) \
-                or self.disc_start < 0:
+        if not isinstance(self.disc_start, int) or self.disc_start < 0:
             raise ValueError(f"disc_start must be an int >= 0, got {self.disc_start!r}")
         if self.disc_lr is not None and not self.disc_lr > 0:
             raise ValueError(f"disc_lr must be > 0 (or None: the lr), got {self.disc_lr!r}")
+        side = self.crop_size or self.image_size  # D sees crops: size / 2**L - 2 >= 1 logits
+        if self.loss.adversarial > 0 and side < 3 * 2**self.disc_layers:
+            raise ValueError(f"the discriminator's {self.disc_layers} stride-2 layers need crops "
+                             f"of at least {3 * 2**self.disc_layers} pixels, got {side}; lower "
+                             "disc_layers or raise crop_size")
 
     @classmethod
     def presets(cls) -> dict[str, AutoencoderTrainConfig]:

@@ -107,3 +107,5 @@ def test_bad_discriminator_options_are_refused(tmp_path):
         adv(tmp_path, disc_start=-1).validate()
     with pytest.raises(ValueError, match="disc_lr"):
         adv(tmp_path, disc_lr=0.0).validate()
+    with pytest.raises(ValueError, match="crops of at least 24 pixels, got 16"):
+        adv(tmp_path, disc_layers=3).validate()  # 16x16 crops are too small for 3 layers
