@@ -36,8 +36,8 @@ from ..models.autoencoder import DiagonalGaussian
 from ..models.discriminator import hinge_d_loss, hinge_g_loss
 
 __all__ = ["LPIPS_VGG_CHANNELS", "SEGMENTER_LAYERS", "AutoencoderLossConfig",
-           "FeaturePerceptualLoss", "adaptive_weight", "autoencoder_loss", "discriminator_loss", "load_lpips",
-           "segmenter_perceptual_loss"]
+           "FeaturePerceptualLoss", "adaptive_weight", "autoencoder_loss", "discriminator_loss",
+           "load_lpips", "segmenter_perceptual_loss"]
 
 SEGMENTER_LAYERS = ("down.0", "down.1", "down.2", "down.3")  # TissueSegmenter encoder levels
 LPIPS_VGG_CHANNELS = (64, 128, 256, 512, 512)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3

@@ -33,8 +33,7 @@ from ..config import AutoencoderTrainConfig
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
 from ..models.discriminator import PatchDiscriminator
-from .ae_losses import (autoencoder_loss, discriminator_loss, load_lpips,
-                        segmenter_perceptual_loss)
+from .ae_losses import autoencoder_loss, discriminator_loss, load_lpips, segmenter_perceptual_loss
 from .distributed import all_reduce_mean
 from .loop import TrainingLoop, TrainResult, _images
 

@@ -22,9 +22,9 @@ def data():
 
 def adv(out, **kw) -> AutoencoderTrainConfig:
     loss = AutoencoderLossConfig(perceptual=0.0, adversarial=0.5)
+    kw = {"disc_channels": 8, "disc_layers": 2, **kw}
     return AutoencoderTrainConfig.from_preset("tiny", out_dir=str(out), progress=False,
-                                              precision="fp32", loss=loss, disc_channels=8,
-                                              disc_layers=2, log_every=1, **kw)
+                                              precision="fp32", loss=loss, log_every=1, **kw)
 
 
 def test_adaptive_weight_is_the_ratio_of_gradient_norms_at_the_last_layer():
@@ -55,7 +55,8 @@ def test_weighted_adversarial_gradient_matches_the_reconstruction_gradient_norm(
     g_adv = g_total - g_rec
     # lambda * grad(L_GAN) has the norm of grad(L_rec) (up to delta)
     torch.testing.assert_close(g_adv.norm(), g_rec.norm(), rtol=1e-3, atol=0)
-    assert parts["adaptive_weight"] > 0 and "adversarial" in parts
+    assert parts["adaptive_weight"] > 0
+    assert "adversarial" in parts
 
 
 def test_discriminator_trains_after_the_warm_up_and_is_checkpointed(tmp_path):
@@ -68,7 +69,8 @@ def test_discriminator_trains_after_the_warm_up_and_is_checkpointed(tmp_path):
     assert [("disc" in r) for r in log] == [r["step"] > 4 for r in log]  # from disc_start on
     assert all(r["adaptive_weight"] > 0 for r in log if "disc" in r)
     ckpt = load_checkpoint(tmp_path / "last.pt")
-    assert set(ckpt["disc"]) == set(d1) and "state" in ckpt["disc_optimizer"]
+    assert set(ckpt["disc"]) == set(d1)
+    assert "state" in ckpt["disc_optimizer"]
     assert "adversarial" not in trainer.validate()  # validation leaves the GAN term out
 
 
