@@ -74,7 +74,8 @@ class AutoencoderTrainer(TrainingLoop):
     @property
     def adversarial_on(self) -> bool:
         """Whether this step trains with the adversarial term (after the warm-up)."""
-        return self.disc is not None and self.step >= self.cfg.disc_start
+        return (self.disc is not None and self.cfg.loss.adversarial > 0
+                and self.step >= self.cfg.disc_start)
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         size = self.cfg.crop_size
@@ -97,6 +98,12 @@ class AutoencoderTrainer(TrainingLoop):
         loss, self.last_parts = autoencoder_loss(recon, x, posterior, config=config,
                                                  perceptual=self.perceptual, disc=disc,
                                                  last_layer=last_layer)
+        if disc is not None:
+            # The hinge term -mean D(x_hat) has no fixed scale: it grows as D wins. It acts
+            # through its gradient; its value is logged apart ("adversarial"), and the loss the
+            # log and the divergence guard see is the reconstruction loss alone.
+            parts = self.last_parts
+            loss = loss - config.adversarial * parts["adaptive_weight"] * parts["adversarial"]
         return loss
 
     def train_step(self, x0) -> float:

@@ -111,3 +111,20 @@ def test_bad_discriminator_options_are_refused(tmp_path):
         adv(tmp_path, disc_lr=0.0).validate()
     with pytest.raises(ValueError, match="crops of at least 24 pixels, got 16"):
         adv(tmp_path, disc_layers=3).validate()  # 16x16 crops are too small for 3 layers
+
+
+def test_the_logged_loss_is_the_reconstruction_loss_and_the_gradient_keeps_the_gan_term(
+        tmp_path):
+    trainer = AutoencoderTrainer(adv(tmp_path, max_steps=1, disc_start=0), **data())
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    state = trainer.gen.get_state()
+    loss = trainer.compute_loss(x)
+    parts = trainer.last_parts
+    rec = parts["total"] - 0.5 * parts["adaptive_weight"] * parts["adversarial"]
+    assert float(loss) == pytest.approx(rec, rel=1e-5)  # the value: no GAN term
+    grad_with = torch.autograd.grad(loss, trainer.raw_model.decoder.conv_out.weight)[0]
+    trainer.gen.set_state(state)
+    trainer.cfg.loss = AutoencoderLossConfig(perceptual=0.0)  # the same step without D
+    grad_without = torch.autograd.grad(trainer.compute_loss(x),
+                                       trainer.raw_model.decoder.conv_out.weight)[0]
+    assert (grad_with - grad_without).norm() > 0.1 * grad_without.norm()  # D's gradient is in
