@@ -183,7 +183,7 @@ def _candidates(config: dict, run_path: Path | None) -> list[Path]:
             and not Path(out_dir).is_absolute():
         found.append(Path(os.path.normpath(Path(run_path).parent /
                                            os.path.relpath(stored, out_dir))))
-    return found + [stored]
+    return list(dict.fromkeys([*found, stored]))  # (once each)
 
 
 def run_autoencoder(config, *, run_path=None, override=None, device=None):
