@@ -10,6 +10,7 @@ safetensors (fp16) for sharing; that is the format of the shipped demo checkpoin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -103,6 +104,23 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor],
             parts.append(f"shape mismatches: {show(shapes)}")
         raise CheckpointError("; ".join(parts))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def state_sha256(state: dict[str, torch.Tensor], *, config: dict | None = None,
+                 exclude: tuple[str, ...] = ()) -> str:
+    """SHA-256 of a model's content: its ``config`` (JSON) and every tensor of ``state`` but
+    ``exclude`` (name, shape, bytes), floating-point tensors **at fp16**, the precision exports
+    store: a run's ``.pt`` and its ``.safetensors`` export hash alike, while any trained change
+    (retraining moves nearly every weight far beyond fp16's rounding) gives another hash."""
+    h = hashlib.sha256(json.dumps(config or {}, sort_keys=True).encode())
+    for name in sorted(state):
+        if name in exclude:
+            continue
+        t = state[name].detach().cpu()
+        t = (t.half() if t.is_floating_point() else t).contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(state[name].shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- RNG state, weights_only-safe

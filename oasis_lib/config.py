@@ -222,6 +222,8 @@ class TrainConfig(RunConfig):
     latent_scale_factor: float | None = None  # 1 / std of the training latents (LDM's
     #   scale_by_std); None: computed once from the cached training latents when the run starts
     #   and stored in this config, so checkpoints and exports carry it
+    autoencoder_sha256: str | None = None  # its content hash (pretrained.autoencoder_sha256),
+    #   stored when the run starts; loading the run verifies the autoencoder against it
     latent_cache_dir: str = "runs/latent_cache"  # latents of the data, keyed by autoencoder+data
     # --- warm start (training.init_from): None trains from a fresh initialisation
     init_from: str | None = None  # a model file (.safetensors export or a run's .pt: its EMA)

@@ -9,7 +9,9 @@ was found:
   square size an integer factor away from the model's (e.g. 256 for a 64x64 model), resized by
   nearest neighbour (``nearest-exact``: the pixel at each cell's centre);
 * ``--image``: a grey slice, resized like the dataset's slices (antialiased bilinear);
-* ``--region``: 0 = keep, 255 (or 1) = regenerate, resized by nearest neighbour.
+* ``--region``: 0 = keep, 255 (or 1) = regenerate; shrunk by max-pooling, so every cell of
+  the model's grid that a painted pixel touches is regenerated (a thin stroke grows to the
+  cells it crosses, never vanishes), enlarged by nearest neighbour.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def _fit(values: np.ndarray, size: tuple[int, int], *, flag: str, path, mode: st
         return x
     if mode == "bilinear":
         return F.interpolate(x, size=size, mode="bilinear", antialias=True)
+    if mode == "max" and h > size[0]:  # shrinking a region: a cell any painted pixel touches
+        return F.max_pool2d(x, kernel_size=h // size[0])  # is regenerated (never dropped)
     return F.interpolate(x, size=size, mode="nearest-exact")
 
 
@@ -115,7 +119,7 @@ def read_region_png(path, size: tuple[int, int], *, flag: str = "--region") -> t
         raise UsageError(f"{flag} {path}: pixel values {shown} found; a region is 0 (keep) "
                          "and 255 (regenerate)")
     region = (values > 0).astype(np.uint8)
-    region = _fit(region, size, flag=flag, path=path, mode="nearest").round()
+    region = _fit(region, size, flag=flag, path=path, mode="max").round()
     if not region.any():
         raise UsageError(f"{flag} {path} marks nothing to regenerate (all 0); paint the region "
                          "255")
@@ -159,6 +163,12 @@ def condition_from_args(args, pipe) -> Condition | None:
         raise UsageError(f"{source} is a conditional model ({pipe.condition}): give {need} "
                          "(e.g. --mask seg.png --slice 16), or --guidance 0 for unconditional "
                          "samples")
+    if args.guidance == 0:  # s = 0 is the unconditional model: the condition is never read
+        raise UsageError(f"{' and '.join(given)} given with --guidance 0, which samples "
+                         "unconditionally and would ignore "
+                         f"{'it' if len(given) == 1 else 'them'}: drop "
+                         f"{'it' if len(given) == 1 else 'them'} for unconditional samples, or "
+                         "use --guidance 1 (conditional) or more (guided)")
     mask = None
     if args.mask is not None:
         mask = read_mask_png(args.mask, tuple(pipe.image_shape[-2:]))

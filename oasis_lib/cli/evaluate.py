@@ -32,7 +32,8 @@ from .validate import (
     check_writable_parent,
 )
 
-__all__ = ["add_evaluate_parser", "check_evaluate_args", "evaluation_condition", "run_evaluate"]
+__all__ = ["add_evaluate_parser", "check_evaluate_args", "check_evaluation_inputs",
+           "evaluation_condition", "run_evaluate"]
 
 
 def add_evaluate_parser(sub) -> None:
@@ -119,6 +120,36 @@ def evaluation_condition(args, pipe) -> tuple[str | None, float | None]:
     return args.condition, args.guidance
 
 
+def check_evaluation_inputs(args, pipe, condition):
+    """Every input the scoring reads, before any sampling (issue 24): the data root and each
+    split it needs (the model's train splits, its held-out split, validate for
+    ``--condition validate``), the segmenter and, for a slice-conditioned model, the slice
+    regressor, loaded (so a wrong kind of file is named now). Returns ``(segmenter, slice
+    regressor or None)``."""
+    from ..data import resolve_data_root
+    from ..data.layout import SEED_TRAIN_SPLITS, DataError, held_out_split, image_dir, mask_dir
+    from ..evaluation.segmenter import load_segmenter
+    from ..evaluation.slice_level import SLICE_REGRESSOR_CHECKPOINT, load_slice_regressor
+
+    root = resolve_data_root(args.data)
+    trained = tuple(getattr(pipe.config, "train_splits", None) or SEED_TRAIN_SPLITS)
+    held = held_out_split(trained)
+    why = {**{s: "the model trained on it" for s in trained}, held: "the held-out split",
+           **({"validate": "--condition validate reads its masks"} if condition else {})}
+    for split, reason in why.items():
+        for folder in (image_dir(root, split), mask_dir(root, split)):
+            if not folder.is_dir():
+                raise DataError(f"--data {root} has no {folder.name} folder; evaluate reads the "
+                                f"{split} split ({reason}): give --data an OASIS root with "
+                                f"the {', '.join(why)} splits")
+    segmenter = load_segmenter(args.segmenter, device=pipe.device)
+    regressor = None
+    if condition is not None and "slice" in (pipe.condition or "") and (
+            args.slice_regressor is not None or SLICE_REGRESSOR_CHECKPOINT.is_file()):
+        regressor = load_slice_regressor(args.slice_regressor, device=pipe.device)
+    return segmenter, regressor
+
+
 def run_evaluate(args) -> int:
     from ..evaluation.conditions import resolve_condition
     from ..evaluation.report import evaluate, format_report
@@ -128,17 +159,18 @@ def run_evaluate(args) -> int:
     t0 = time.perf_counter()
     pipe = load_model(args.checkpoint, device=args.device)
     condition, scale = evaluation_condition(args, pipe)
+    segmenter, regressor = check_evaluation_inputs(args, pipe, condition)
     if condition is not None:  # --n against the validate split, before any sampling
         with usage_phase():
             resolve_condition(pipe, condition, args.n, data_root=args.data, seed=args.seed)
     report = evaluate(pipe, n=args.n, sampler=args.sampler, steps=args.steps,
                       seed=args.seed, out=args.out, data_root=args.data,
-                      segmenter_path=args.segmenter, inception_weights=args.inception_weights,
+                      segmenter=segmenter, inception_weights=args.inception_weights,
                       batch_size=args.batch_size, device=args.device,
                       progress=not args.no_progress, n_subsets=args.n_subsets,
                       condition=condition, guidance_scale=scale,
                       guidance_rescale=args.guidance_rescale,
-                      slice_regressor=args.slice_regressor,
+                      slice_regressor=regressor or args.slice_regressor,
                       name=args.checkpoint or DEMO_CHECKPOINT.name)
     meta = report["meta"]
     print(format_report(report))

@@ -10,10 +10,13 @@ Three kinds of run are exported, each to the one file its reader needs:
   which ``train --autoencoder FILE`` and :func:`oasis_lib.pretrained.load_autoencoder` read.
 
 Refuses before reading anything when the output is not ``.safetensors`` (the only format
-``sample`` and ``load_model`` read as an export), is the input itself, or is a training
-checkpoint (a run could no longer resume). The file is written under a temporary name, read back
-exactly as its reader would, and only then renamed to ``--out``: a file at ``--out`` is always
-one that can be read.
+``sample`` and ``load_model`` read as an export), is the input itself, is a training
+checkpoint (a run could no longer resume), or already exists (unless ``--overwrite``). The
+file is written under a temporary name, read back exactly as its reader would, and only then
+renamed to ``--out``: a file at ``--out`` is always one that can be read.
+
+A latent run bundles the autoencoder it trained with, found and checked by its content hash
+(:func:`oasis_lib.pretrained.run_autoencoder`; ``--autoencoder FILE`` if it moved).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError, export_safetensors, load_checkpoint
 from .errors import UsageError
+from .guard import check_no_replace
 from .validate import check_output_file
 
 
@@ -30,10 +34,19 @@ def _is_autoencoder_run(config: dict) -> bool:
     return "crop_size" in config and "autoencoder_overrides" in config
 
 
-def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool) -> None:
-    from ..pretrained import AUTOENCODER_PREFIX, export_autoencoder, load_autoencoder, load_model
+def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool, source: Path,
+           moved: str | None = None) -> None:
+    from ..pretrained import (
+        AUTOENCODER_PREFIX,
+        export_autoencoder,
+        load_autoencoder,
+        load_model,
+        run_autoencoder,
+    )
 
+    shared = {"out_dir": f"runs/{Path(config['out_dir']).name}"}  # not this machine's path
     if autoencoder_run:
+        config = {**config, **shared}
         from ..config import AutoencoderTrainConfig
         from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
 
@@ -43,12 +56,14 @@ def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool) -> No
         export_autoencoder(model, tmp, run_config=config)
         load_autoencoder(tmp, device="cpu")  # what `train --autoencoder OUT` will do
         return
-    if config.get("autoencoder"):  # a latent run: carry the autoencoder inside the file
-        autoencoder = load_autoencoder(config["autoencoder"], device="cpu")
+    if config.get("autoencoder"):  # a latent run: carry the autoencoder inside the file,
+        # the one it trained with (found and checked by content), never another at its path
+        autoencoder = run_autoencoder(config, run_path=source, override=moved, device="cpu")[0]
         state = {**state, **{AUTOENCODER_PREFIX + k: v
                              for k, v in autoencoder.state_dict().items()}}
         config = {**config, "autoencoder": None,
                   "autoencoder_config": autoencoder.config.to_dict()}
+    config = {**config, **shared}
     export_safetensors(state, tmp, config=config)
     load_model(tmp, device="cpu")  # what `sample --checkpoint OUT` will do
 
@@ -59,7 +74,11 @@ def run_export(args) -> int:
         raise UsageError(f"--checkpoint {source} is already a .safetensors export; export "
                          "reads a training checkpoint (last.pt or best.pt of a run)")
     check_output_file(out, flag="--out", suffixes=(".safetensors",), inputs=(source,))
+    check_no_replace(out, overwrite=args.overwrite)
     ckpt = load_checkpoint(source)
+    if args.autoencoder is not None and not ckpt["config"].get("autoencoder"):
+        raise UsageError(f"--autoencoder {args.autoencoder} given, but {source} is not a latent "
+                         "diffusion run; drop it")
     if args.live:
         state = ckpt["model"]
     elif "ema" in ckpt and "model" in ckpt["ema"]:
@@ -67,15 +86,16 @@ def run_export(args) -> int:
     else:
         raise CheckpointError(f"{source} holds no EMA weights; pass --live to export the live "
                               "weights")
-    # The shared file carries the recipe, not this machine's paths.
-    config = {**ckpt["config"], "out_dir": f"runs/{Path(ckpt['config']['out_dir']).name}",
-              "data_root": None}
+    # The shared file carries the recipe, not this machine's paths (out_dir is read first:
+    # it anchors a latent run's autoencoder path).
+    config = {**ckpt["config"], "data_root": None}
     if config.get("latent_cache_dir"):  # (a speed knob: where this machine kept its latents)
         config["latent_cache_dir"] = f"runs/{Path(config['latent_cache_dir']).name}"
     autoencoder_run = _is_autoencoder_run(config)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.export.safetensors")
     try:
-        _write(state, config, tmp, autoencoder_run=autoencoder_run)
+        _write(state, config, tmp, autoencoder_run=autoencoder_run, source=source,
+               moved=args.autoencoder)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -159,7 +159,7 @@ def _cmd_sample(args) -> int:
     from .conditional import condition_from_args
     from .validate import check_sample_args
 
-    pipe = load_model(args.checkpoint, device=args.device)
+    pipe = load_model(args.checkpoint, device=args.device, autoencoder=args.autoencoder)
     check_sample_args(args, pipe)  # steps against T, --n against memory, before sampling
     cond = condition_from_args(args, pipe)  # --mask/--slice read and checked against the model
     device = pipe.device
@@ -335,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default=None)
     a.add_argument("--out", default="outputs/samples.png")
     a.add_argument("--individual", action="store_true", help="also write one PNG per sample")
+    a.add_argument("--autoencoder", default=None, metavar="FILE",
+                   help="a latent run's .pt whose autoencoder moved: its new place (accepted "
+                        "only if it holds the weights the run trained with)")
     add_condition_flags(a)
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_cmd_sample)
@@ -344,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, help="a training checkpoint (.pt)")
     e.add_argument("--out", required=True, help="the .safetensors file to write")
     e.add_argument("--live", action="store_true", help="export the live weights, not the EMA")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (never a training checkpoint)")
+    e.add_argument("--autoencoder", default=None, metavar="FILE",
+                   help="a latent run whose autoencoder moved: its new place (accepted only if "
+                        "it holds the weights the run trained with)")
     e.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="the whole pipeline in minutes on a CPU (make demo)")
@@ -364,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     g.add_argument("--out", default="runs/segmenter64.safetensors",
                    help="the .safetensors file to write (default runs/segmenter64.safetensors)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=_cmd_train_segmenter)
     add_slice_regressor_parser(sub)

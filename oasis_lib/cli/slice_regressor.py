@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ..evaluation.slice_level import SLICE_HEADS
+from .guard import check_no_replace
 from .validate import (
     add_train_splits_flag,
     check_output_file,
@@ -32,6 +33,7 @@ def add_slice_regressor_parser(sub) -> None:
     r.add_argument("--out", default="runs/slice_regressor64.safetensors",
                    help="the .safetensors file to write (default "
                         "runs/slice_regressor64.safetensors)")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_train_splits_flag(r, default=("train",))
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=run_slice_regressor)
@@ -44,6 +46,7 @@ def check_slice_regressor_args(args) -> None:
         check_positive_int(value, flag=flag)
     check_positive_float(args.lr, flag="--lr")
     check_output_file(args.out, flag="--out", suffixes=(".safetensors",))
+    check_no_replace(args.out, overwrite=args.overwrite)
 
 
 def run_slice_regressor(args) -> int:

@@ -250,6 +250,9 @@ def check_segmenter_args(args) -> None:
         check_positive_int(value, flag=flag)
     check_positive_float(args.lr, flag="--lr")
     check_output_file(args.out, flag="--out", suffixes=(".safetensors",))
+    from .guard import check_no_replace
+
+    check_no_replace(args.out, overwrite=args.overwrite)
 
 
 def check_make_demo_args(args) -> None:
@@ -274,7 +277,10 @@ def check_args(args) -> None:
     """The checks of ``args.command`` that need nothing loaded (train: :mod:`.train`)."""
     from .conditional import check_inpaint_args
     from .evaluate import check_evaluate_args
+    from .guard import check_inputs_outputs
     from .slice_regressor import check_slice_regressor_args
+
+    check_inputs_outputs(args)  # no output replaces an input, for every command (guard.py)
 
     checks = {"sample": check_sample_args, "evaluate": check_evaluate_args,
               "inpaint": check_inpaint_args,

@@ -51,6 +51,7 @@ from ..data.layout import SEED_TRAIN_SPLITS
 from ..device import get_device
 from ..seeding import cpu_generator
 from .conditions import batch_condition, condition_lines, condition_metrics, resolve_condition
+from .kept import kept_samples
 from .reference import RealReference, real_reference, segment
 from .sample_metrics import (
     _distribution_metrics,
@@ -268,6 +269,17 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
             meta["validate_indices"] = chosen.indices.tolist()
     conditioned = cond is not None and cond.batch_size is not None
     train_splits = getattr(pipe.config, "train_splits", SEED_TRAIN_SPLITS)
+    with kept_samples(samples, out):  # a failure below keeps the samples (and says where)
+        return _score(samples, pipe, cond, chosen, meta, conditioned, train_splits, out=out,
+                      data_root=data_root, segmenter=segmenter, segmenter_path=segmenter_path,
+                      inception_weights=inception_weights, batch_size=batch_size, seed=seed,
+                      n_subsets=n_subsets, progress=progress, slice_regressor=slice_regressor)
+
+
+def _score(samples, pipe, cond, chosen, meta, conditioned, train_splits, *, out, data_root,
+           segmenter, segmenter_path, inception_weights, batch_size, seed, n_subsets,
+           progress, slice_regressor) -> EvaluationReport:
+    """The scoring half of :func:`evaluate`."""
     report = evaluate_samples(samples, data_root=data_root, segmenter=segmenter,
                               train_splits=train_splits, segmenter_path=segmenter_path,
                               out=None if conditioned else out,

@@ -102,6 +102,12 @@ def resolve_init_config(config, source: InitSource) -> None:
     from ..pretrained import load_autoencoder
 
     path = source.path
+    size = source.config.image_size
+    if source.autoencoder is not None and config.image_size != size:
+        raise InitFromError(f"--init-from {path} is a latent model of {size}x{size} slices, but "
+                            f"the run's image size is {config.image_size} (--image-size or the "
+                            f"preset's); pass --image-size {size}, or a model file trained at "
+                            f"{config.image_size}")
     if source.autoencoder is None:
         if config.autoencoder is not None:
             raise InitFromError(f"init_from {path} is a pixel-space model, but the run is latent "

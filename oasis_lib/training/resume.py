@@ -29,8 +29,9 @@ FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progre
         "channels_last", "compile", "fused_optimizer", "num_workers", "latent_cache_dir")
 LENGTH = ("epochs", "max_steps", "max_minutes")
 # Fields the run computes when they are None (latent diffusion's scale factor, from the cached
-# training latents): a resume that leaves them None takes the checkpoint's value.
-DERIVED = ("latent_scale_factor",)
+# training latents; its autoencoder's hash): a resume that leaves them None takes the
+# checkpoint's value.
+DERIVED = ("latent_scale_factor", "autoencoder_sha256")
 SAFE_OVERRIDES = ("data_root", "checkpoint_every", "log_every", "validate_every",
                   "sample_every", "sample_n", "sample_steps", "sampler")
 
@@ -83,6 +84,9 @@ def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[s
     diff = differences(saved, new, fields=fields)
     if not check_data_root:
         diff.pop("data_root", None)
+    moved = saved.get("autoencoder_sha256") is not None and new.get("autoencoder") is not None
+    if moved:  # the autoencoder's new place: accepted by content when loaded (run_autoencoder)
+        diff.pop("autoencoder", None)
     refused = {k: v for k, v in diff.items() if k not in allow}
     if refused:
         shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in refused.items())
@@ -98,7 +102,7 @@ def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[s
                       f"{diff[key][0]!r}", UserWarning, stacklevel=3)
     merged = dict(saved)
     take = FREE if explicit is None else [k for k in FREE if k in explicit or k not in LENGTH]
-    for key in (*take, *allow):
+    for key in (*take, *allow, *(("autoencoder",) if moved else ())):
         if key in new:
             merged[key] = new[key]
     return merged

@@ -79,12 +79,30 @@ class Trainer(TrainingLoop):
         if self.cfg.init_from is not None and not self.resuming:
             source = read_init_source(self.cfg.init_from)
             resolve_init_config(self.cfg, source)  # a latent file's autoencoder, scale factor
-        self.pipeline = build_pipeline(self.cfg, model=self._external_model)
+        self.pipeline = build_pipeline(self.cfg, model=self._external_model,
+                                       autoencoder=self._run_autoencoder())
         if source is not None:
             warm_start_state(self.pipeline.model, source.state, source=str(source.path))
         self.schedule = self.pipeline.schedule
         self._slice_sets = (self.train_set, self.val_set)  # before a latent run replaces them
         return self.pipeline.model
+
+    def _run_autoencoder(self):
+        """A latent run's autoencoder, carried by content: a fresh run stores its hash
+        (``autoencoder_sha256``); a resume loads the one with that hash or refuses
+        (:func:`oasis_lib.pretrained.run_autoencoder`), so it never re-encodes the data with
+        another autoencoder under the old scale factor."""
+        from ..pretrained import autoencoder_sha256, load_autoencoder, run_autoencoder
+
+        c = self.cfg
+        if c.autoencoder is None:
+            return None
+        if self.resuming:
+            return run_autoencoder(c, run_path=Path(c.out_dir) / "last.pt",
+                                   override=c.autoencoder, device="cpu")[0]
+        autoencoder = load_autoencoder(c.autoencoder, device="cpu")
+        c.autoencoder_sha256 = autoencoder_sha256(autoencoder)
+        return autoencoder
 
     def step_inputs(self, batch):
         """Images (or latents), and for a conditional run their masks and slice indices."""
