@@ -20,6 +20,7 @@ from .diffusion.sampling import SAMPLERS
 from .diffusion.schedule import SCHEDULE_KINDS
 from .models.autoencoder_config import AUTOENCODER_PRESETS, AutoencoderConfig
 from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, condition_fields
+from .models.discriminator import check_patch_size
 from .models.unet_config import UNET_PRESETS
 
 ARCHS = ("unet", "simple")  # our UNet, or the seed's SimpleUNet baseline
@@ -345,11 +346,8 @@ class AutoencoderTrainConfig(RunConfig):
             raise ValueError(f"disc_start must be an int >= 0, got {self.disc_start!r}")
         if self.disc_lr is not None and not self.disc_lr > 0:
             raise ValueError(f"disc_lr must be > 0 (or None: the lr), got {self.disc_lr!r}")
-        side = self.crop_size or self.image_size  # D sees crops: size / 2**L - 2 >= 1 logits
-        if self.loss.adversarial > 0 and side < 3 * 2**self.disc_layers:
-            raise ValueError(f"the discriminator's {self.disc_layers} stride-2 layers need crops "
-                             f"of at least {3 * 2**self.disc_layers} pixels, got {side}; lower "
-                             "disc_layers or raise crop_size")
+        if self.loss.adversarial > 0:  # D sees the crops
+            check_patch_size(self.crop_size or self.image_size, self.disc_layers)
 
     @classmethod
     def presets(cls) -> dict[str, AutoencoderTrainConfig]:

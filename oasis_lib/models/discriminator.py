@@ -17,7 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PatchDiscriminator", "hinge_d_loss", "hinge_g_loss"]
+__all__ = ["PatchDiscriminator", "check_patch_size", "hinge_d_loss", "hinge_g_loss"]
+
+
+def check_patch_size(side: int, num_layers: int) -> None:
+    """ValueError unless a ``side`` x ``side`` image leaves D at least one logit: each of the
+    ``num_layers`` stride-2 convs halves it and the two stride-1 4x4 convs take 1 pixel each,
+    so ``side / 2**num_layers - 2 >= 1``."""
+    if side < 3 * 2**num_layers:
+        raise ValueError(f"the discriminator's {num_layers} stride-2 layers need crops of at "
+                         f"least {3 * 2**num_layers} pixels, got {side}; lower disc_layers or "
+                         "raise crop_size")
 
 
 class PatchDiscriminator(nn.Module):
