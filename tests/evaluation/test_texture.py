@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from oasis_lib.evaluation.texture import (
+    brain_window,
     high_frequency_share,
     laplacian,
     laplacian_energy,
@@ -168,3 +169,23 @@ def test_bad_masks_bins_and_pairs_raise():
         radial_power_spectrum(noise(2), bins=0)
     with pytest.raises(ValueError, match="paired=False"):
         texture_ratios(noise(3), noise(2), paired=True)
+
+
+def test_the_brain_window_keeps_the_outline_out_of_the_high_frequencies():
+    # a slow sinusoid inside a disc on a -1 background: only the disc's outline is sharp
+    n = 64
+    y, x = _grid(n)
+    disc = (y - 31.5) ** 2 + (x - 31.5) ** 2 < 24**2
+    img = torch.where(disc, 0.3 * torch.sin(2 * math.pi * x / 16), torch.tensor(-1.0))
+    img = img[None, None]
+    mask = disc[None]
+    soft = high_frequency_share(img, mask).item()  # the soft window (taper 3)
+    assert soft < 1e-4
+    assert high_frequency_share(img, mask, taper=0).item() > 50 * soft  # a hard mask: a step
+    assert high_frequency_share(img).item() > 50 * soft  # no mask: the step to -1
+    window = brain_window(mask, img.shape)
+    assert window.min() == 0.0
+    assert window.max() == 1.0
+    assert torch.equal(window > 0, mask)  # it never reaches outside the mask
+    with pytest.raises(ValueError, match="taper must be"):
+        brain_window(mask, img.shape, taper=-1)
