@@ -177,7 +177,8 @@ def high_frequency_share(images: Tensor, brain_mask: Tensor | None = None, *,
     Over the whole 2-D power spectrum of :func:`radial_power_spectrum` (mean removed, soft
     brain window, Hann window, corners included): sum of |FFT|^2 at radii > ``cutoff`` / sum
     at radii > 0. The default 0.25 is half the Nyquist frequency. A +-1 checkerboard scores
-    ~1, a slow sinusoid ~0; a constant image (no energy) gets NaN."""
+    ~1, a slow sinusoid ~0; a constant image (no energy) or a brain narrower than the taper
+    (an empty window) gets NaN."""
     x = _images(images)
     power = _power_2d(x, brain_mask, taper).flatten(1)
     r = _radius(*x.shape[-2:]).flatten()
