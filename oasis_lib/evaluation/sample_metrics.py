@@ -31,7 +31,7 @@ from torch import Tensor
 
 from . import metrics as M
 from .reference import RealReference
-from .texture import BACKGROUND_THRESHOLD, texture_ratios, threshold_mask
+from .texture import BACKGROUND_THRESHOLD, ratios_from_values, texture_values, threshold_mask
 
 
 def _entry(value, floor, direction: str, explanation: str, spread=None, **extra) -> dict:
@@ -151,9 +151,10 @@ def _texture_metrics(samples: Tensor, ref: RealReference, *, seed: int) -> dict:
     held, n = ref.held_out_split, len(samples)
     train = ref.train[_subset(np.arange(len(ref.train)), n, seed)]
 
+    real = texture_values(ref.held_out, threshold_mask(ref.held_out))
+
     def ratios(images: Tensor) -> dict:
-        return texture_ratios(ref.held_out, images, threshold_mask(ref.held_out),
-                              threshold_mask(images))
+        return ratios_from_values(real, texture_values(images, threshold_mask(images)))
 
     s, f = ratios(samples), ratios(train)
     region = f"inside the brain (pixels > {BACKGROUND_THRESHOLD})"

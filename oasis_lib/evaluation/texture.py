@@ -38,9 +38,8 @@ from torch import Tensor
 from .reconstruction import brain_region
 
 __all__ = ["BACKGROUND_THRESHOLD", "HF_CUTOFF", "LAPLACIAN_KERNEL", "brain_window",
-           "high_frequency_share",
-           "laplacian", "laplacian_energy", "radial_power_spectrum", "texture_ratios",
-           "threshold_mask"]
+           "high_frequency_share", "laplacian", "laplacian_energy", "radial_power_spectrum",
+           "ratios_from_values", "texture_ratios", "texture_values", "threshold_mask"]
 
 LAPLACIAN_KERNEL = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 HF_CUTOFF = 0.25  # cycles/pixel: half the Nyquist frequency (0.5)
@@ -104,14 +103,14 @@ def brain_window(brain_mask, shape: torch.Size, taper: int = 3) -> Tensor:
     energy swamps the tissue's own high frequencies (on the shipped autoencoder's validate
     reconstructions it doubled the real slices' HF share and pulled the ratio from ~0.2 to
     ~0.8); from ``taper`` = 2 on the measured share no longer changes."""
-    region = brain_region(brain_mask, shape).double()[:, None]
+    region = brain_region(brain_mask, shape).float()[:, None]
     if taper < 0:
         raise ValueError(f"taper must be >= 0, got {taper}")
-    if taper:
-        size = 2 * taper + 1
-        inner = -F.max_pool2d(-region, size, stride=1, padding=taper)  # erosion
-        region = F.avg_pool2d(inner, size, stride=1, padding=taper)  # zeros beyond the image
-    return region[:, 0]
+    for k, pad in (((1, 2 * taper + 1), (0, taper)), ((2 * taper + 1, 1), (taper, 0))):
+        region = -F.max_pool2d(-region, k, stride=1, padding=pad)  # erosion, one axis at a time
+    for k, pad in (((1, 2 * taper + 1), (0, taper)), ((2 * taper + 1, 1), (taper, 0))):
+        region = F.avg_pool2d(region, k, stride=1, padding=pad)  # zeros beyond the image
+    return region[:, 0].double()
 
 
 def _power_2d(images: Tensor, brain_mask, taper: int) -> Tensor:
@@ -196,6 +195,14 @@ def _nan_stats(values: Tensor) -> tuple[float, float]:
     return float(v.median()), float(v.min())
 
 
+def texture_values(images: Tensor, brain_mask: Tensor | None = None) -> dict[str, Tensor]:
+    """Both metrics per image: ``{"laplacian": [B], "hf_share": [B]}`` (float64), what
+    :func:`texture_ratios` compares; compute a real set's once to compare several sets with it
+    (:func:`ratios_from_values`)."""
+    return {"laplacian": laplacian_energy(images, brain_mask),
+            "hf_share": high_frequency_share(images, brain_mask)}
+
+
 def texture_ratios(real: Tensor, fake: Tensor, real_masks: Tensor | None = None,
                    fake_masks: Tensor | None = None, *, paired: bool = False) -> dict:
     """|Laplacian| and high-frequency share of ``fake`` images relative to ``real`` ones.
@@ -222,9 +229,19 @@ def texture_ratios(real: Tensor, fake: Tensor, real_masks: Tensor | None = None,
     if paired and real.shape != fake.shape:
         raise ValueError(f"paired real and fake must have one shape, got {tuple(real.shape)} "
                          f"and {tuple(fake.shape)}; pass paired=False for unpaired samples")
-    out: dict = {"paired": bool(paired), "n_real": len(real), "n_fake": len(fake)}
-    for name, fn in (("laplacian", laplacian_energy), ("hf_share", high_frequency_share)):
-        v_real, v_fake = fn(real, real_masks), fn(fake, fake_masks)
+    return ratios_from_values(texture_values(real, real_masks), texture_values(fake, fake_masks),
+                              paired=paired)
+
+
+def ratios_from_values(real: dict[str, Tensor], fake: dict[str, Tensor], *,
+                       paired: bool = False) -> dict:
+    """:func:`texture_ratios` from the :func:`texture_values` of both sets."""
+    n_real, n_fake = len(real["laplacian"]), len(fake["laplacian"])
+    if paired and n_real != n_fake:
+        raise ValueError(f"paired sets must have one length, got {n_real} and {n_fake}")
+    out: dict = {"paired": bool(paired), "n_real": n_real, "n_fake": n_fake}
+    for name in ("laplacian", "hf_share"):
+        v_real, v_fake = real[name], fake[name]
         med_real, _ = _nan_stats(v_real)
         ratios = v_fake / v_real if paired else v_fake / med_real
         out[f"{name}_real"], out[f"{name}_fake"] = med_real, _nan_stats(v_fake)[0]

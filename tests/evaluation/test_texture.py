@@ -14,7 +14,9 @@ from oasis_lib.evaluation.texture import (
     laplacian,
     laplacian_energy,
     radial_power_spectrum,
+    ratios_from_values,
     texture_ratios,
+    texture_values,
     threshold_mask,
 )
 
@@ -189,3 +191,13 @@ def test_the_brain_window_keeps_the_outline_out_of_the_high_frequencies():
     assert torch.equal(window > 0, mask)  # it never reaches outside the mask
     with pytest.raises(ValueError, match="taper must be"):
         brain_window(mask, img.shape, taper=-1)
+
+
+def test_ratios_from_precomputed_values_match_texture_ratios():
+    real, fake = noise(4), blur(noise(3, seed=1))
+    mask = torch.ones(4, N, N, dtype=torch.bool)
+    values = texture_values(real, mask)
+    assert set(values) == {"laplacian", "hf_share"}
+    assert ratios_from_values(values, texture_values(fake)) == texture_ratios(real, fake, mask)
+    with pytest.raises(ValueError, match="one length"):
+        ratios_from_values(values, texture_values(fake), paired=True)
