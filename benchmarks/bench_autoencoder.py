@@ -14,12 +14,19 @@ a ``.pt`` training checkpoint) it adds their reconstruction quality on validate 
 256x256: PSNR and SSIM inside the brain (tissue masks > 0) and the shipped segmenter's mean
 tissue Dice on the reconstructions next to its Dice on the originals (both at the segmenter's
 64x64). Issue 11's goal for the ``cpu`` autoencoder: PSNR >= 30 dB, SSIM >= 0.90, Dice within
-0.02.
+0.02. Next to them, the texture the reconstructions keep (:mod:`oasis_lib.evaluation.texture`,
+paired: each reconstruction against its own slice, inside the slice's brain mask): the ratio
+of mean |Laplacian| (median and worst over the slices) and of the share of spectral energy
+above 0.25 cycles/pixel (median). Issue 23's goal: |Laplacian| >= 0.9x, HF share >= 0.8x.
+``--labels`` names the checkpoints in the table (default: their paths); ``--skip-cost`` prints
+the reconstruction table only.
 
 Run it on an otherwise idle machine; other processes on the same cores make the times wrong.
 
     python benchmarks/bench_autoencoder.py --repeats 3
     python benchmarks/bench_autoencoder.py --candidates f4c4 f8c4 --checkpoints runs/ae/best.pt
+    python benchmarks/bench_autoencoder.py --skip-cost --n 32 \
+        --checkpoints checkpoints/demo_ae256_ema.safetensors runs/ae_adv/best.pt --labels f4 f4-adv
 """
 
 from __future__ import annotations
@@ -101,10 +108,11 @@ def cost_row(name: str, ae: AutoencoderKL, batch: int, repeats: int) -> str:
             f"{ms:.0f} | {shape} | {unet:.2f} | {16 * (20 * unet + dec):.0f} |")
 
 
-def quality_row(path: Path, n: int, data_root, batch: int) -> str:
+def quality_row(path: Path, n: int, data_root, batch: int, label: str | None = None) -> str:
     from oasis_lib import load_split
     from oasis_lib.evaluation.reconstruction import reconstruction_metrics
     from oasis_lib.evaluation.segmenter import dice_per_class, load_segmenter
+    from oasis_lib.evaluation.texture import texture_ratios
     from oasis_lib.pretrained import load_autoencoder
 
     ae = load_autoencoder(path, device="cpu")
@@ -132,8 +140,27 @@ def quality_row(path: Path, n: int, data_root, batch: int) -> str:
                               mode="nearest")[:, 0].long()
         dice_o = dice_per_class(seg.predict(small(torch.cat(orig_all))), masks)[1:].mean()
         dice_r = dice_per_class(seg.predict(small(torch.cat(recon_all))), masks)[1:].mean()
-    return (f"| {path} | {len(psnr)} | {statistics.mean(psnr):.2f} | "
-            f"{statistics.mean(ssim):.4f} | {float(dice_o):.4f} | {float(dice_r):.4f} |")
+    brain = torch.cat(masks_all)  # the real slice's mask for both images of a pair
+    tex = texture_ratios(torch.cat(orig_all), torch.cat(recon_all), brain, brain, paired=True)
+    return (f"| {label or path} | {len(psnr)} | {statistics.mean(psnr):.2f} | "
+            f"{statistics.mean(ssim):.4f} | {float(dice_o):.4f} | {float(dice_r):.4f} | "
+            f"{tex['laplacian_ratio_median']:.2f} | {tex['laplacian_ratio_worst']:.2f} | "
+            f"{tex['hf_share_ratio_median']:.2f} |")
+
+
+def cost_table(candidates: list[str], batch: int, repeats: int) -> None:
+    print(f"\nAutoencoder cost at {SIZE}x{SIZE}, fp32, batch {batch}, median of "
+          f"{repeats} runs\n")
+    print("| config | f | params (M) | encode GFLOP | decode GFLOP | enc+dec ms/image | latent "
+          "| cpu U-Net GFLOP/forward | 16 samples x 20 steps + decode, GFLOP |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in candidates:
+        if name in CANDIDATES:
+            config = CANDIDATES[name]
+        else:
+            config = AutoencoderConfig.preset(name)  # raises, naming the valid presets
+        torch.manual_seed(0)
+        print(cost_row(name, AutoencoderKL(config), batch, repeats), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,31 +172,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (0: FLOPs only)")
     parser.add_argument("--checkpoints", nargs="*", type=Path, default=[])
     parser.add_argument("--data-root", default=None, help="default: $OASIS_DATA or demo data")
-    parser.add_argument("--n-val", type=int, default=64, help="validate slices per checkpoint")
+    parser.add_argument("--labels", nargs="*", default=None,
+                        help="one name per checkpoint for the table (default: the paths)")
+    parser.add_argument("--n-val", "--n", dest="n_val", type=int, default=64,
+                        help="validate slices per checkpoint (spread evenly over the split)")
+    parser.add_argument("--skip-cost", action="store_true",
+                        help="skip the cost table (FLOPs, times): reconstruction quality only")
     args = parser.parse_args(argv)
+    if args.labels is not None and len(args.labels) != len(args.checkpoints):
+        parser.error(f"--labels needs one name per checkpoint: {len(args.checkpoints)} "
+                     f"checkpoint(s), {len(args.labels)} label(s)")
+    labels = args.labels or [None] * len(args.checkpoints)
 
     print(f"torch {torch.__version__}, {platform.machine()}, CPU flags: {cpu_flags()}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}, "
           f"threads {torch.get_num_threads()}")
-    print(f"\nAutoencoder cost at {SIZE}x{SIZE}, fp32, batch {args.batch}, median of "
-          f"{args.repeats} runs\n")
-    print("| config | f | params (M) | encode GFLOP | decode GFLOP | enc+dec ms/image | latent "
-          "| cpu U-Net GFLOP/forward | 16 samples x 20 steps + decode, GFLOP |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in args.candidates:
-        if name in CANDIDATES:
-            config = CANDIDATES[name]
-        else:
-            config = AutoencoderConfig.preset(name)  # raises, naming the valid presets
-        torch.manual_seed(0)
-        print(cost_row(name, AutoencoderKL(config), args.batch, args.repeats), flush=True)
+    if not args.skip_cost:
+        cost_table(args.candidates, args.batch, args.repeats)
     if args.checkpoints:
         print(f"\nReconstruction on validate at {SIZE}x{SIZE} (inside the brain; Dice of the "
-              "shipped segmenter at 64x64, mean over CSF/grey/white)\n")
-        print("| checkpoint | slices | PSNR (dB) | SSIM | Dice originals | Dice recon |")
-        print("|---|---|---|---|---|---|")
-        for path in args.checkpoints:
-            print(quality_row(path, args.n_val, args.data_root, args.batch), flush=True)
+              "shipped segmenter at 64x64, mean over CSF/grey/white; texture: recon / its "
+              "original, |Laplacian| median and worst, share of energy above 0.25 cycles/pixel "
+              "median)\n")
+        print("| checkpoint | slices | PSNR (dB) | SSIM | Dice originals | Dice recon | "
+              "\\|Lap\\| ratio | \\|Lap\\| worst | HF share ratio |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for path, label in zip(args.checkpoints, labels, strict=True):
+            print(quality_row(path, args.n_val, args.data_root, args.batch, label), flush=True)
 
 
 if __name__ == "__main__":

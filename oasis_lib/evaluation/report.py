@@ -59,10 +59,12 @@ from .sample_metrics import (
     _feature_metrics,
     _inception,
     _memorization,
+    _texture_metrics,
 )
 from .segmenter import load_segmenter
 
 REPORT_NAME = "report.json"
+TEXTURE_MIN_SIZE = 128  # evaluate_samples(texture=None) adds the texture metrics from here
 FIGURES = ("samples.png", "memorization_gallery.png", "tissue_fractions.png",
            "intensity_histogram.png")
 
@@ -167,7 +169,8 @@ def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | No
 def evaluate_samples(samples: Tensor, *, train_splits, data_root=None, segmenter=None,
                      segmenter_path=None, out=None, inception_weights=None,
                      batch_size: int = 64, device=None, seed: int = 0, n_subsets: int = 200,
-                     meta: dict | None = None, progress: bool = True) -> EvaluationReport:
+                     meta: dict | None = None, progress: bool = True,
+                     texture: bool | None = None) -> EvaluationReport:
     """Score generated ``samples`` [n, 1, S, S] in [-1, 1] against the held-out real slices at
     size S, each metric next to the same metric for n train slices (the module's rule).
 
@@ -181,6 +184,10 @@ def evaluate_samples(samples: Tensor, *, train_splits, data_root=None, segmenter
         inception_weights: a local Inception-v3 state dict for the optional standard FID.
         n_subsets: random half-size subsets of the samples behind each ``subsample_range``
             (:func:`~oasis_lib.evaluation.metrics.subsample_range`). meta: extra fields.
+        texture: add ``texture_laplacian`` and ``texture_hf_share`` (how much fine texture the
+            samples keep, :func:`~oasis_lib.evaluation.sample_metrics._texture_metrics`);
+            None: for S >= 128, the native sizes of the latent models, whose decoder is what
+            blurs (the 64x64 pixel models' tables stay as they were).
 
     Returns an :class:`EvaluationReport`; its JSON view is ``{"meta": {...}, "metrics": {name:
     {"value", "floor", "subsample_range", "subsample_size", "direction", "explanation", ...}},
@@ -206,6 +213,8 @@ def evaluate_samples(samples: Tensor, *, train_splits, data_root=None, segmenter
     metrics |= _feature_metrics(out_s["features"], ref, seed=seed, n_subsets=n_subsets)
     metrics |= _distribution_metrics(samples, out_s, ref, seed=seed, n_subsets=n_subsets)
     metrics |= _memorization(samples, out_s["features"], ref)
+    if texture or (texture is None and samples.shape[-1] >= TEXTURE_MIN_SIZE):
+        metrics |= _texture_metrics(samples, ref, seed=seed)
     metrics["inception_fid"] = _inception(samples, ref, inception_weights, dev, seed)
     report = EvaluationReport(
         meta={"n": len(samples), "image_size": samples.shape[-1], "n_train": len(ref.train),

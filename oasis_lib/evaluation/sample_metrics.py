@@ -31,6 +31,7 @@ from torch import Tensor
 
 from . import metrics as M
 from .reference import RealReference
+from .texture import BACKGROUND_THRESHOLD, ratios_from_values, texture_values, threshold_mask
 
 
 def _entry(value, floor, direction: str, explanation: str, spread=None, **extra) -> dict:
@@ -136,6 +137,41 @@ def _distribution_metrics(samples: Tensor, out_s: dict, ref: RealReference, *, s
             M.pairwise_ssim(real_div, max_pairs=n_pairs, seed=seed), "closer to floor",
             f"mean SSIM of all sample pairs, a random {n_pairs} if more; floor: the same for "
             f"{len(real_div)} {held} slices; above the floor = less diverse (mode collapse)"),
+    }
+
+
+def _texture_metrics(samples: Tensor, ref: RealReference, *, seed: int) -> dict:
+    """How much fine texture the samples keep (:mod:`~oasis_lib.evaluation.texture`), unpaired:
+    each sample's mean |Laplacian| and high-frequency share (energy above 0.25 cycles/pixel)
+    over the *median* of the held-out slices; the value is the median of those ratios. Floor:
+    the same for as many train slices (seeded subset), ~1. Region: the pixels above -0.9 (the
+    background is exactly -1; on real slices this is the ground-truth brain mask pixel for
+    pixel), for the samples and the real slices alike, since a segmenter mask comes at the
+    segmenter's resolution (64x64), whose blocky outline would count as texture at 256x256."""
+    held, n = ref.held_out_split, len(samples)
+    train = ref.train[_subset(np.arange(len(ref.train)), n, seed)]
+
+    real = texture_values(ref.held_out, threshold_mask(ref.held_out))
+
+    def ratios(images: Tensor) -> dict:
+        return ratios_from_values(real, texture_values(images, threshold_mask(images)))
+
+    s, f = ratios(samples), ratios(train)
+    region = f"inside the brain (pixels > {BACKGROUND_THRESHOLD})"
+    return {
+        "texture_laplacian": _entry(
+            s["laplacian_ratio_median"], f["laplacian_ratio_median"], "closer to 1",
+            f"median over samples of mean |Laplacian| {region} / the median of the {held} "
+            f"slices (1 = real texture, < 1 = smoother); floor: {len(train)} train slices",
+            worst=s["laplacian_ratio_worst"], below_half=s["laplacian_below_half"],
+            floor_worst=f["laplacian_ratio_worst"], sample_median=s["laplacian_fake"],
+            held_out_median=s["laplacian_real"]),
+        "texture_hf_share": _entry(
+            s["hf_share_ratio_median"], f["hf_share_ratio_median"], "closer to 1",
+            f"median over samples of the share of spectral energy above 0.25 cycles/pixel "
+            f"{region} / the median of the {held} slices; floor: {len(train)} train slices",
+            worst=s["hf_share_ratio_worst"], floor_worst=f["hf_share_ratio_worst"],
+            sample_median=s["hf_share_fake"], held_out_median=s["hf_share_real"]),
     }
 
 

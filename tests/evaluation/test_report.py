@@ -159,6 +159,49 @@ def test_the_diversity_floor_is_the_held_out_slices(fake_data, segmenter):
     assert "4 test slices" in div["explanation"]
 
 
+def _blur(images):
+    k = torch.full((1, 1, 3, 3), 1 / 9)
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(images, (1,) * 4, "replicate"), k)
+
+
+def test_the_texture_metrics_score_train_slices_at_their_floor_and_blur_below_it(
+        fake_data, segmenter):
+    """Unpaired texture ratios (sample / median held-out slice): the floor's own train slices
+    score the floor exactly; blurring them lowers both ratios; the entries reach the JSON."""
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train",))
+    n, seed = 6, 3
+    pick = np.sort(np.random.default_rng(seed).choice(len(ref.train), n, replace=False))
+    kw = {"data_root": fake_data, "segmenter": segmenter, "n_subsets": 5, "seed": seed,
+          "train_splits": ("train",), "texture": True}
+    same = E.evaluate_samples(ref.train[pick].clone(), **kw)["metrics"]
+    blurred = E.evaluate_samples(_blur(ref.train[pick]), **kw)["metrics"]
+    for name in ("texture_laplacian", "texture_hf_share"):
+        assert ENTRY_KEYS <= set(same[name])
+        assert same[name]["value"] == pytest.approx(same[name]["floor"], rel=1e-9), name
+        assert same[name]["floor"] == pytest.approx(1.0, abs=0.05), name  # alike fake slices
+        assert blurred[name]["value"] < 0.9 * blurred[name]["floor"], name
+        assert blurred[name]["worst"] <= blurred[name]["value"], name
+    assert "test slices" in same["texture_laplacian"]["explanation"]
+    assert same["texture_laplacian"]["held_out_median"] > 0
+
+
+def test_the_texture_metrics_are_on_from_128_pixels(fake_data, segmenter, monkeypatch, capsys):
+    """``texture=None`` adds them for S >= TEXTURE_MIN_SIZE (latent models' 256x256); the
+    printed report lists them like the other metrics."""
+    kw = {"data_root": fake_data, "segmenter": segmenter, "n_subsets": 5,
+          "train_splits": ("train",)}
+    ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train",))
+    samples = ref.held_out.clone()
+    assert "texture_laplacian" not in E.evaluate_samples(samples, **kw)["metrics"]  # 32 < 128
+    monkeypatch.setattr(E, "TEXTURE_MIN_SIZE", SIZE)
+    report = E.evaluate_samples(samples, **kw)
+    assert tuple(report["metrics"])[-3:] == ("texture_laplacian", "texture_hf_share",
+                                             "inception_fid")
+    assert "texture_hf_share" in E.format_report(report)
+    assert "texture_laplacian" in report.table()
+    assert "texture_laplacian" not in E.evaluate_samples(samples, texture=False, **kw)["metrics"]
+
+
 def test_evaluate_samples_flags_copied_training_slices(fake_data, segmenter):
     ref = E.real_reference(segmenter, SIZE, data_root=fake_data, train_splits=("train",))
     copies = ref.train[:5].clone()
