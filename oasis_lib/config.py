@@ -324,6 +324,7 @@ class AutoencoderTrainConfig(RunConfig):
     disc_lr: float | None = None  # D's Adam learning rate (betas 0.5, 0.9 as LDM); None: lr
     disc_channels: int = 32  # channels of D's first conv (pix2pix: 64)
     disc_layers: int = 3  # D's stride-2 convs: 3 gives one logit per 70x70 patch
+    init_from: str | None = None  # start from a trained autoencoder's (EMA) weights, e.g. to add D
 
     def validate(self) -> None:
         super().validate()

@@ -93,6 +93,7 @@ def _cmd_train_autoencoder(args) -> int:
         "device": args.device, "seed": args.seed, "data_root": args.data_root,
         "checkpoint_every": args.checkpoint_every, "budget_clock": args.budget_clock,
         "train_splits": args.train_splits, "disc_start": args.disc_start,
+        "init_from": args.init_from,
     }.items() if v is not None}
     if args.adversarial is not None:
         over["loss"] = {"adversarial": args.adversarial}
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="width multipliers per level; f = 2**(levels-1), e.g. 1 2 4 (f=4)")
     k.add_argument("--adversarial", type=float, default=None,
                    help="weight of the patch adversarial term (LDM: 0.5; preset: 0 = off)")
+    k.add_argument("--init-from", default=None, metavar="FILE",
+                   help="start from a trained autoencoder (run .pt or export), e.g. to add D")
     k.add_argument("--disc-start", type=int, default=None,
                    help="optimiser step at which the adversarial term starts (default 0)")
     k.add_argument("--epochs", type=int, default=None)

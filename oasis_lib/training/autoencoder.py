@@ -33,6 +33,7 @@ from ..config import AutoencoderTrainConfig
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
 from ..models.discriminator import PatchDiscriminator
+from ..pretrained import load_autoencoder
 from .ae_losses import autoencoder_loss, discriminator_loss, load_lpips, segmenter_perceptual_loss
 from .distributed import all_reduce_mean
 from .loop import TrainingLoop, TrainResult, _images
@@ -63,6 +64,8 @@ class AutoencoderTrainer(TrainingLoop):
         if self.perceptual is not None:
             self.perceptual.to(self.device)
         model = AutoencoderKL(AutoencoderConfig.preset(c.preset, **c.autoencoder_overrides))
+        if c.init_from and not self.last_path.is_file():  # a new run: start from those weights
+            self._init_weights(model, c.init_from)
         self.disc = self.disc_opt = None  # D is built after the autoencoder: same init as without
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # this step's (x, recon)
         if c.loss.adversarial > 0:
@@ -70,6 +73,17 @@ class AutoencoderTrainer(TrainingLoop):
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=c.disc_lr or c.lr,
                                              betas=(0.5, 0.9))  # LDM's discriminator Adam
         return model
+
+    @staticmethod
+    def _init_weights(model: AutoencoderKL, path: str) -> None:
+        """Copy a trained autoencoder's weights (a run's EMA or an export) into ``model``: LDM
+        trains reconstruction first and adds the critic late (``disc_start``); a fine-tuning
+        run with ``init_from`` and ``disc_start=0`` does the same in two runs."""
+        source = load_autoencoder(path, device="cpu")
+        if source.config != model.config:
+            raise ValueError(f"init_from {path} holds an autoencoder of another shape "
+                             f"({source.config}); use the run's preset and overrides")
+        model.load_state_dict(source.state_dict())
 
     @property
     def adversarial_on(self) -> bool:
@@ -153,7 +167,7 @@ class AutoencoderTrainer(TrainingLoop):
         if self.disc is not None and "disc" in ckpt:
             self.disc.load_state_dict(ckpt["disc"])
             self.disc_opt.load_state_dict(ckpt["disc_optimizer"])
-        elif self.disc is not None and self.step > 0:
+        elif self.disc is not None and self.step > self.cfg.disc_start:
             raise ValueError(f"{self.last_path} holds no discriminator: it was trained without "
                              "the adversarial term (resume it without --adversarial)")
 

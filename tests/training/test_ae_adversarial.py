@@ -128,3 +128,19 @@ def test_the_logged_loss_is_the_reconstruction_loss_and_the_gradient_keeps_the_g
     grad_without = torch.autograd.grad(trainer.compute_loss(x),
                                        trainer.raw_model.decoder.conv_out.weight)[0]
     assert (grad_with - grad_without).norm() > 0.1 * grad_without.norm()  # D's gradient is in
+
+
+def test_init_from_starts_a_new_run_at_a_trained_autoencoder(tmp_path):
+    first = AutoencoderTrainer(adv(tmp_path / "a", max_steps=3, epochs=20, disc_start=100),
+                               **data())
+    first.fit()
+    tuned = AutoencoderTrainer(adv(tmp_path / "b", max_steps=3, epochs=20, disc_start=0,
+                                   init_from=str(tmp_path / "a" / "last.pt")), **data())
+    for (k, a), b in zip(first.ema.model.state_dict().items(),
+                         tuned.raw_model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)  # the EMA weights, copied
+    tuned.fit()  # and D trains from its first step
+    assert "disc" in load_checkpoint(tmp_path / "b" / "last.pt")
+    with pytest.raises(ValueError, match="another shape"):
+        AutoencoderTrainer(adv(tmp_path / "c", init_from=str(tmp_path / "a" / "last.pt"),
+                               autoencoder_overrides={"latent_channels": 3}), **data())
