@@ -163,6 +163,29 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
-    except Exception as e:
-        raise CheckpointError(f"cannot read safetensors file {path}: {e}") from e
-    return tensors, json.loads(meta.get("config", "{}"))
+    except Exception as e:  # every .safetensors read of the library comes through here
+        raise CheckpointError(f"cannot read {path}: {_safetensors_failure(path, e)}") from e
+    try:
+        return tensors, json.loads(meta.get("config", "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"cannot read {path}: its config metadata is not valid JSON "
+                              f"({e}); it was not written by oasis_lib, or was modified") from e
+
+
+def _safetensors_failure(path: Path, err: Exception) -> str:
+    """Why a safetensors read failed, in words: the deserialiser's "incomplete metadata, file
+    not fully covered" means a file cut short by a copy or a download that stopped early."""
+    text = str(err)
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes); it was never written completely"
+    if any(k in text for k in ("not fully covered", "header too small", "HeaderTooSmall",
+                               "MetadataIncompleteBuffer", "incomplete")):
+        return (f"the file is truncated ({size:,} bytes; its header promises more); a copy "
+                "or a download stopped early: copy or download it again, or export it again "
+                "from its run (`python -m oasis_lib export`)")
+    if any(k in text.lower() for k in ("header", "deserializ", "invalid")):
+        return (f"the file is corrupt or not a safetensors file ({size:,} bytes: "
+                f"{text.splitlines()[0][:120]}); copy or download it again, or export it again "
+                "from its run (`python -m oasis_lib export`)")
+    return text.splitlines()[0] if text else type(err).__name__

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 import traceback
@@ -50,8 +51,12 @@ class Stopped(Exception):  # noqa: N818 (not an error: the user or the scheduler
 
 
 @contextlib.contextmanager
-def usage_phase() -> Iterator[None]:
-    """Within this block a ``ValueError`` (e.g. from ``TrainConfig.validate``) is bad usage."""
+def usage_phase(flags: dict[str, str] | None = None) -> Iterator[None]:
+    """Within this block a ``ValueError`` (e.g. from ``TrainConfig.validate``) is bad usage.
+
+    ``flags`` maps config field names to the flags that set them (``{"latent_channels":
+    "--latent-channels"}``): the message then names the flag the user typed, not the field.
+    """
     try:
         yield
     except UsageError:
@@ -59,7 +64,15 @@ def usage_phase() -> Iterator[None]:
     except ValueError as err:
         if type(err).__name__ in ("DataError", "CheckpointError"):
             raise  # those are failures of an input file, not of the flags
-        raise UsageError(str(err)) from err
+        raise UsageError(name_flags(str(err), flags or {})) from err
+
+
+def name_flags(text: str, flags: dict[str, str]) -> str:
+    """``text`` with each whole-word config field of ``flags`` replaced by its flag."""
+    if not flags:
+        return text
+    words = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    return re.sub(rf"(?<![\w.-])({words})(?![\w-])", lambda m: flags[m.group(1)], text)
 
 
 def debug_requested(argv: Sequence[str]) -> bool:

@@ -1,0 +1,204 @@
+"""Hostile inputs to the newer features (issue 24, "unclear errors"): each case ends in one line
+``error: ...`` that names the flag or the file and what to do, with exit code 2 for bad usage
+(refused before any data is read or any step taken) or 1 for a failure of an input file.
+
+``CASES`` is the table, as in ``test_hostile.py``: an id, a function that prepares the case in a
+:class:`Ctx` and returns the argv, the expected exit code, and regexes the line must match.
+Every case also asserts that no run was started (``r0`` holds no checkpoint) and that the
+prepared runs' ``last.pt`` are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oasis_lib.__main__ import main
+
+TINY = ["--preset", "tiny", "--no-progress"]
+AE_TINY = ["--preset", "tiny", "--image-size", "32", "--crop-size", "32", "--no-progress"]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, demo_root) -> Path:
+    """A 2-step tiny diffusion run ``diffusion`` and a 2-step tiny autoencoder run ``ae``."""
+    root = tmp_path_factory.mktemp("errors")
+    assert main(["train", "--data-root", str(demo_root), *TINY, "--out", str(root / "diffusion"),
+                 "--max-steps", "2"]) == 0
+    assert main(["train-autoencoder", "--data-root", str(demo_root), *AE_TINY,
+                 "--out", str(root / "ae"), "--max-steps", "2"]) == 0
+    return root
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    demo: Path
+    diffusion: Path  # private copies of the runs
+    ae: Path
+
+    def train(self, *extra: str, out: Path | None = None) -> list[str]:
+        return ["train", "--data-root", str(self.demo), *TINY, "--out",
+                str(out or self.tmp / "r0"), "--max-steps", "2", *extra]
+
+    def train_ae(self, *extra: str, out: Path | None = None) -> list[str]:
+        return ["train-autoencoder", "--data-root", str(self.demo), *AE_TINY, "--out",
+                str(out or self.tmp / "r0"), "--max-steps", "2", *extra]
+
+    def cut(self, source: Path, name: str, keep: int) -> Path:
+        """A copy of ``source`` cut after ``keep`` bytes (a copy that stopped early)."""
+        path = self.tmp / name
+        path.write_bytes(Path(source).read_bytes()[:keep])
+        return path
+
+
+@pytest.fixture
+def ctx(tmp_path, runs, demo_root) -> Ctx:
+    for name in ("diffusion", "ae"):
+        shutil.copytree(runs / name, tmp_path / name)
+    return Ctx(tmp=tmp_path, demo=demo_root, diffusion=tmp_path / "diffusion",
+               ae=tmp_path / "ae")
+
+
+def ae_export(ctx: Ctx) -> Path:
+    from oasis_lib.pretrained import export_autoencoder, load_autoencoder
+
+    return export_autoencoder(load_autoencoder(ctx.ae / "last.pt"), ctx.tmp / "ae.safetensors")
+
+
+def truncated_autoencoder(ctx: Ctx) -> list[str]:
+    whole = ae_export(ctx)
+    cut = ctx.cut(whole, "cut.safetensors", whole.stat().st_size // 2)
+    return ctx.train("--autoencoder", str(cut))
+
+
+def truncated_segmenter(ctx: Ctx) -> list[str]:
+    cut = ctx.cut(ae_export(ctx), "seg.safetensors", 5)
+    return ["evaluate", "--segmenter", str(cut), "--n", "2", "--out", str(ctx.tmp / "ev")]
+
+
+def truncated_sample_checkpoint(ctx: Ctx) -> list[str]:
+    cut = ctx.cut(ae_export(ctx), "model.safetensors", 300)
+    return ["sample", "--checkpoint", str(cut), "--n", "1", "--steps", "2", "--no-progress",
+            "--out", str(ctx.tmp / "s.png")]
+
+
+def some_splits(*splits: str):
+    """``OASIS_DATA`` at a copy of the demo data holding only ``splits``; train without
+    --data-root."""
+    def build(ctx: Ctx, monkeypatch) -> list[str]:
+        from oasis_lib.data import image_dir, mask_dir
+
+        root = ctx.tmp / "some"
+        for split in splits:
+            for folder in (image_dir, mask_dir):
+                shutil.copytree(folder(ctx.demo, split), folder(root, split))
+        monkeypatch.setenv("OASIS_DATA", str(root))
+        argv = ctx.train()
+        i = argv.index("--data-root")
+        return argv[:i] + argv[i + 2:]
+    return build
+
+
+def moved_data(command: str):
+    """A run trained on a copy of the demo data, which then moved away."""
+    def build(ctx: Ctx, monkeypatch) -> list[str]:
+        old, out = ctx.tmp / "old_data", ctx.tmp / "moved_run"
+        shutil.copytree(ctx.demo, old)
+        train = ctx.train if command == "train" else ctx.train_ae
+        argv = train(out=out)
+        argv[argv.index("--data-root") + 1] = str(old)
+        assert main(argv) == 0
+        old.rename(ctx.tmp / "new_data")
+        return [command, "--out", str(out), "--resume", "--max-steps", "3", "--no-progress"]
+    return build
+
+
+CASES = [
+    # train-autoencoder: the model flags, named as typed, with the valid values
+    ("ae-latent-channels-0", lambda c: c.train_ae("--latent-channels", "0"), 2,
+     [r"--latent-channels must be an int >= 1, got 0"]),
+    ("ae-latent-channels-negative", lambda c: c.train_ae("--latent-channels", "-3"), 2,
+     [r"--latent-channels must be an int >= 1, got -3"]),
+    ("ae-channel-mult-0", lambda c: c.train_ae("--channel-mult", "0", "1"), 2,
+     [r"each --channel-mult entry must be an int >= 1, got 0"]),
+    ("ae-channel-mult-negative", lambda c: c.train_ae("--channel-mult", "-1", "2"), 2,
+     [r"--channel-mult entry must be an int >= 1, got -1"]),
+    ("ae-channel-mult-7-levels",
+     lambda c: c.train_ae("--channel-mult", *"1 2 4 8 16 32 64".split()), 2,
+     [r"--channel-mult has 7 levels \(f=64\); at most 6", r"e\.g\. 1 2 4"]),
+    ("ae-crop-not-multiple", lambda c: c.train_ae("--crop-size", "30"), 2,
+     [r"--crop-size must be a multiple of the downsampling factor f=4, got 30"]),
+    ("latent-image-size-30", lambda c: c.train("--autoencoder", str(c.ae / "last.pt"),
+                                               "--image-size", "30"), 2,
+     [r"--image-size 30 must be a multiple of the autoencoder's downsampling factor f=4",
+      r"ae/last\.pt", r"--image-size 28 or 32"]),
+    ("latent-autoencoder-missing", lambda c: c.train("--autoencoder", str(c.tmp / "no.pt")), 2,
+     [r"--autoencoder .*no\.pt does not exist"]),
+    # resuming a run of the other kind: what the folder holds, which file, which command
+    ("ae-resume-a-diffusion-run", lambda c: c.train_ae("--resume", out=c.diffusion), 2,
+     [r"holds a diffusion run", r"diffusion/last\.pt was written by `train`",
+      r"python -m oasis_lib train --out .*diffusion --resume"]),
+    ("train-resume-an-ae-run", lambda c: c.train("--resume", out=c.ae), 2,
+     [r"holds an autoencoder run", r"ae/last\.pt was written by `train-autoencoder`",
+      r"oasis_lib train-autoencoder --out .*ae --resume"]),
+    # truncated .safetensors inputs, whatever reads them
+    ("latent-truncated-autoencoder", truncated_autoencoder, 1,
+     [r"cut\.safetensors", r"truncated", r"download it again|export it again"]),
+    ("evaluate-truncated-segmenter", truncated_segmenter, 1,
+     [r"seg\.safetensors", r"truncated"]),
+    ("sample-truncated-safetensors", truncated_sample_checkpoint, 1,
+     [r"model\.safetensors", r"truncated"]),
+    # data that is not where the run or the environment says
+    ("oasis-data-without-validate", some_splits("train", "test"), 1,
+     [r"some \(\$OASIS_DATA\) has no validate split", r"keras_png_slices_validate does not",
+      r"chooses best\.pt", r"point \$OASIS_DATA at a complete OASIS root"]),
+    ("oasis-data-without-test", some_splits("train", "validate"), 1,
+     [r"has no test split", r"held out", r"Add the test folders"]),
+    ("train-resume-data-moved", moved_data("train"), 2,
+     [r"data root .*old_data \(stored in .*moved_run/last\.pt\) no longer exists",
+      r"--data-root NEW_FOLDER --override data_root"]),
+    ("ae-resume-data-moved", moved_data("train-autoencoder"), 2,
+     [r"old_data .* no longer exists", r"--data-root NEW_FOLDER --override data_root"]),
+]
+
+
+def assert_one_line(err: str, patterns: list[str]) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines, "no message on stderr"
+    last = lines[-1]
+    assert last.startswith("error: "), err
+    for pattern in patterns:
+        assert re.search(pattern, last), (pattern, last)
+    assert "Traceback" not in err
+    assert "rerun with --debug" not in last  # not an "unexpected" error
+    return last
+
+
+PARAMS = [pytest.param(*c, id=c[0]) for c in CASES]
+
+
+@pytest.mark.parametrize(("case", "build", "code", "patterns"), PARAMS)
+def test_cli_case(case, build, code, patterns, ctx, capsys, monkeypatch):
+    import inspect
+
+    argv = build(ctx, monkeypatch) if len(inspect.signature(build).parameters) > 1 else build(ctx)
+    capsys.readouterr()
+    before = {p: digest(p) for p in (ctx.diffusion / "last.pt", ctx.ae / "last.pt")}
+    got = main(argv)
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert_one_line(err, patterns)
+    assert not (ctx.tmp / "r0" / "last.pt").exists()  # refused before any training
+    assert not (ctx.tmp / "s.png").exists()
+    for path, d in before.items():
+        assert digest(path) == d, f"{path} changed"
