@@ -35,7 +35,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 USAGE_ERRORS = ("ResumeMismatchError", "BatchSizeError")
 # The library's own failures: their message already says what, where and what to do.
 KNOWN_FAILURES = ("DataError", "CheckpointError", "RunLockedError", "DivergenceError",
-                  "NonFiniteLossError", "NonFiniteWeightsError")
+                  "NonFiniteLossError", "NonFiniteWeightsError", "DiskFullError")
 
 
 class UsageError(ValueError):
@@ -95,6 +95,8 @@ def describe(err: BaseException) -> tuple[str, int]:
         return one_line(err), EXIT_USAGE
     if isinstance(err, FileExistsError) and not err.filename:
         return one_line(err), EXIT_USAGE  # e.g. "runs/x already holds a run; pass --resume"
+    if name in KNOWN_FAILURES:  # (DiskFullError is an OSError whose text says it all)
+        return one_line(err) or name, EXIT_FAILURE
     if isinstance(err, OSError) and err.strerror:
         where = f" {err.filename}" if err.filename else ""
         hint = ""

@@ -42,6 +42,7 @@ from ..checkpoint import (
     get_rng_state,
     load_checkpoint,
     load_state_strict,
+    run_checkpoint,
     set_rng_state,
 )
 from ..config import TrainConfig
@@ -250,7 +251,8 @@ class TrainingLoop:
                              last_good=self.guard.good_text())
         state = self.state_dict()
         if self.dist.is_main:
-            atomic_save(state, path)
+            with run_checkpoint(self.guard.last_good):  # a full disk names the last good one
+                atomic_save(state, path)
         if path == self.last_path:
             self.guard.saved(path, self.step)
         return path

@@ -202,3 +202,60 @@ def test_cli_case(case, build, code, patterns, ctx, capsys, monkeypatch):
     assert not (ctx.tmp / "s.png").exists()
     for path, d in before.items():
         assert digest(path) == d, f"{path} changed"
+
+
+# ------------------------------------------------------------------ a full disk while saving
+ZIP_WRITER_FULL = ("[enforce fail at inline_container.cc:672] . unexpected pos 2432 vs 2330")
+SAFETENSORS_FULL = ('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                    'message: "No space left on device" })')
+
+
+@pytest.mark.parametrize("error", [RuntimeError(ZIP_WRITER_FULL),
+                                   OSError(28, "No space left on device")],
+                         ids=["torch-zip-writer", "enospc"])
+def test_a_full_disk_names_the_file_and_the_last_good_checkpoint(error, ctx, capsys,
+                                                                 monkeypatch):
+    import oasis_lib.checkpoint as ck
+
+    saves, real_save = [], ck.torch.save
+
+    def save(obj, f, *a, **k):  # the first checkpoint (step 2) fits; then the disk is full
+        saves.append(obj.get("step"))
+        if len(saves) > 1:
+            f.write(b"partial")
+            raise error
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ck.torch, "save", save)
+    out = ctx.tmp / "full"
+    code = main(ctx.train("--max-steps", "6", "--checkpoint-every", "2", out=out))
+    err = capsys.readouterr().err
+    assert code == 1, err
+    line = assert_one_line(err, [
+        rf"the disk is full: writing {re.escape(str(out / 'last.pt'))} failed",
+        rf"last good checkpoint is {re.escape(str(out / 'last.pt'))} \(step 2\)",
+        r"free some space, then continue the run with --resume"])
+    assert "MiB free" in line
+    monkeypatch.undo()
+    from oasis_lib.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt")["step"] == 2  # the good one, intact
+    assert not list(out.glob(".*.tmp"))  # no half-written file left
+
+
+def test_a_full_disk_while_exporting_leaves_no_partial_file(ctx, capsys, monkeypatch):
+    import oasis_lib.checkpoint as ck
+
+    def save_file(tensors, path, metadata=None):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError(SAFETENSORS_FULL)  # (safetensors' SafetensorError is one)
+
+    monkeypatch.setattr(ck, "save_file", save_file)
+    out = ctx.tmp / "model.safetensors"
+    code = main(["export", "--checkpoint", str(ctx.diffusion / "last.pt"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert_one_line(err, [r"the disk is full: writing .*model\.safetensors failed",
+                          r"free some space and run again"])
+    assert not out.exists()
+    assert not [p for p in ctx.tmp.iterdir() if p.name.startswith(".")]
