@@ -32,7 +32,7 @@ DEBUG_FLAG = "--debug"
 DEBUG_ENV = "OASIS_DEBUG"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # The library's errors that mean a flag is wrong.
-USAGE_ERRORS = ("ResumeMismatchError", "BatchSizeError")
+USAGE_ERRORS = ("ResumeMismatchError", "BatchSizeError", "InitFromError")
 # The library's own failures: their message already says what, where and what to do.
 KNOWN_FAILURES = ("DataError", "CheckpointError", "RunLockedError", "DivergenceError",
                   "NonFiniteLossError", "NonFiniteWeightsError", "DiskFullError")

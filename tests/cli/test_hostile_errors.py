@@ -172,6 +172,47 @@ CASES = [
 ]
 
 
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+CASES += [
+    # --init-from a file that cannot start the run: what differs, in one short line
+    ("init-from-another-preset",
+     lambda c: c.train("--init-from", str(CHECKPOINTS / "demo_cpu64_ema.safetensors")), 2,
+     [r"demo_cpu64_ema\.safetensors does not fit the run's U-Net \(\d+ missing, \d+ "
+      r"unexpected, \d+ of another shape of \d+ tensors", r"preset: file 'cpu', run 'tiny'",
+      r"pass --preset cpu --image-size 64"]),
+    ("init-from-conditional-without-condition",
+     lambda c: c.train("--init-from", str(CHECKPOINTS / "demo_cond64_ema.safetensors"),
+                       "--preset", "cpu", "--image-size", "64"), 2,
+     [r"demo_cond64_ema\.safetensors is a conditional model \(condition 'mask\+slice'\)",
+      r"add --condition mask\+slice"]),
+]
+
+
+def inpaint_region(painted: int):
+    """inpaint the first demo slice with a 256x256 region of ``painted`` white pixels."""
+    def build(ctx: Ctx) -> list[str]:
+        import numpy as np
+        from PIL import Image
+
+        from oasis_lib.data import image_dir
+
+        region = np.zeros((256, 256), np.uint8)
+        region.flat[:painted] = 255
+        Image.fromarray(region).save(ctx.tmp / "region.png")
+        image = sorted(image_dir(ctx.demo, "train").glob("*.png"))[0]
+        return ["inpaint", "--image", str(image), "--region", str(ctx.tmp / "region.png"),
+                "--checkpoint", str(CHECKPOINTS / "demo_cpu64_ema.safetensors"),
+                "--no-progress", "--out", str(ctx.tmp / "s.png")]
+    return build
+
+
+CASES += [
+    ("inpaint-empty-region", inpaint_region(0), 2,
+     [r"--region .*region\.png is empty: all its 256x256 pixels are 0",
+      r"paint the part to regenerate white \(255\)"]),
+]
+
+
 def assert_one_line(err: str, patterns: list[str]) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines, "no message on stderr"
@@ -181,6 +222,7 @@ def assert_one_line(err: str, patterns: list[str]) -> str:
         assert re.search(pattern, last), (pattern, last)
     assert "Traceback" not in err
     assert "rerun with --debug" not in last  # not an "unexpected" error
+    assert len(last) < 500, last  # a line, not a dump of keys
     return last
 
 
@@ -259,3 +301,12 @@ def test_a_full_disk_while_exporting_leaves_no_partial_file(ctx, capsys, monkeyp
                           r"free some space and run again"])
     assert not out.exists()
     assert not [p for p in ctx.tmp.iterdir() if p.name.startswith(".")]
+
+
+def test_init_from_warns_once_about_another_recipe(ctx, capsys, caplog):
+    out = ctx.tmp / "warm"
+    assert main(ctx.train("--init-from", str(ctx.diffusion / "last.pt"), "--timesteps", "500",
+                          out=out)) == 0
+    warned = [r for r in caplog.records if "the diffusion recipe differs" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert "timesteps 1000 -> 500" in warned[0].getMessage()
