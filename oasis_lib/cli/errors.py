@@ -14,7 +14,8 @@ code   meaning
 =====  ==============================================================================
 
 ``--debug`` anywhere on the command line, or ``OASIS_DEBUG=1`` in the environment, prints the
-full traceback as well.
+full traceback as well. Under torchrun, an error every rank shares (bad usage, a locked run
+folder) is said once, by rank 0 (:func:`other_rank`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import os
 import re
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "OASIS_DEBUG"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+QUIET_RANK_GRACE_S = 5.0  # under torchrun, a rank > 0 waits this long before exiting silently
 # The library's errors that mean a flag is wrong.
 USAGE_ERRORS = ("ResumeMismatchError", "BatchSizeError", "InitFromError")
 # The library's own failures: their message already says what, where and what to do.
@@ -131,5 +134,19 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> 
         if debug:
             traceback.print_exc()
         prefix = "stopped" if isinstance(getattr(err, "signum", None), int) else "error"
+        if other_rank() and (code == EXIT_USAGE or getattr(err, "all_ranks", False)):
+            # Said by rank 0; wait so that it exits first: torchrun stops the other ranks when
+            # one ends, and would otherwise stop rank 0 before it prints.
+            time.sleep(QUIET_RANK_GRACE_S)
+            return code
         print(f"{prefix}: {message}", file=sys.stderr, flush=True)
         return code
+
+
+def other_rank() -> bool:
+    """Under torchrun, a rank other than 0. Every rank parses the same flags, so a usage error
+    (or an error rank 0 shared with all ranks, ``err.all_ranks``) is said once, by rank 0."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
+    except ValueError:
+        return False

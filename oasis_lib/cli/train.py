@@ -220,6 +220,7 @@ def prepare_train(args, config_from_args: Callable):
         with usage_phase():  # (the Trainer resolves again: the same values, accepted)
             resolve_init_config(cfg, read_init_source(cfg.init_from))
     with usage_phase(TRAIN_FLAGS):
+        check_rank_split(cfg)
         if getattr(cfg, "autoencoder", None) is not None:
             check_latent_size(cfg)  # (the Trainer would refuse it only after loading the data)
         # /proc/meminfo says nothing of GPU memory; a latent run's shape is known only later.
@@ -227,6 +228,22 @@ def prepare_train(args, config_from_args: Callable):
             check_memory(cfg, shape=(1, cfg.image_size, cfg.image_size), batch=cfg.batch_size,
                          training=True, flag="--batch-size")
     return cfg
+
+
+def check_rank_split(cfg) -> None:
+    """Under torchrun, ``--batch-size`` must split evenly over the ranks and micro-steps
+    (checked from the environment, before the process group is joined)."""
+    from ..training.distributed import env_ranks
+
+    _, world, _ = env_ranks()
+    parts = world * cfg.grad_accum
+    if world > 1 and cfg.batch_size % parts:
+        below = cfg.batch_size // parts * parts
+        near = " or ".join(str(n) for n in (below, below + parts) if n > 0)
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} must be a multiple of {parts} = {world} torchrun "
+            f"ranks x --grad-accum {cfg.grad_accum} (every rank takes an equal share of each "
+            f"optimiser step); e.g. --batch-size {near}")
 
 
 def check_latent_size(cfg) -> None:

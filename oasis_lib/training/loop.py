@@ -119,8 +119,7 @@ class TrainingLoop:
         seed_everything(cfg.seed)
         self.dist, self.device = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
         self.lock = RunLock(self.out)  # held by rank 0, before anything in the folder is written
-        if self.dist.is_main:
-            self.lock.acquire()
+        self.lock.acquire_on_main(self.dist)  # (taken: every rank stops, not only rank 0)
         try:
             self._init(cfg, ckpt, train_set, val_set)
         except BaseException:

@@ -11,8 +11,12 @@ prepared runs' ``last.pt`` are unchanged.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,3 +314,57 @@ def test_init_from_warns_once_about_another_recipe(ctx, capsys, caplog):
     warned = [r for r in caplog.records if "the diffusion recipe differs" in r.getMessage()]
     assert len(warned) == 1, [r.getMessage() for r in warned]
     assert "timesteps 1000 -> 500" in warned[0].getMessage()
+
+
+# ------------------------------------------------------------------ under torchrun
+TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def torchrun(ctx: Ctx, *extra: str, out: Path) -> subprocess.CompletedProcess:
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "oasis_lib", "train",
+           "--data-root", str(ctx.demo), *TINY, "--max-steps", "1", "--out", str(out), *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def assert_said_once_by_rank_0(proc: subprocess.CompletedProcess, patterns: list[str],
+                               code: int) -> None:
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(ours) == 1, proc.stderr[-3000:]  # one line, not one per rank
+    for pattern in patterns:
+        assert re.search(pattern, ours[0]), (pattern, ours[0])
+    assert "timeout" not in proc.stderr  # no rank waited for rank 0 until a timeout
+    assert "--resume" not in proc.stderr  # (RankFailure's advice, wrong here)
+    assert "File \"" not in proc.stderr.split("Traceback")[0]  # no traceback of ours
+    # torchrun's own report: rank 0 is the root cause, with our exit code
+    root = proc.stderr.split("Root Cause")[-1]
+    assert re.search(r"rank\s*: 0 ", root), root
+    assert re.search(rf"exitcode\s*: {code} ", root), root
+    assert proc.returncode != 0
+
+
+needs_torchrun = pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun not installed")
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_torchrun_batch_size_not_divisible_is_said_once(ctx):
+    out = ctx.tmp / "ddp"
+    proc = torchrun(ctx, "--batch-size", "5", out=out)
+    assert_said_once_by_rank_0(proc, [r"--batch-size 5 must be a multiple of 2 = 2 torchrun "
+                                      r"ranks x --grad-accum 1", r"--batch-size 4 or 6"], 2)
+    assert not out.exists()  # refused before the run folder was made
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_torchrun_into_a_locked_run_folder_is_said_once(ctx):
+    ctx.diffusion.joinpath(".lock").write_text(
+        f'{{"pid": {os.getpid()}, "host": "{socket.gethostname()}"}}')
+    before = digest(ctx.diffusion / "last.pt")
+    proc = torchrun(ctx, "--resume", "--max-steps", "3", out=ctx.diffusion)
+    assert_said_once_by_rank_0(proc, [rf"in use by pid {os.getpid()}", r"\.lock",
+                                      r"choose another --out"], 1)
+    assert digest(ctx.diffusion / "last.pt") == before
+    assert ctx.diffusion.joinpath(".lock").read_text().find(str(os.getpid())) > 0
