@@ -211,6 +211,13 @@ def inpaint_region(painted: int):
 
 
 CASES += [
+    # a model of the other kind where one kind is expected: which it is, where it belongs
+    ("latent-autoencoder-is-a-diffusion-run",
+     lambda c: c.train("--autoencoder", str(c.diffusion / "last.pt")), 1,
+     [r"diffusion/last\.pt is not an autoencoder training checkpoint",
+      r"diffusion run's \(made by `train`\); pass that as --init-from"]),
+    ("init-from-an-autoencoder-run", lambda c: c.train("--init-from", str(c.ae / "last.pt")), 1,
+     [r"ae/last\.pt is an autoencoder run's checkpoint", r"`train --autoencoder`"]),
     ("inpaint-empty-region", inpaint_region(0), 2,
      [r"--region .*region\.png is empty: all its 256x256 pixels are 0",
       r"paint the part to regenerate white \(255\)"]),
