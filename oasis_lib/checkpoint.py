@@ -10,10 +10,14 @@ safetensors (fp16) for sharing; that is the format of the shipped demo checkpoin
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import random
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,13 +31,79 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not match the model."""
 
 
+# What a full disk looks like: the OSError, torch's zip writer ("[enforce fail at
+# inline_container.cc:672] . unexpected pos ..."), safetensors' Rust IoError (os error 28).
+_DISK_FULL = re.compile(r"unexpected pos|file write failed|no space left|os error 28|"
+                        r"code: 28|storagefull|quota exceeded", re.IGNORECASE)
+
+
+class DiskFullError(OSError):
+    """Writing ``path`` failed because the disk is full. ``str()`` says which file, that the
+    file it would have replaced is intact (atomic writes), and the last good checkpoint."""
+
+    def __init__(self, path: str | os.PathLike, cause: BaseException | None = None, *,
+                 last_good: tuple[str, int] | None = None, resume_hint: bool = False):
+        super().__init__(errno.ENOSPC, "no space left on device", str(path))
+        self.path, self.cause = Path(path), cause
+        free = ""
+        with contextlib.suppress(OSError):
+            parent = next(p for p in (self.path, *self.path.parents) if p.exists())
+            free = f", {shutil.disk_usage(parent).free / 2**20:.0f} MiB free there"
+        detail = str(cause).strip().splitlines()[0][:120] if cause is not None else ""
+        text = (f"the disk is full: writing {self.path} failed"
+                f"{f' ({detail})' if detail else ''}{free}; nothing was half-written")
+        if resume_hint:
+            text += (f". The last good checkpoint is {last_good[0]} (step {last_good[1]}): "
+                     "free some space, then continue the run with --resume"
+                     if last_good else ". No checkpoint of this run was saved yet: free some "
+                     "space and start it again")
+        else:
+            text += ": free some space and run again"
+        self.message = text
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether a write failed for lack of space (the OSError or a writer's own text)."""
+    if isinstance(err, DiskFullError):
+        return True
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return bool(_DISK_FULL.search(str(err)))
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike):
+    """Within the block, a write that fails for lack of space raises :class:`DiskFullError`
+    naming ``path`` (the file meant, not its temporary name)."""
+    try:
+        yield
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        cause = err.cause if isinstance(err, DiskFullError) else err
+        raise DiskFullError(path, cause) from err
+
+
+@contextlib.contextmanager
+def run_checkpoint(last_good: tuple[str, int] | None):
+    """Around a training run's checkpoint write: a :class:`DiskFullError` also names the run's
+    last good checkpoint ``(path, step)`` (None: none yet) and how to continue."""
+    try:
+        yield
+    except DiskFullError as err:
+        raise DiskFullError(err.path, err.cause, last_good=last_good, resume_hint=True) from err
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically (temporary file, flush, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with writing(path), os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -165,8 +235,13 @@ def export_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, 
                for k, v in state.items()}
     meta = {"format": "oasis_lib", "config": json.dumps(config or {})}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        with writing(path):
+            save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     return path
 
 
@@ -181,6 +256,29 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
-    except Exception as e:
-        raise CheckpointError(f"cannot read safetensors file {path}: {e}") from e
-    return tensors, json.loads(meta.get("config", "{}"))
+    except Exception as e:  # every .safetensors read of the library comes through here
+        raise CheckpointError(f"cannot read {path}: {_safetensors_failure(path, e)}") from e
+    try:
+        return tensors, json.loads(meta.get("config", "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"cannot read {path}: its config metadata is not valid JSON "
+                              f"({e}); it was not written by oasis_lib, or was modified") from e
+
+
+def _safetensors_failure(path: Path, err: Exception) -> str:
+    """Why a safetensors read failed, in words: the deserialiser's "incomplete metadata, file
+    not fully covered" means a file cut short by a copy or a download that stopped early."""
+    text = str(err)
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes); it was never written completely"
+    if any(k in text for k in ("not fully covered", "header too small", "HeaderTooSmall",
+                               "MetadataIncompleteBuffer", "incomplete")):
+        return (f"the file is truncated ({size:,} bytes; its header promises more); a copy "
+                "or a download stopped early: copy or download it again, or export it again "
+                "from its run (`python -m oasis_lib export`)")
+    if any(k in text.lower() for k in ("header", "deserializ", "invalid")):
+        return (f"the file is corrupt or not a safetensors file ({size:,} bytes: "
+                f"{text.splitlines()[0][:120]}); copy or download it again, or export it again "
+                "from its run (`python -m oasis_lib export`)")
+    return text.splitlines()[0] if text else type(err).__name__

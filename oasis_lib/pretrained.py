@@ -86,6 +86,10 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
         if cfg_dict.get("kind"):
             raise CheckpointError(f"{path} holds a {cfg_dict['kind']}, not a diffusion model; "
                                   "pass a checkpoint of `train` or its export") from err
+        if "crop_size" in cfg_dict:  # an autoencoder run's checkpoint
+            raise CheckpointError(f"{path} is an autoencoder run's checkpoint (made by "
+                                  "`train-autoencoder`), not a diffusion model: pass it as "
+                                  "`train --autoencoder`") from err
         raise CheckpointError(f"{path} is not an oasis_lib diffusion model: its config does "
                               f"not describe a run ({str(err)[:160]})") from err
     if moved is not None and (autoencoder is not None or config.autoencoder is None):
@@ -141,8 +145,11 @@ def load_autoencoder(path: str | os.PathLike, *, device: str | torch.device | No
         try:
             run = AutoencoderTrainConfig.from_dict(ckpt["config"])
         except (ValueError, TypeError) as err:
+            why = (": it is a diffusion run's (made by `train`); pass that as --init-from, and "
+                   "an autoencoder run's best.pt as --autoencoder"
+                   if "diffusion" in ckpt["config"] else f": {str(err)[:200]}")
             raise CheckpointError(f"{path} is not an autoencoder training checkpoint (made by "
-                                  f"`train-autoencoder`): {err}") from err
+                                  f"`train-autoencoder`){why}") from err
         ae_config = AutoencoderConfig.preset(run.preset, **run.autoencoder_overrides)
         state = ckpt["ema"]["model"] if use_ema and "ema" in ckpt else ckpt["model"]
     model = AutoencoderKL(ae_config)

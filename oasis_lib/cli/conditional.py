@@ -121,8 +121,13 @@ def read_region_png(path, size: tuple[int, int], *, flag: str = "--region") -> t
     region = (values > 0).astype(np.uint8)
     region = _fit(region, size, flag=flag, path=path, mode="max").round()
     if not region.any():
-        raise UsageError(f"{flag} {path} marks nothing to regenerate (all 0); paint the region "
-                         "255")
+        h, w = values.shape[-2:]
+        raise UsageError(
+            f"{flag} {path} is empty: all its {w}x{h} pixels are 0 (keep), so nothing would be "
+            "regenerated; paint the part to regenerate white (255) and leave the rest black (0)"
+            if not values.any() else
+            f"{flag} {path}: its {int((values > 0).sum())} painted pixels vanish when the {w}x{h} "
+            f"region is shrunk to the model's {size[1]}x{size[0]} grid; paint a larger region")
     return region
 
 

@@ -14,7 +14,8 @@ code   meaning
 =====  ==============================================================================
 
 ``--debug`` anywhere on the command line, or ``OASIS_DEBUG=1`` in the environment, prints the
-full traceback as well.
+full traceback as well. Under torchrun, an error every rank shares (bad usage, a locked run
+folder) is said once, by rank 0 (:func:`other_rank`).
 """
 
 from __future__ import annotations
@@ -22,19 +23,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "OASIS_DEBUG"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+QUIET_RANK_GRACE_S = 5.0  # under torchrun, a rank > 0 waits this long before exiting silently
 # The library's errors that mean a flag is wrong.
-USAGE_ERRORS = ("ResumeMismatchError", "BatchSizeError")
+USAGE_ERRORS = ("ResumeMismatchError", "BatchSizeError", "InitFromError")
 # The library's own failures: their message already says what, where and what to do.
 KNOWN_FAILURES = ("DataError", "CheckpointError", "RunLockedError", "DivergenceError",
-                  "NonFiniteLossError", "NonFiniteWeightsError")
+                  "NonFiniteLossError", "NonFiniteWeightsError", "DiskFullError")
 
 
 class UsageError(ValueError):
@@ -50,8 +54,12 @@ class Stopped(Exception):  # noqa: N818 (not an error: the user or the scheduler
 
 
 @contextlib.contextmanager
-def usage_phase() -> Iterator[None]:
-    """Within this block a ``ValueError`` (e.g. from ``TrainConfig.validate``) is bad usage."""
+def usage_phase(flags: dict[str, str] | None = None) -> Iterator[None]:
+    """Within this block a ``ValueError`` (e.g. from ``TrainConfig.validate``) is bad usage.
+
+    ``flags`` maps config field names to the flags that set them (``{"latent_channels":
+    "--latent-channels"}``): the message then names the flag the user typed, not the field.
+    """
     try:
         yield
     except UsageError:
@@ -59,7 +67,15 @@ def usage_phase() -> Iterator[None]:
     except ValueError as err:
         if type(err).__name__ in ("DataError", "CheckpointError"):
             raise  # those are failures of an input file, not of the flags
-        raise UsageError(str(err)) from err
+        raise UsageError(name_flags(str(err), flags or {})) from err
+
+
+def name_flags(text: str, flags: dict[str, str]) -> str:
+    """``text`` with each whole-word config field of ``flags`` replaced by its flag."""
+    if not flags:
+        return text
+    words = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    return re.sub(rf"(?<![\w.-])({words})(?![\w-])", lambda m: flags[m.group(1)], text)
 
 
 def debug_requested(argv: Sequence[str]) -> bool:
@@ -82,6 +98,8 @@ def describe(err: BaseException) -> tuple[str, int]:
         return one_line(err), EXIT_USAGE
     if isinstance(err, FileExistsError) and not err.filename:
         return one_line(err), EXIT_USAGE  # e.g. "runs/x already holds a run; pass --resume"
+    if name in KNOWN_FAILURES:  # (DiskFullError is an OSError whose text says it all)
+        return one_line(err) or name, EXIT_FAILURE
     if isinstance(err, OSError) and err.strerror:
         where = f" {err.filename}" if err.filename else ""
         hint = ""
@@ -116,5 +134,19 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> 
         if debug:
             traceback.print_exc()
         prefix = "stopped" if isinstance(getattr(err, "signum", None), int) else "error"
+        if other_rank() and (code == EXIT_USAGE or getattr(err, "all_ranks", False)):
+            # Said by rank 0; wait so that it exits first: torchrun stops the other ranks when
+            # one ends, and would otherwise stop rank 0 before it prints.
+            time.sleep(QUIET_RANK_GRACE_S)
+            return code
         print(f"{prefix}: {message}", file=sys.stderr, flush=True)
         return code
+
+
+def other_rank() -> bool:
+    """Under torchrun, a rank other than 0. Every rank parses the same flags, so a usage error
+    (or an error rank 0 shared with all ranks, ``err.all_ranks``) is said once, by rank 0."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
+    except ValueError:
+        return False

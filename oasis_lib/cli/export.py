@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, export_safetensors, load_checkpoint
+from ..checkpoint import CheckpointError, export_safetensors, load_checkpoint, writing
 from .errors import UsageError
 from .guard import check_no_replace
 from .validate import check_output_file
@@ -94,8 +94,9 @@ def run_export(args) -> int:
     autoencoder_run = _is_autoencoder_run(config)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.export.safetensors")
     try:
-        _write(state, config, tmp, autoencoder_run=autoencoder_run, source=source,
-               moved=args.autoencoder)
+        with writing(out):  # a full disk names OUT, not its temporary file
+            _write(state, config, tmp, autoencoder_run=autoencoder_run, source=source,
+                   moved=args.autoencoder)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

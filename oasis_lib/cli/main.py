@@ -84,7 +84,11 @@ def _cmd_train_autoencoder(args) -> int:
     from ..config import AutoencoderTrainConfig
     from ..training.autoencoder import train_autoencoder
     from ..viz.plotting import plot_loss_curve
-    from .train import resume_config
+    from .errors import UsageError, usage_phase
+    from .train import AUTOENCODER_FLAGS, resume_config
+
+    if args.override and not args.resume:
+        raise UsageError("--override only applies with --resume")
 
     over = {k: v for k, v in {
         "image_size": args.image_size, "crop_size": args.crop_size, "epochs": args.epochs,
@@ -105,9 +109,10 @@ def _cmd_train_autoencoder(args) -> int:
     if args.no_progress:
         over["progress"] = False
     explicit = set(over) | ({"preset"} if args.preset else set())
-    cfg = AutoencoderTrainConfig.from_preset(args.preset or "cpu", out_dir=args.out, **over)
+    with usage_phase(AUTOENCODER_FLAGS):  # "--latent-channels must be ...": exit 2
+        cfg = AutoencoderTrainConfig.from_preset(args.preset or "cpu", out_dir=args.out, **over)
     if args.resume:  # flags given must match last.pt; the others (and the length) come from it
-        cfg = resume_config(cfg, explicit=explicit)
+        cfg = resume_config(cfg, explicit=explicit, allow=tuple(args.override or ()))
         if cfg is None:
             return 0  # already finished (said so)
     result = train_autoencoder(cfg, resume=args.resume)
@@ -317,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--checkpoint-every", type=int, default=None)
     k.add_argument("--out", required=True, help="run folder, e.g. runs/ae")
     k.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    k.add_argument("--override", action="append", default=None, metavar="FIELD",
+                   help="with --resume: allow FIELD to differ (data_root after moving the data)")
     k.add_argument("--no-progress", action="store_true")
     k.set_defaults(func=_cmd_train_autoencoder)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import UsageError, usage_phase
 from .validate import (
     add_train_splits_flag,
+    check_input_checkpoint,
     check_memory,
     check_positive_float,
     check_positive_int,
@@ -51,6 +52,22 @@ ARG_FIELDS.update(OPTIMIZER_FIELDS)
 FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress",
                "no_fused_optimizer": "fused_optimizer"}
 DEFAULT_PRESET = "cpu"
+
+
+def field_flags(fields: dict[str, str]) -> dict[str, str]:
+    """{config field (and its last part, ``timesteps`` of ``diffusion.timesteps``): flag} of an
+    ``{argparse dest: field}`` map, for :func:`~oasis_lib.cli.errors.usage_phase` messages."""
+    out = {}
+    for dest, field in fields.items():
+        out[field] = out[field.rsplit(".", 1)[-1]] = "--" + dest.replace("_", "-")
+    return out
+
+
+#: The ``train`` flags by config field; ``train-autoencoder``'s (same names, two of its model).
+TRAIN_FLAGS = field_flags(ARG_FIELDS)
+AUTOENCODER_FLAGS = {f: "--" + f.replace("_", "-") for f in (
+    "image_size", "crop_size", "latent_channels", "channel_mult", "epochs", "max_steps",
+    "max_minutes", "batch_size", "lr", "checkpoint_every", "train_splits")}
 
 
 def add_train_flags(parser) -> None:
@@ -118,6 +135,8 @@ def check_train_args(args) -> None:
     check_positive_float(args.grad_clip, flag="--grad-clip", allow_zero=True)
     if args.ema_decay is not None and not 0.0 <= args.ema_decay < 1.0:
         raise UsageError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    if getattr(args, "autoencoder", None) is not None:
+        check_input_checkpoint(args.autoencoder, flag="--autoencoder")
     init = getattr(args, "init_from", None)
     if init is not None and not Path(init).is_file():
         raise UsageError(f"--init-from {init} does not exist; give a model file (.safetensors "
@@ -143,10 +162,16 @@ def resume_config(cfg, *, explicit: set[str], allow: tuple[str, ...] = ()):
         raise UsageError(f"--resume: no checkpoint at {last}; start the run without "
                          "--resume, or check --out")
     ckpt = load_checkpoint(last)
+    check_run_kind(ckpt["config"], cfg, last)
     with usage_phase():
         merged = merge_for_resume(ckpt["config"], cfg.to_dict(), checkpoint=str(last),
                                   explicit=explicit, allow=allow)
         cfg = type(cfg).from_dict(merged)
+    root = merged.get("data_root")
+    if root is not None and "data_root" not in explicit and not Path(root).expanduser().is_dir():
+        raise UsageError(f"the run's data root {root} (stored in {last}) no longer exists; if "
+                         "the data moved, resume with --data-root NEW_FOLDER --override "
+                         "data_root")
     reason = finished(ckpt, merged)
     if reason:
         print(f"{out} is already finished: {reason}. Nothing to do; pass a larger "
@@ -155,13 +180,35 @@ def resume_config(cfg, *, explicit: set[str], allow: tuple[str, ...] = ()):
     return cfg
 
 
+#: What each kind of run's config has that the other's lacks, and the command that trains it.
+RUN_KINDS = (("diffusion", "diffusion", "train"), ("autoencoder", "crop_size", "train-autoencoder"))
+
+
+def check_run_kind(saved: dict, cfg, last: Path) -> None:
+    """Refuse to resume a run of the other kind (a diffusion run with ``train-autoencoder``,
+    or the reverse), naming what the folder holds and the command that resumes it."""
+    from ..config import AutoencoderTrainConfig
+
+    want = "autoencoder" if isinstance(cfg, AutoencoderTrainConfig) else "diffusion"
+    found = next((kind for kind, marker, _ in RUN_KINDS if marker in saved), None)
+    if found is None or found == want:
+        return
+    command = next(cmd for kind, _, cmd in RUN_KINDS if kind == found)
+    asked = next(cmd for kind, _, cmd in RUN_KINDS if kind == want)
+    raise UsageError(
+        f"--out {last.parent} holds {'an' if found[0] in 'aeiou' else 'a'} {found} run "
+        f"({last} was written by `{command}`), not {'an' if want[0] in 'aeiou' else 'a'} "
+        f"{want} run: resume it with `python -m oasis_lib {command} --out {last.parent} "
+        f"--resume`, or give `{asked}` another --out")
+
+
 def prepare_train(args, config_from_args: Callable):
     """The TrainConfig to train, or None when a resumed run is already finished (said so)."""
     check_train_args(args)
     explicit = explicit_fields(args)
     if args.preset is None:
         args.preset = DEFAULT_PRESET
-    with usage_phase():
+    with usage_phase(TRAIN_FLAGS):
         cfg = config_from_args(args)
     if args.resume:
         cfg = resume_config(cfg, explicit=explicit, allow=tuple(args.override or ()))
@@ -172,9 +219,41 @@ def prepare_train(args, config_from_args: Callable):
 
         with usage_phase():  # (the Trainer resolves again: the same values, accepted)
             resolve_init_config(cfg, read_init_source(cfg.init_from))
-    with usage_phase():
+    with usage_phase(TRAIN_FLAGS):
+        check_rank_split(cfg)
+        if getattr(cfg, "autoencoder", None) is not None:
+            check_latent_size(cfg)  # (the Trainer would refuse it only after loading the data)
         # /proc/meminfo says nothing of GPU memory; a latent run's shape is known only later.
-        if cfg.device in ("auto", "cpu") and getattr(cfg, "autoencoder", None) is None:
+        elif cfg.device in ("auto", "cpu"):
             check_memory(cfg, shape=(1, cfg.image_size, cfg.image_size), batch=cfg.batch_size,
                          training=True, flag="--batch-size")
     return cfg
+
+
+def check_rank_split(cfg) -> None:
+    """Under torchrun, ``--batch-size`` must split evenly over the ranks and micro-steps
+    (checked from the environment, before the process group is joined)."""
+    from ..training.distributed import env_ranks
+
+    _, world, _ = env_ranks()
+    parts = world * cfg.grad_accum
+    if world > 1 and cfg.batch_size % parts:
+        below = cfg.batch_size // parts * parts
+        near = " or ".join(str(n) for n in (below, below + parts) if n > 0)
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} must be a multiple of {parts} = {world} torchrun "
+            f"ranks x --grad-accum {cfg.grad_accum} (every rank takes an equal share of each "
+            f"optimiser step); e.g. --batch-size {near}")
+
+
+def check_latent_size(cfg) -> None:
+    """A latent run's ``--image-size`` must be a multiple of its autoencoder's factor f."""
+    from ..pretrained import load_autoencoder
+
+    f = load_autoencoder(cfg.autoencoder).config.downsampling_factor
+    if cfg.image_size % f:
+        below = cfg.image_size // f * f
+        near = " or ".join(str(n) for n in (below, below + f) if n >= f)
+        raise UsageError(
+            f"--image-size {cfg.image_size} must be a multiple of the autoencoder's "
+            f"downsampling factor f={f} ({cfg.autoencoder}); e.g. --image-size {near}")

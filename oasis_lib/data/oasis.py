@@ -46,7 +46,7 @@ from .layout import (
     mask_dir,
     mask_name,
 )
-from .roots import resolve_data_root
+from .roots import check_split_folders, resolve_data_root
 
 _MASK_LUT = np.full(256, 255, dtype=np.uint8)  # PNG value -> class (255 = invalid)
 _MASK_LUT[list(MASK_VALUES)] = np.arange(4, dtype=np.uint8)
@@ -328,7 +328,8 @@ def load_splits(root=None, image_size: int | Sequence[int] | None = 64, *,
     choice (:data:`~oasis_lib.data.layout.SEED_TRAIN_SPLITS`), which leaves no split held out.
     """
     train_splits = check_train_splits(train_splits)
-    root = resolve_data_root(root)
+    root, given = resolve_data_root(root), root
+    check_split_folders(root, given, trained=train_splits, masks=with_masks)
     check_disjoint_splits(root)
     parts = [load_split(s, root, image_size, with_masks=with_masks, augment=augment, cache=cache)
              for s in train_splits]

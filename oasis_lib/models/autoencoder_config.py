@@ -8,7 +8,11 @@ from typing import Any
 
 from .unet_config import _check_int  # the one integer-field check of the model configs
 
-__all__ = ["AUTOENCODER_PRESETS", "AutoencoderConfig"]
+__all__ = ["AUTOENCODER_PRESETS", "MAX_LEVELS", "AutoencoderConfig"]
+
+#: At most 6 levels, f = 2**5 = 32: the largest downsampling factor Rombach et al. (2022,
+#: sec. 4.1, LDM-{1,...,32}) train; beyond it a 64x64 crop has a 1x1 latent.
+MAX_LEVELS = 6
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,11 @@ class AutoencoderConfig:
             raise ValueError("channel_mult must list at least one level, e.g. (1, 2, 4)")
         for m in self.channel_mult:
             _check_int("each channel_mult entry", m)
+        if len(self.channel_mult) > MAX_LEVELS:
+            raise ValueError(
+                f"channel_mult has {len(self.channel_mult)} levels (f={self.downsampling_factor}); "
+                f"at most {MAX_LEVELS} (f={2 ** (MAX_LEVELS - 1)}, the largest factor of Rombach "
+                "et al. 2022), e.g. 1 2 4 (f=4) or 1 2 4 4 (f=8)")
         if not isinstance(self.attention, bool):
             raise ValueError(f"attention must be True or False, got {self.attention!r}")
         channels = sorted(set(self.level_channels))

@@ -129,12 +129,66 @@ def resolve_init_config(config, source: InitSource) -> None:
                 f"init_from {path} has latent scale factor {source.scale_factor:.6g}, the "
                 f"run {config.latent_scale_factor:.6g}; leave latent_scale_factor unset to "
                 "take the file's")
+    check_init_fits(config, source)
     mine, theirs = config.diffusion, source.config.diffusion
     differ = [f"{f} {getattr(theirs, f)!r} -> {getattr(mine, f)!r}" for f in RECIPE_FIELDS
               if getattr(mine, f) != getattr(theirs, f)]
-    if differ:
+    if differ and (str(path), tuple(differ)) not in _WARNED:  # (resolved twice: CLI, Trainer)
+        _WARNED.add((str(path), tuple(differ)))
         logger.warning("init_from %s: the diffusion recipe differs (%s); the warm start "
                        "predicts another target at first", path, ", ".join(differ))
+
+
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()  # recipe warnings already given
+#: The run fields that decide the U-Net's layout, with the flag that sets each.
+LAYOUT_FLAGS = {"arch": "--arch", "preset": "--preset", "image_size": "--image-size"}
+
+
+def check_init_fits(config, source: InitSource) -> None:
+    """Refuse, in one short line, a FILE whose U-Net cannot start the run's: a conditional
+    FILE for a run without its condition ("add --condition ..."), or another layout (the
+    differing preset / arch / size named, with the counts of the keys that differ)."""
+    from ..models.conditioning import condition_fields
+    from ..models.factory import build_model
+
+    path, theirs = source.path, source.config
+    if any(t and not m for t, m in zip(condition_fields(theirs.condition),
+                                       condition_fields(config.condition), strict=True)):
+        raise InitFromError(
+            f"init_from {path} is a conditional model (condition {theirs.condition!r}) and the "
+            + ("run is not conditional" if config.condition == "none"
+               else f"run's condition is {config.condition!r}")
+            + f": add --condition {theirs.condition} to fine-tune it, or give an unconditional "
+            "model file")
+    if config.arch == "external":
+        return  # the caller's network: warm_start_state compares it with the file
+    shape = None if source.autoencoder is None else source.autoencoder.config.latent_shape(
+        config.image_size)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        own = {k: tuple(v.shape) for k, v in build_model(config, latent_shape=shape)
+               .state_dict().items()}
+    state = {k: tuple(v.shape) for k, v in source.state.items()}
+    missing = [k for k in own if k not in state and not k.startswith(ZERO_MODULES)]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and own[k] != state[k] and not (
+        k == INPUT_CONV and own[k][0] == state[k][0] and own[k][1] > state[k][1])]
+    if not (missing or unexpected or shapes):
+        return
+    counts = ", ".join(f"{len(keys)} {what}" for what, keys in (
+        ("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if keys)
+    first = (missing or unexpected or shapes)[0]
+    differ = [f for f in LAYOUT_FLAGS if getattr(config, f) != getattr(theirs, f)]
+    if theirs.unet_overrides != config.unet_overrides:
+        differ.append("unet_overrides")
+    said = "; ".join(f"{f}: file {getattr(theirs, f)!r}, run {getattr(config, f)!r}"
+                     for f in differ)
+    hint = " ".join(f"{LAYOUT_FLAGS[f]} {getattr(theirs, f)}" for f in differ
+                    if f in LAYOUT_FLAGS)
+    raise InitFromError(
+        f"init_from {path} does not fit the run's U-Net ({counts} of {len(own)} tensors, e.g. "
+        f"{first})" + (f": {said}" if said else "")
+        + (f"; pass {hint} to start from it, or choose another file" if hint
+           else "; choose a file of the run's layout"))
 
 
 def warm_start_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str

@@ -42,6 +42,7 @@ from ..checkpoint import (
     get_rng_state,
     load_checkpoint,
     load_state_strict,
+    run_checkpoint,
     set_rng_state,
 )
 from ..config import TrainConfig
@@ -118,8 +119,7 @@ class TrainingLoop:
         seed_everything(cfg.seed)
         self.dist, self.device = init_distributed(cfg.device, timeout_s=cfg.dist_timeout_s)
         self.lock = RunLock(self.out)  # held by rank 0, before anything in the folder is written
-        if self.dist.is_main:
-            self.lock.acquire()
+        self.lock.acquire_on_main(self.dist)  # (taken: every rank stops, not only rank 0)
         try:
             self._init(cfg, ckpt, train_set, val_set)
         except BaseException:
@@ -250,7 +250,8 @@ class TrainingLoop:
                              last_good=self.guard.good_text())
         state = self.state_dict()
         if self.dist.is_main:
-            atomic_save(state, path)
+            with run_checkpoint(self.guard.last_good):  # a full disk names the last good one
+                atomic_save(state, path)
         if path == self.last_path:
             self.guard.saved(path, self.step)
         return path

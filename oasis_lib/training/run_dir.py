@@ -118,6 +118,25 @@ class RunLock:
         atexit.register(self.release)
         return self
 
+    def acquire_on_main(self, ctx) -> None:
+        """Rank 0 of ``ctx`` (a :class:`~oasis_lib.training.distributed.DistContext`) takes
+        the lock, and every rank learns whether it could: if not, all raise rank 0's
+        :class:`RunLockedError` (``all_ranks``: the command line says it once), instead of the
+        other ranks waiting for rank 0 at the next collective until the timeout."""
+        from .distributed import broadcast_object
+
+        refused = None
+        if ctx.is_main:
+            try:
+                self.acquire()
+            except RunLockedError as err:
+                refused = str(err)
+        refused = broadcast_object(refused, ctx)
+        if refused is not None:
+            err = RunLockedError(refused)
+            err.all_ranks = True
+            raise err
+
     def _try_create(self) -> bool:
         tmp = self.path.with_name(f".{LOCK_NAME}.{self.me['pid']}.tmp")
         tmp.write_text(json.dumps({**self.me, "since": time.time()}))

@@ -147,9 +147,10 @@ def test_optimizer_flags_reach_the_config(flags, expected, tmp_path):
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--lr-schedule", "cosine"], "lr_schedule 'cosine' needs lr_decay_steps"),
-    (["--lr-decay-steps", "100"], "lr_decay_steps is read only by lr_schedule 'cosine'"),
-    (["--adam-betas", "0.9", "1.5"], "adam_betas must be two numbers in [0, 1)"),
+    # (the config's field names appear as the flags that set them: cli.errors.usage_phase)
+    (["--lr-schedule", "cosine"], "--lr-schedule 'cosine' needs --lr-decay-steps"),
+    (["--lr-decay-steps", "100"], "--lr-decay-steps is read only by --lr-schedule 'cosine'"),
+    (["--adam-betas", "0.9", "1.5"], "--adam-betas must be two numbers in [0, 1)"),
     (["--adam-eps", "0"], "--adam-eps must be a finite number > 0"),
     (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0")])
 def test_bad_optimizer_flags_are_one_line_errors(flags, message, demo_root, tmp_path, capsys):
