@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,26 @@ def write_split():
 def item_ids():
     """:func:`decode_ids`: ((case, slice) from the image, (case, slice) from the mask)."""
     return decode_ids
+
+
+def assert_error_line(err: str, patterns: list[str]) -> str:
+    """The CLI's last stderr line: ``error: ...``, matching every regex of ``patterns``, with
+    no traceback and nothing a user should never see (a pickle hint); returns the line."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines, "no message on stderr"
+    last = lines[-1]
+    assert last.startswith("error: "), err
+    for pattern in patterns:
+        assert re.search(pattern, last), (pattern, last)
+    assert "Traceback" not in err
+    assert "weights_only=False" not in err
+    return last
+
+
+def write_eval_root(root: Path, size: int) -> Path:
+    """A fake OASIS root for the evaluation CLI's tests: 12 train, 8 validate (cases 402 and
+    403) and 4 test slices of ``size`` pixels."""
+    write_fake_split(root, "train", {1: 6, 2: 6}, size=size)
+    write_fake_split(root, "validate", {402: 4, 403: 4}, size=size)
+    write_fake_split(root, "test", {441: 4}, size=size)
+    return root

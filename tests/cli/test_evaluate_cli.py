@@ -31,13 +31,11 @@ SIZE = 16
 def files(tmp_path_factory):
     """Fake 16x16 OASIS folders (8 validate slices), a mask+slice and an unconditional tiny
     model, a tiny segmenter and slice regressor, all written as the CLI reads them."""
-    from conftest import write_fake_split
+    from conftest import write_eval_root
 
     d = tmp_path_factory.mktemp("eval_cli")
     root = d / "data"
-    write_fake_split(root, "train", {1: 6, 2: 6}, size=SIZE)
-    write_fake_split(root, "validate", {402: 4, 403: 4}, size=SIZE)
-    write_fake_split(root, "test", {441: 4}, size=SIZE)
+    write_eval_root(root, SIZE)
     torch.manual_seed(0)
     seg = TissueSegmenter(channels=(8, 16), image_size=SIZE).eval()
     reg = SliceRegressor(channels=(4,), image_size=SIZE).eval()

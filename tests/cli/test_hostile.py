@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -266,15 +265,9 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def _assert_one_line(err: str, code: int, patterns: list[str]) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines, "no message on stderr"
-    last = lines[-1]
-    assert last.startswith("error: "), last
-    for pattern in patterns:
-        assert re.search(pattern, last), (pattern, last)
-    assert "Traceback" not in err
-    assert "weights_only=False" not in err
-    return last
+    from conftest import assert_error_line
+
+    return assert_error_line(err, patterns)
 
 
 @pytest.fixture

@@ -225,13 +225,9 @@ CASES += [
 
 
 def assert_one_line(err: str, patterns: list[str]) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines, "no message on stderr"
-    last = lines[-1]
-    assert last.startswith("error: "), err
-    for pattern in patterns:
-        assert re.search(pattern, last), (pattern, last)
-    assert "Traceback" not in err
+    from conftest import assert_error_line
+
+    last = assert_error_line(err, patterns)
     assert "rerun with --debug" not in last  # not an "unexpected" error
     assert len(last) < 500, last  # a line, not a dump of keys
     return last

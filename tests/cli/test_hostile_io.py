@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +40,11 @@ def digest(path: Path) -> str:
 def files(tmp_path_factory):
     """Fake 16x16 OASIS folders, a mask+slice and an unconditional tiny model, a tiny
     segmenter and slice regressor, a mask, a slice and a region PNG."""
-    from conftest import write_fake_split
+    from conftest import write_eval_root
 
     d = tmp_path_factory.mktemp("io")
     root = d / "data"
-    write_fake_split(root, "train", {1: 6, 2: 6}, size=SIZE)
-    write_fake_split(root, "validate", {402: 4, 403: 4}, size=SIZE)
-    write_fake_split(root, "test", {441: 4}, size=SIZE)
+    write_eval_root(root, SIZE)
     torch.manual_seed(0)
     seg = TissueSegmenter(channels=(8, 16), image_size=SIZE).eval()
     reg = SliceRegressor(channels=(4,), image_size=SIZE).eval()
@@ -216,14 +213,9 @@ CASES = [
 
 
 def _one_line(err: str, patterns: list[str]) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines, "no message on stderr"
-    last = lines[-1]
-    assert last.startswith("error: "), last
-    for pattern in patterns:
-        assert re.search(pattern, last), (pattern, last)
-    assert "Traceback" not in err
-    return last
+    from conftest import assert_error_line
+
+    return assert_error_line(err, patterns)
 
 
 @pytest.mark.parametrize(("case", "build", "code", "patterns"), CASES, ids=[c[0] for c in CASES])
