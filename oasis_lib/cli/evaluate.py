@@ -121,7 +121,7 @@ def evaluation_condition(args, pipe) -> tuple[str | None, float | None]:
 
 
 def check_evaluation_inputs(args, pipe, condition):
-    """Every input the scoring reads, before any sampling (issue 24): the data root and each
+    """Every input the scoring reads, before any sampling: the data root and each
     split it needs (the model's train splits, its held-out split, validate for
     ``--condition validate``), the segmenter and, for a slice-conditioned model, the slice
     regressor, loaded (so a wrong kind of file is named now). Returns ``(segmenter, slice

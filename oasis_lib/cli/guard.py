@@ -1,4 +1,4 @@
-"""One guard for every command's files: no output may replace one of its inputs (issue 24).
+"""One guard for every command's files: no output may replace one of its inputs.
 
 Each command's input paths (checkpoint, mask, image, region, autoencoder, segmenter, slice
 regressor, init-from, data root ...) are listed once, in :data:`INPUTS`, and what it writes in
@@ -42,7 +42,7 @@ INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
                  ("--autoencoder", "autoencoder")),
     "train": (("--data-root", "data_root"), ("--autoencoder", "autoencoder"),
               ("--init-from", "init_from")),
-    "train-autoencoder": (("--data-root", "data_root"),),
+    "train-autoencoder": (("--data-root", "data_root"), ("--init-from", "init_from")),
     "train-segmenter": (("--data", "data"),),
     "train-slice-regressor": (("--data", "data"),),
     "summary": (("--data-root", "data_root"),),

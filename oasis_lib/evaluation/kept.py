@@ -1,4 +1,4 @@
-"""Keep what an evaluation computed when a later step fails (issue 24).
+"""Keep what an evaluation computed when a later step fails.
 
 Sampling is the expensive part of :func:`oasis_lib.evaluation.report.evaluate` (hours at the
 default n = 500 on a CPU); scoring reads data, the segmenter and the slice regressor, any of
