@@ -30,7 +30,8 @@ first order on the last. A history entry with alpha = 0 (zero terminal SNR, lamb
 not used for the higher orders.
 
 Random draws (``dpm++2m-sde``): one ``randn`` per step except the last (which goes to sigma = 0),
-drawn by :func:`oasis_lib.sampling.sample` right after that step's network call.
+drawn by the sampler's ``step`` (:mod:`oasis_lib.diffusion.samplers.multistep`) right after that
+step's network call.
 
 Karras spacing (:func:`karras_timesteps`): EDM eq. 5 sigmas from EDM's sigma_max = 80 down to the
 schedule's smallest sigma, each mapped to the discrete timestep nearest in log sigma, where

@@ -15,6 +15,7 @@ from .base import Sampler
 from .ddim import DDIMSampler
 from .ddpm import DDPMSampler
 from .dpmpp_2m import DPMSolverPP2MSampler
+from .euler import EulerODESampler
 from .multistep import DPMSolverPP2MSDESampler, DPMSolverPP3MSampler, UniPCSampler
 
 #: The library's samplers, in the order of ``SAMPLERS`` (and of ``--sampler``'s choices).
@@ -25,6 +26,7 @@ BUILTIN_SAMPLERS: tuple[type[Sampler], ...] = (
     DPMSolverPP2MSDESampler,
     DPMSolverPP3MSampler,
     UniPCSampler,
+    EulerODESampler,
 )
 
 SAMPLER_REGISTRY: dict[str, type[Sampler]] = {}
@@ -78,7 +80,7 @@ def make_sampler(name: str, schedule: NoiseSchedule, **options: Any) -> Sampler:
     samplers that read it, unless the sampler ``uses_eta``."""
     cls = get_sampler(name)
     eta = options.get("eta", 0.0)
-    if eta != 0.0 and not cls.uses_eta:
+    if 0.0 < eta <= 1.0 and not cls.uses_eta:  # out of [0, 1]: the constructor says so
         readers = " or ".join(f"sampler={n!r}" for n in sampler_names(uses_eta=True))
         raise ValueError(f"eta only applies to {readers}, not {name!r}")
     return cls(schedule, **options)
