@@ -14,6 +14,9 @@ contract; the loop below asks the sampler, never its name):
 - ``"dpm++2m-sde"``, ``"dpm++3m"``, ``"unipc"``: the multistep solvers of
   :mod:`oasis_lib.diffusion.multistep` (DPM-Solver++(2M) SDE, stochastic; DPM-Solver++(3M);
   UniPC, Zhao et al. 2023).
+- ``"euler-ode"``: Euler on the VP probability-flow ODE (Karras et al. 2022 Algorithm 1 without
+  its correction), equal to DDIM with eta = 0: the worked example of adding a sampler
+  (:mod:`oasis_lib.diffusion.samplers.euler`, docs/INTERFACES.md).
 
 The single steps (:func:`p_sample`, :func:`ddim_step`, :func:`dpmpp_2m_step`) live in
 :mod:`oasis_lib.diffusion.steps` and are importable from here too.
