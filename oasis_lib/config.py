@@ -16,7 +16,7 @@ from typing import Any
 
 from .data.layout import DEFAULT_TRAIN_SPLITS, SEED_TRAIN_SPLITS, check_train_splits
 from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
-from .diffusion.sampling import SAMPLERS
+from .diffusion.samplers import SAMPLERS, get_sampler
 from .diffusion.schedule import SCHEDULE_KINDS
 from .models.autoencoder_config import AUTOENCODER_PRESETS, AutoencoderConfig
 from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, condition_fields
@@ -253,10 +253,9 @@ class TrainConfig(RunConfig):
         _choice("preset", self.preset, tuple(UNET_PRESETS))
         _choice("arch", self.arch, (*ARCHS, EXTERNAL_ARCH))
         _choice("sampler", self.sampler, SAMPLERS)
-        if (self.sampler == "ddpm" and self.sample_steps is not None
-                and self.sample_steps != self.diffusion.timesteps):
-            raise ValueError(f"sampler 'ddpm' runs all T={self.diffusion.timesteps} steps; "
-                             f"sample_steps must be None, got {self.sample_steps}")
+        if not get_sampler(self.sampler).accepts_steps(self.sample_steps, self.diffusion.timesteps):
+            raise ValueError(f"sampler {self.sampler!r} runs all T={self.diffusion.timesteps} "
+                             f"steps; sample_steps must be None, got {self.sample_steps}")
         self.diffusion.validate()
         if self.autoencoder is not None and self.arch != "unet":
             raise ValueError("latent diffusion needs arch 'unet' (the seed's SimpleUNet is "
