@@ -17,7 +17,7 @@ tissue Dice on the reconstructions next to its Dice on the originals (both at th
 0.02. Next to them, the texture the reconstructions keep (:mod:`oasis_lib.evaluation.texture`,
 paired: each reconstruction against its own slice, inside the slice's brain mask): the ratio
 of mean |Laplacian| (median and worst over the slices) and of the share of spectral energy
-above 0.25 cycles/pixel (median). Issue 23's goal: |Laplacian| >= 0.9x, HF share >= 0.8x.
+above 0.25 cycles/pixel (median). The goal we set: |Laplacian| >= 0.9x, HF share >= 0.8x.
 ``--labels`` names the checkpoints in the table (default: their paths); ``--skip-cost`` prints
 the reconstruction table only.
 
@@ -25,8 +25,9 @@ Run it on an otherwise idle machine; other processes on the same cores make the 
 
     python benchmarks/bench_autoencoder.py --repeats 3
     python benchmarks/bench_autoencoder.py --candidates f4c4 f8c4 --checkpoints runs/ae/best.pt
-    python benchmarks/bench_autoencoder.py --skip-cost --n 32 \
-        --checkpoints checkpoints/demo_ae256_ema.safetensors runs/ae_adv/best.pt --labels f4 f4-adv
+    python benchmarks/bench_autoencoder.py --skip-cost --n 64 \
+        --checkpoints checkpoints/demo_ae256_plain.safetensors checkpoints/demo_ae256.safetensors \
+        --labels "no critic" "critic"
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Samples ``--n`` slices from each model with the same sampler (DPM-Solver++(2M), ``--steps``),
 times them, and scores them with the evaluation of notebook 06 (each metric next to its
 real-vs-real reference, the "floor"). Both models are scored against the same held-out set,
-the validate slices, the one split neither model trained on (the latent model trained on train +
-test); the floor is the same metric for as many train slices against validate
+the validate slices, the one split neither model trained on (both learned from train; the
+latent model of an earlier table from train + test); the floor is the same metric for as many train slices against validate
 (``oasis_lib.evaluation.report``):
 
 * **at 64x64**, for a side by side: the pixel model's samples as they are, the latent model's
@@ -12,7 +12,10 @@ test); the floor is the same metric for as many train slices against validate
 * **at 128x128**, closer to the latent model's native resolution: its samples area-downsampled
   to 128x128 and scored with a segmenter trained at 128x128 (``--segmenter128``), against a
   128x128 floor. The pixel model has no row here: upsampling its 64x64 samples would only add
-  blur.
+  blur;
+* **texture at 256x256** (latent models only): the |Laplacian| and high-frequency share ratios of
+  ``oasis_lib.evaluation.texture`` (samples against validate slices, unpaired), each with its
+  floor, the same ratio for train slices.
 
 Prints a Markdown table (parameters, training CPU time as given on the command line from
 checkpoints/README.md, seconds per sample, every metric with its floor), the CPU flags and the
@@ -24,7 +27,7 @@ on what else the machine runs, and the wall-clock time, which does. The shipped 
         --pixel checkpoints/demo_cpu64_ema.safetensors \\
         --latent checkpoints/demo_ldm256_ema.safetensors \\
         --segmenter128 checkpoints/segmenter_demo128.safetensors \\
-        --train-cpu-minutes 88 88
+        --train-cpu-minutes 88 121
 
 The run of ``benchmarks/results/latent_vs_pixel.md`` took about 13 minutes of wall-clock time
 on a 2-core machine at a load average of 5-7 (its header gives the load at start and end).
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             floor = "" if m.get("floor") is None else f" ({m['floor']:.{digits}f})"
             return f"{m['value']:.{digits}f}{floor}"
         lines.append(f"| {label} (floor) | " + cell(None, fmt) + " |")
-    for key, label in (("texture_laplacian", "|Laplacian| ratio at 256, median (floor)"),
+    for key, label in (("texture_laplacian", r"\|Laplacian\| ratio at 256, median (floor)"),
                        ("texture_hf_share", "high-frequency share ratio at 256, median (floor)")):
         def tex(r, k, key=key):
             m = r.get("texture256", {}).get(key)
