@@ -172,7 +172,7 @@ def _room(module: str) -> str | None:
 def _allowed(source: str, target: str) -> bool:
     room = _room(source)
     name = target.removeprefix("oasis_lib.")
-    return (_related(source, target) or _room(target) == room
+    return (_related(source, target) or _room(target) in (room, "_lazy")
             or any(name == a or name.startswith(a + ".") for a in ARROWS[room]))
 
 

@@ -166,7 +166,7 @@ def activation_bytes(model_or_config, shape: tuple[int, int, int]) -> tuple[int,
     if isinstance(model_or_config, torch.nn.Module):
         model = copy.deepcopy(model_or_config).to("meta")
     else:
-        from ..pretrained import build_model
+        from ..models.factory import build_model
 
         with torch.device("meta"):
             model = build_model(model_or_config)
