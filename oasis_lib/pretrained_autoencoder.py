@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .autoencoder_train_config import AutoencoderTrainConfig
 from .checkpoint import CheckpointError, load_checkpoint, load_state_strict, state_sha256
-from .config import AutoencoderTrainConfig
 from .device import get_device
 from .file_layout import read_autoencoder_export, run_kind, write_autoencoder_export
 from .models.autoencoder import AutoencoderKL

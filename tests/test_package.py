@@ -25,8 +25,9 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 #: longest room its name starts with, and may import its own room, its own packages and what
 #: the arrows name (a name covers its submodules). Change this and the doc together.
 EVERYTHING_BELOW_CLI = {
-    "checkpoint", "config", "data", "device", "diffusion", "evaluation", "file_layout",
-    "models", "paths", "pretrained", "pretrained_autoencoder", "seeding", "training", "viz"}
+    "autoencoder_train_config", "checkpoint", "config", "data", "device", "diffusion",
+    "evaluation", "file_layout", "models", "paths", "pretrained", "pretrained_autoencoder",
+    "run_config", "seeding", "training", "viz"}
 ARROWS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "_lazy": set(),
@@ -42,16 +43,20 @@ ARROWS: dict[str, set[str]] = {
     "evaluation.report": {"checkpoint", "data", "device", "diffusion", "evaluation",
                           "models.conditioning", "paths", "pretrained", "seeding",
                           "viz.evaluation", "viz.plotting"},
-    "training": {"checkpoint", "config", "data", "device", "diffusion",
-                 "evaluation.reconstruction", "evaluation.segmenter", "evaluation.ssim",
-                 "models", "pretrained", "pretrained_autoencoder", "seeding"},
+    "training": {"autoencoder_train_config", "checkpoint", "config", "data", "device",
+                 "diffusion", "evaluation.reconstruction", "evaluation.segmenter",
+                 "evaluation.ssim", "models", "pretrained", "pretrained_autoencoder",
+                 "run_config", "seeding"},
     "pretrained": {"checkpoint", "config", "device", "diffusion.pipeline", "file_layout",
                    "models", "paths", "pretrained_autoencoder"},
-    "pretrained_autoencoder": {"checkpoint", "config", "device", "file_layout",
-                               "models.autoencoder", "models.autoencoder_config"},
+    "pretrained_autoencoder": {"autoencoder_train_config", "checkpoint", "device",
+                               "file_layout", "models.autoencoder", "models.autoencoder_config"},
     "models.factory": {"config", "diffusion", "models", "pretrained_autoencoder"},
-    "config": {"data.layout", "diffusion", "models.autoencoder_config", "models.conditioning",
-               "models.discriminator", "models.unet_config"},
+    "config": {"autoencoder_train_config", "diffusion", "models.conditioning",
+               "models.unet_config", "run_config"},
+    "autoencoder_train_config": {"models.autoencoder_config", "models.discriminator",
+                                 "run_config"},
+    "run_config": {"data.layout"},
     "diffusion.pipeline": {"diffusion", "file_layout", "models.conditioning"},
     "diffusion": set(),
     "models": {"data.layout"},

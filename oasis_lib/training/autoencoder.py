@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ..config import AutoencoderTrainConfig
+from ..autoencoder_train_config import AutoencoderTrainConfig
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
 from ..models.discriminator import PatchDiscriminator
