@@ -58,10 +58,12 @@ def area(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
 
 
-def scores(samples: torch.Tensor, segmenter, seed: int) -> dict:
-    """Scored as if both models had trained on train + test: the held-out split is validate."""
+def scores(samples: torch.Tensor, segmenter, seed: int, *, texture: bool = False) -> dict:
+    """Scored as if both models had trained on train + test: the held-out split is validate,
+    which no model here trained on, so every model and every earlier table share one yardstick.
+    ``texture``: add the texture metrics at the samples' own size."""
     report = evaluate_samples(samples, segmenter=segmenter, seed=seed, progress=False,
-                              train_splits=("train", "test"))
+                              train_splits=("train", "test"), texture=texture)
     return report.to_dict()["metrics"]
 
 
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         if pipe.autoencoder is not None and args.segmenter128:
             seg128 = load_segmenter(args.segmenter128, device="cpu")
             row["at128"] = scores(area(samples, 128), seg128, args.seed)
+        if pipe.autoencoder is not None:  # the texture at the native size, where the decoder blurs
+            row["texture256"] = {k: v for k, v in scores(samples, seg64, args.seed,
+                                                         texture=True).items()
+                                 if k.startswith("texture_")}
         rows[name] = row
     if args.train_cpu_minutes:
         for name, minutes in zip(rows, args.train_cpu_minutes, strict=True):
@@ -134,6 +140,12 @@ def main(argv: list[str] | None = None) -> None:
             floor = "" if m.get("floor") is None else f" ({m['floor']:.{digits}f})"
             return f"{m['value']:.{digits}f}{floor}"
         lines.append(f"| {label} (floor) | " + cell(None, fmt) + " |")
+    for key, label in (("texture_laplacian", "|Laplacian| ratio at 256, median (floor)"),
+                       ("texture_hf_share", "high-frequency share ratio at 256, median (floor)")):
+        def tex(r, k, key=key):
+            m = r.get("texture256", {}).get(key)
+            return "-" if m is None else f"{m['value']:.2f} ({m['floor']:.2f})"
+        lines.append(f"| {label} | " + cell(None, tex) + " |")
     dice = " | ".join(f"{rows[r][k]['segmenter_dice']['value']:.3f}" for _, r, k in columns)
     lines.append(f"| segmenter's validate Dice (trust in the above) | {dice} |")
     text = "\n".join(lines)

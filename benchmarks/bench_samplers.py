@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_info import machine_line  # noqa: E402
 
-from oasis_lib.diffusion.sampling import SAMPLERS, SPACINGS  # noqa: E402
+from oasis_lib.diffusion.samplers import SAMPLERS, SPACINGS, get_sampler  # noqa: E402
 from oasis_lib.evaluation import report as evaluation  # noqa: E402
 from oasis_lib.evaluation.segmenter import load_segmenter  # noqa: E402
 from oasis_lib.pretrained import load_model  # noqa: E402
@@ -56,8 +56,7 @@ FAST = ("dpm++2m", "dpm++2m-sde", "dpm++3m", "unipc")
 RUNS = ("ddpm:1000", "ddim:10", "ddim:20", "ddim:50",
         *(f"{s}:{n}" for s in FAST for n in (10, 15, 20)),
         *(f"{s}:{n}:karras" for s in FAST for n in (10, 20)))
-LABELS = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)",
-          "dpm++2m-sde": "DPM-Solver++(2M) SDE", "dpm++3m": "DPM-Solver++(3M)", "unipc": "UniPC"}
+LABELS = {name: get_sampler(name).display_name for name in SAMPLERS}  # the registry's names
 GOAL_NFE, GOAL_RATIO = 20, 1.05
 COLUMNS = ("frechet_segmenter", "kid_segmenter", "tissue_fractions", "intensity_histogram",
            "diversity_ssim", "memorization_pixel")
@@ -158,9 +157,10 @@ def main(argv=None) -> None:
             samples, data_root=args.data, segmenter=segmenter, device=device, seed=args.seed,
             meta={"sampler": sampler, "steps": steps, "spacing": spacing}, progress=False,
             train_splits=pipe.config.train_splits)
-        nfe = pipe.schedule.T if sampler == "ddpm" else steps
+        every_step = get_sampler(sampler).needs_every_step  # ddpm: all T steps, no spacing
+        nfe = pipe.schedule.T if every_step else steps
         label = (f"{LABELS[sampler]} {nfe}"
-                 + (f" {spacing}" if spacing != "trailing" and sampler != "ddpm" else ""))
+                 + (f" {spacing}" if spacing != "trailing" and not every_step else ""))
         results.append({"sampler": sampler, "steps": steps, "spacing": spacing, "nfe": nfe,
                         "n": n, "label": label, "seconds_per_image": spi,
                         "held_out": report["meta"]["held_out"],

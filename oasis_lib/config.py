@@ -23,7 +23,7 @@ from .autoencoder_train_config import (  # noqa: F401 (re-exported: oasis_lib.co
     AutoencoderTrainConfig,
 )
 from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
-from .diffusion.sampling import SAMPLERS
+from .diffusion.samplers import SAMPLERS, get_sampler
 from .diffusion.schedule import SCHEDULE_KINDS
 from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, condition_fields
 from .models.unet_config import UNET_PRESETS
@@ -109,10 +109,9 @@ class TrainConfig(RunConfig):
         _choice("preset", self.preset, tuple(UNET_PRESETS))
         _choice("arch", self.arch, (*ARCHS, EXTERNAL_ARCH))
         _choice("sampler", self.sampler, SAMPLERS)
-        if (self.sampler == "ddpm" and self.sample_steps is not None
-                and self.sample_steps != self.diffusion.timesteps):
-            raise ValueError(f"sampler 'ddpm' runs all T={self.diffusion.timesteps} steps; "
-                             f"sample_steps must be None, got {self.sample_steps}")
+        if not get_sampler(self.sampler).accepts_steps(self.sample_steps, self.diffusion.timesteps):
+            raise ValueError(f"sampler {self.sampler!r} runs all T={self.diffusion.timesteps} "
+                             f"steps; sample_steps must be None, got {self.sample_steps}")
         self.diffusion.validate()
         if self.autoencoder is not None and self.arch != "unet":
             raise ValueError("latent diffusion needs arch 'unet' (the seed's SimpleUNet is "

@@ -14,13 +14,13 @@ import math
 import os
 from pathlib import Path
 
+from ..diffusion.samplers import get_sampler, sampler_names
 from .errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
-#: The samplers that read ``eta``: only DDIM (Song et al. 2021 eq. 16); ddpm's variance is fixed
-#: and dpm++2m is deterministic.
-ETA_SAMPLERS = ("ddim",)
+#: The samplers that read ``eta`` (``uses_eta`` in the registry): DDIM (Song et al. 2021 eq. 16).
+ETA_SAMPLERS = sampler_names(uses_eta=True)
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save zip archives; legacy pickles
 
 
@@ -122,19 +122,22 @@ def check_positive_float(value, *, flag: str, allow_zero: bool = False) -> None:
 
 def check_sampler_flags(*, sampler: str, steps: int | None, eta: float | None,
                         timesteps: int | None = None) -> None:
-    """Reject combinations a sampler would otherwise ignore without a word."""
-    if sampler == "ddpm" and steps is not None and steps != timesteps:
+    """Reject combinations a sampler would otherwise ignore without a word (the rules are the
+    registry's: ``accepts_steps`` and ``uses_eta``)."""
+    if not get_sampler(sampler).accepts_steps(steps, timesteps):
         total = f"all T={timesteps}" if timesteps else "all T"
-        raise UsageError(f"--sampler ddpm always runs {total} steps, so --steps {steps} would be "
-                         "ignored; drop --steps, or use --sampler ddim or dpm++2m for fewer steps")
+        raise UsageError(f"--sampler {sampler} always runs {total} steps, so --steps {steps} "
+                         "would be ignored; drop --steps, or use --sampler ddim or dpm++2m for "
+                         "fewer steps")
     if steps is not None and steps < 1:
         raise UsageError(f"--steps must be >= 1, got {steps}")
     if timesteps is not None and steps is not None and steps > timesteps:
         raise UsageError(f"--steps {steps} is more than the model's T={timesteps} timesteps")
     if eta is not None:
         if sampler not in ETA_SAMPLERS:
-            raise UsageError(f"--eta is only read by --sampler ddim; {sampler} would ignore "
-                             f"--eta {eta}: drop it or use --sampler ddim")
+            readers = " or ".join(ETA_SAMPLERS)
+            raise UsageError(f"--eta is only read by --sampler {readers}; {sampler} would ignore "
+                             f"--eta {eta}: drop it or use --sampler {readers}")
         if not 0.0 <= eta <= 1.0:
             raise UsageError(f"--eta must be in [0, 1] (0 deterministic DDIM, 1 DDPM-like), "
                              f"got {eta}")

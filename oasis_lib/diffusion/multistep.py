@@ -30,7 +30,8 @@ first order on the last. A history entry with alpha = 0 (zero terminal SNR, lamb
 not used for the higher orders.
 
 Random draws (``dpm++2m-sde``): one ``randn`` per step except the last (which goes to sigma = 0),
-drawn by :func:`oasis_lib.sampling.sample` right after that step's network call.
+drawn by the sampler's ``step`` (:mod:`oasis_lib.diffusion.samplers.multistep`) right after that
+step's network call.
 
 Karras spacing (:func:`karras_timesteps`): EDM eq. 5 sigmas from EDM's sigma_max = 80 down to the
 schedule's smallest sigma, each mapped to the discrete timestep nearest in log sigma, where
@@ -40,15 +41,39 @@ sigma = sqrt((1 - alpha_bar) / alpha_bar) (EDM's sigma of the VP process, their 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .schedule import NoiseSchedule
 
-MULTISTEP_SAMPLERS = ("dpm++2m-sde", "dpm++3m", "unipc")
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """What a multistep solver declares; :class:`MultistepSolver` and the sampler classes of
+    :mod:`oasis_lib.diffusion.samplers.multistep` read it (no name is compared).
+
+    order: the highest order. lower_order_final: cap the order at n - i (the last two steps of
+    n, diffusers' ``lower_order_final``); otherwise only the last step is first order.
+    stochastic: a noise draw on every step but the last. corrector: UniC after each step.
+    """
+
+    order: int
+    lower_order_final: bool = True
+    stochastic: bool = False
+    corrector: bool = False
+
+
+SOLVER_SPECS = {
+    "dpm++2m-sde": SolverSpec(order=2, lower_order_final=False, stochastic=True),
+    "dpm++3m": SolverSpec(order=3),
+    "unipc": SolverSpec(order=3, corrector=True),
+}
+MULTISTEP_SAMPLERS = tuple(SOLVER_SPECS)
 #: Highest order each solver uses.
-SOLVER_ORDERS = {"dpm++2m-sde": 2, "dpm++3m": 3, "unipc": 3}
+SOLVER_ORDERS = {name: spec.order for name, spec in SOLVER_SPECS.items()}
+
 #: EDM's defaults (Karras et al. 2022, sec. 5 / Table 1): sigma_max = 80, rho = 7.
 KARRAS_SIGMA_MAX = 80.0
 KARRAS_RHO = 7.0
@@ -304,7 +329,8 @@ class MultistepSolver:
         if any(a <= b for a, b in zip(ts, ts[1:], strict=False)) or not ts or ts[-1] < 0:
             raise ValueError(f"timesteps must be strictly decreasing and >= 0, got {ts}")
         self.sampler, self.schedule, self.ts, self.order = sampler, schedule, list(ts), order
-        self.stochastic = sampler == "dpm++2m-sde"
+        self.spec = SOLVER_SPECS[sampler]
+        self.stochastic = self.spec.stochastic
         self._x0s: list[Tensor] = []  # most recent first
         self._last: tuple[Tensor, int] | None = None  # UniPC: (x before the step, its order)
 
@@ -312,7 +338,7 @@ class MultistepSolver:
         n = len(self.ts)
         if i == n - 1:
             return 1
-        cap = self.order if self.sampler == "dpm++2m-sde" else min(self.order, n - i)
+        cap = min(self.order, n - i) if self.spec.lower_order_final else self.order
         usable = 1  # history entries with finite lambda (alpha > 0)
         while usable < min(cap, i + 1) and self.schedule.alpha_bar_at(self.ts[i - usable]) > 0:
             usable += 1
@@ -321,7 +347,7 @@ class MultistepSolver:
     def step(self, i: int, x: Tensor, x0: Tensor, noise: Tensor | None = None) -> Tensor:
         ts, t = self.ts, self.ts[i]
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        if self.sampler == "unipc" and self._last is not None:  # UniC at ts[i]
+        if self.spec.corrector and self._last is not None:  # UniC at ts[i]
             x_last, p = self._last
             x = unipc_update(x_last, self._x0s[:p], ts[i - 1::-1][:p], t, self.schedule,
                              x0_new=x0)

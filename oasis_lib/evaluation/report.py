@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from ..data.layout import SEED_TRAIN_SPLITS
 from ..device import get_device
+from ..diffusion.samplers import get_sampler
 from ..seeding import cpu_generator
 from .conditions import batch_condition, condition_lines, condition_metrics, resolve_condition
 from .kept import kept_samples
@@ -254,8 +255,7 @@ def evaluate(checkpoint=None, *, n: int = 500, sampler: str = "ddim", steps: int
     from ..paths import DEMO_CHECKPOINT
     from ..pretrained import load_model
 
-    if sampler == "ddpm":
-        steps = None  # ddpm runs all T steps; the report says so
+    steps = None if get_sampler(sampler).needs_every_step else steps  # ddpm: all T, as reported
     pipe = checkpoint if isinstance(checkpoint, DiffusionPipeline) else load_model(
         checkpoint, device=device)
     name = str(name) if name is not None else (

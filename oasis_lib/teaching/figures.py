@@ -26,6 +26,7 @@ from ..diffusion.objectives import (
     model_output_to_x0_eps,
     training_target,
 )
+from ..diffusion.samplers import display_name, sampler_names
 from ..diffusion.schedule import NoiseSchedule
 
 __all__ = ["ema_trajectories", "per_timestep_errors", "plot_ema_trajectories",
@@ -138,9 +139,8 @@ def read_sampler_benchmark(path: str | os.PathLike) -> list[dict]:
 METRIC_AXES = {"frechet_segmenter": ("Fréchet distance", 1.0),
                "kid_segmenter": ("KID ×10³", 1e3)}  # title, scale of the plotted values
 
-SAMPLER_LABELS = {"ddim": "DDIM", "dpm++2m": "DPM-Solver++(2M)",
-                  "dpm++2m-sde": "DPM-Solver++(2M) SDE", "dpm++3m": "DPM-Solver++(3M)",
-                  "unipc": "UniPC"}
+#: The fast samplers' display names, from the registry (ddpm is the reference line instead).
+SAMPLER_LABELS = {name: display_name(name) for name in sampler_names(needs_every_step=False)}
 
 
 def plot_steps_vs_quality(

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ...diffusion.samplers import get_sampler, sampler_names
+
 #: The reference end point: UniPC (order 3) with this many steps.
 REFERENCE_SAMPLER, REFERENCE_STEPS = "unipc", 50
 
@@ -42,8 +44,9 @@ def steps_vs_reference(pipe, x_T: Tensor, *, sampler: str = "ddim",
     Returns:
         ``{n: distance}`` in the order of ``steps``.
     """
-    if sampler in ("ddpm", "dpm++2m-sde"):
-        raise ValueError(f"sampler {sampler!r} is stochastic; use ddim, dpm++2m, dpm++3m or unipc")
+    if get_sampler(sampler).stochastic:
+        deterministic = ", ".join(sampler_names(stochastic=False))
+        raise ValueError(f"sampler {sampler!r} is stochastic; use one of {deterministic}")
     kw = {"x_T": x_T, "spacing": spacing, "progress": False}
     ref = pipe.sample(len(x_T), sampler=REFERENCE_SAMPLER, steps=reference_steps, **kw)
     return {int(n): float((pipe.sample(len(x_T), sampler=sampler, steps=int(n), **kw) - ref)
