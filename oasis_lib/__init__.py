@@ -8,50 +8,43 @@ figure and widget), ``cli`` (``python -m oasis_lib``). The names most used are h
 
     from oasis_lib import OASISDataset, NoiseSchedule, UNet, SimpleUNet, load_model, train
 
-Importing the package draws nothing: matplotlib is imported only by ``oasis_lib.viz``.
+Each is imported on first use (:mod:`oasis_lib._lazy`), so ``import oasis_lib.paths`` loads
+only ``paths``. Importing the package draws nothing: matplotlib is imported only by
+``oasis_lib.viz``.
 """
 
-from .config import DiffusionConfig, TrainConfig
-from .data import OASISDataset, load_split, load_splits, resolve_data_root
-from .device import get_device
-from .diffusion.pipeline import DiffusionPipeline
-from .diffusion.sampling import SAMPLERS, SampleResult, sample
-from .diffusion.schedule import SCHEDULE_KINDS, NoiseSchedule
-from .models.conditioning import Condition
-from .models.factory import build_model, build_pipeline, build_schedule
-from .models.simple_unet import SimpleUNet
-from .models.unet import UNET_PRESETS, UNet, UNetConfig, count_parameters
-from .paths import DEMO_CHECKPOINT
-from .pretrained import load_model
-from .training.trainer import Trainer, train
+from ._lazy import lazy_exports
 
 __version__ = "0.2.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
-__all__ = [
-    "DEMO_CHECKPOINT",
-    "SAMPLERS",
-    "SCHEDULE_KINDS",
-    "UNET_PRESETS",
-    "Condition",
-    "DiffusionConfig",
-    "DiffusionPipeline",
-    "NoiseSchedule",
-    "OASISDataset",
-    "SampleResult",
-    "SimpleUNet",
-    "TrainConfig",
-    "Trainer",
-    "UNet",
-    "UNetConfig",
-    "build_model",
-    "build_pipeline",
-    "build_schedule",
-    "count_parameters",
-    "get_device",
-    "load_model",
-    "load_split",
-    "load_splits",
-    "resolve_data_root",
-    "sample",
-    "train",
-]
+#: Public name -> the module that defines it (imported when the name is first used).
+_EXPORTS = {
+    "DEMO_CHECKPOINT": ".paths",
+    "SAMPLERS": ".diffusion.sampling",
+    "SCHEDULE_KINDS": ".diffusion.schedule",
+    "UNET_PRESETS": ".models.unet",
+    "Condition": ".models.conditioning",
+    "DiffusionConfig": ".config",
+    "DiffusionPipeline": ".diffusion.pipeline",
+    "NoiseSchedule": ".diffusion.schedule",
+    "OASISDataset": ".data.oasis",
+    "SampleResult": ".diffusion.sampling",
+    "SimpleUNet": ".models.simple_unet",
+    "TrainConfig": ".config",
+    "Trainer": ".training.trainer",
+    "UNet": ".models.unet",
+    "UNetConfig": ".models.unet",
+    "build_model": ".models.factory",
+    "build_pipeline": ".models.factory",
+    "build_schedule": ".models.factory",
+    "count_parameters": ".models.unet",
+    "get_device": ".device",
+    "load_model": ".pretrained",
+    "load_split": ".data.oasis",
+    "load_splits": ".data.oasis",
+    "resolve_data_root": ".data.roots",
+    "sample": ".diffusion.sampling",
+    "train": ".training.trainer",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,6 +9,7 @@ These checks read the JSON only; running the notebooks is ``make test-notebooks`
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -213,23 +214,54 @@ def test_every_notebook_runs_a_checker_on_its_solution(nb_path):
     assert ran, "no exercise checker is run on its solution"
 
 
-SOURCE_BLOCK = re.compile(r"\A```python\n# (oasis_lib/[\w/]+\.py), lines (\d+)-(\d+)\n(.*)\n```\Z",
-                          re.DOTALL)
+SOURCE_BLOCK = re.compile(r"\A```python\n# (oasis_lib/[\w/]+\.py): ([\w.]+)"
+                          r"(?:, lines (\d+)-(\d+))?\n(.*)\n```\Z", re.DOTALL)
+
+
+def _source_of(path: Path, qualname: str) -> list[str] | None:
+    """The lines of the class or function ``qualname`` in ``path`` (decorators included, as
+    :func:`inspect.getsource` gives them), found by name with ``ast``; None if there is none."""
+    text = path.read_text()
+    nodes, node = ast.parse(text).body, None
+    for part in qualname.split("."):
+        node = next((n for n in nodes if isinstance(n, ast.ClassDef | ast.FunctionDef |
+                                                    ast.AsyncFunctionDef) and n.name == part), None)
+        if node is None:
+            return None
+        nodes = node.body
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return text.splitlines()[first - 1:node.end_lineno]
+
+
+def test_source_of_finds_by_name():
+    lines = _source_of(NOTEBOOK_DIR.parent / "oasis_lib/training/ema.py", "EMA.update")
+    assert lines[0].strip() == "@torch.no_grad()"
+    assert lines[1].strip().startswith("def update(")
+    assert _source_of(NOTEBOOK_DIR.parent / "oasis_lib/training/ema.py", "EMA.nothing") is None
 
 
 def test_shown_source_is_the_current_source(nb_path):
     """A cell that shows library code (``show_source``, ``exercises.solution``) stores the code
-    with its file and lines; after a library change the stored copy must be re-executed."""
+    under its file and name (``# oasis_lib/x.py: Class.method[, lines a-b]``, a and b within
+    the object); after a change to that object the stored copy must be re-executed. A change
+    elsewhere in the file does not matter."""
     root = NOTEBOOK_DIR.parent
     stale = []
     for i, cell in enumerate(_code(_read(nb_path))):
         for o in cell.outputs:
-            m = SOURCE_BLOCK.match("".join(o.get("data", {}).get("text/markdown", "")))
-            if m:
-                path, a, b, shown = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
-                lines = (root / path).read_text().splitlines()[a - 1:b]
-                if "\n".join(lines) != shown:
-                    stale.append(f"code cell {i}: {path} lines {a}-{b}")
+            text = "".join(o.get("data", {}).get("text/markdown", ""))
+            if not text.startswith("```python\n# oasis_lib/"):
+                continue
+            m = SOURCE_BLOCK.match(text)
+            if not m:
+                stale.append(f"code cell {i}: a source header of another format")
+                continue
+            path, name, a, b, shown = m.groups()
+            lines = _source_of(root / path, name)
+            if lines is not None and a is not None:
+                lines = lines[int(a) - 1:int(b)]
+            if lines is None or "\n".join(lines) != shown:
+                stale.append(f"code cell {i}: {path}: {name}" + (f", lines {a}-{b}" if a else ""))
     assert not stale, f"stale source outputs (re-execute the notebook): {stale}"
 
 

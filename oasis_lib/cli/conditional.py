@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.layout import MASK_VALUES
-from ..models.conditioning import NUM_SLICES, Condition
+from ..data.layout import MASK_VALUES, SLICES_PER_CASE
+from ..models.conditioning import Condition
 from .errors import UsageError
 from .validate import check_input_checkpoint, check_output_file
 
@@ -41,7 +41,7 @@ def add_condition_flags(p) -> None:
                    help="tissue mask PNG in the OASIS format (0/85/170/255) for a "
                         "mask-conditioned model; any size an integer factor from the model's")
     p.add_argument("--slice", type=int, default=None, metavar="N",
-                   help=f"slice level 0..{NUM_SLICES - 1} for a slice-conditioned model")
+                   help=f"slice level 0..{SLICES_PER_CASE - 1} for a slice-conditioned model")
     add_guidance_flags(p)
 
 
@@ -58,9 +58,9 @@ def check_condition_flags(args) -> None:
     """Before loading: files exist, the slice in range, the numbers finite."""
     if args.mask is not None and not Path(args.mask).is_file():
         raise UsageError(f"--mask {args.mask} does not exist")
-    if args.slice is not None and not 0 <= args.slice < NUM_SLICES:
-        raise UsageError(f"--slice {args.slice} is outside 0..{NUM_SLICES - 1} (the slice level "
-                         "in the OASIS stack)")
+    if args.slice is not None and not 0 <= args.slice < SLICES_PER_CASE:
+        raise UsageError(f"--slice {args.slice} is outside 0..{SLICES_PER_CASE - 1} (the slice "
+                         "level in the OASIS stack)")
     check_guidance_flags(args)
 
 

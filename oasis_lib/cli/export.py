@@ -24,25 +24,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, export_safetensors, load_checkpoint, writing
+from ..checkpoint import CheckpointError, load_checkpoint, writing
+from ..file_layout import run_kind, write_model_export
 from .errors import UsageError
 from .guard import check_no_replace
 from .validate import check_output_file
 
 
-def _is_autoencoder_run(config: dict) -> bool:
-    return "crop_size" in config and "autoencoder_overrides" in config
-
-
 def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool, source: Path,
            moved: str | None = None) -> None:
-    from ..pretrained import (
-        AUTOENCODER_PREFIX,
-        export_autoencoder,
-        load_autoencoder,
-        load_model,
-        run_autoencoder,
-    )
+    from ..pretrained import export_autoencoder, load_autoencoder, load_model, run_autoencoder
 
     shared = {"out_dir": f"runs/{Path(config['out_dir']).name}"}  # not this machine's path
     if autoencoder_run:
@@ -56,15 +47,11 @@ def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool, sourc
         export_autoencoder(model, tmp, run_config=config)
         load_autoencoder(tmp, device="cpu")  # what `train --autoencoder OUT` will do
         return
+    autoencoder = None
     if config.get("autoencoder"):  # a latent run: carry the autoencoder inside the file,
         # the one it trained with (found and checked by content), never another at its path
         autoencoder = run_autoencoder(config, run_path=source, override=moved, device="cpu")[0]
-        state = {**state, **{AUTOENCODER_PREFIX + k: v
-                             for k, v in autoencoder.state_dict().items()}}
-        config = {**config, "autoencoder": None,
-                  "autoencoder_config": autoencoder.config.to_dict()}
-    config = {**config, **shared}
-    export_safetensors(state, tmp, config=config)
+    write_model_export(tmp, state, {**config, **shared}, autoencoder=autoencoder)
     load_model(tmp, device="cpu")  # what `sample --checkpoint OUT` will do
 
 
@@ -91,7 +78,7 @@ def run_export(args) -> int:
     config = {**ckpt["config"], "data_root": None}
     if config.get("latent_cache_dir"):  # (a speed knob: where this machine kept its latents)
         config["latent_cache_dir"] = f"runs/{Path(config['latent_cache_dir']).name}"
-    autoencoder_run = _is_autoencoder_run(config)
+    autoencoder_run = run_kind(config) == "autoencoder"
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.export.safetensors")
     try:
         with writing(out):  # a full disk names OUT, not its temporary file

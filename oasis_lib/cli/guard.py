@@ -3,7 +3,7 @@
 Each command's input paths (checkpoint, mask, image, region, autoencoder, segmenter, slice
 regressor, init-from, data root ...) are listed once, in :data:`INPUTS`, and what it writes in
 :func:`outputs`: files, or names inside a folder. :func:`check_inputs_outputs` runs before
-anything is loaded or computed (:func:`oasis_lib.cli.validate.check_args`) and refuses, with
+anything is loaded or computed (:func:`oasis_lib.cli.checks.check_args`) and refuses, with
 exit code 2 and one line naming both flags and the path,
 
 * an output that is an input file: the same path after ``resolve()`` (symlinked folders

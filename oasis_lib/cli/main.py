@@ -22,12 +22,13 @@ from ..diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from ..diffusion.sampling import SAMPLERS, SPACINGS
 from ..diffusion.schedule import SCHEDULE_KINDS
 from ..models.conditioning import CONDITIONS
+from .checks import check_args
 from .conditional import add_condition_flags, add_inpaint_parser
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
 from .evaluate import add_evaluate_parser
 from .slice_regressor import add_slice_regressor_parser
 from .train import add_train_flags, optimizer_overrides
-from .validate import add_train_splits_flag, check_args
+from .validate import add_train_splits_flag
 
 
 def _cmd_make_demo(args) -> int:
@@ -162,8 +163,8 @@ def _cmd_sample(args) -> int:
     from torchvision.utils import save_image
 
     from ..pretrained import load_model
+    from .checks import check_sample_args
     from .conditional import condition_from_args
-    from .validate import check_sample_args
 
     pipe = load_model(args.checkpoint, device=args.device, autoencoder=args.autoencoder)
     check_sample_args(args, pipe)  # steps against T, --n against memory, before sampling

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..file_layout import run_kind
 from .errors import UsageError, usage_phase
 from .validate import (
     add_train_splits_flag,
@@ -180,8 +181,8 @@ def resume_config(cfg, *, explicit: set[str], allow: tuple[str, ...] = ()):
     return cfg
 
 
-#: What each kind of run's config has that the other's lacks, and the command that trains it.
-RUN_KINDS = (("diffusion", "diffusion", "train"), ("autoencoder", "crop_size", "train-autoencoder"))
+#: The command that trains each kind of run (:func:`oasis_lib.file_layout.run_kind`).
+RUN_COMMANDS = {"diffusion": "train", "autoencoder": "train-autoencoder"}
 
 
 def check_run_kind(saved: dict, cfg, last: Path) -> None:
@@ -190,11 +191,10 @@ def check_run_kind(saved: dict, cfg, last: Path) -> None:
     from ..config import AutoencoderTrainConfig
 
     want = "autoencoder" if isinstance(cfg, AutoencoderTrainConfig) else "diffusion"
-    found = next((kind for kind, marker, _ in RUN_KINDS if marker in saved), None)
+    found = run_kind(saved)
     if found is None or found == want:
         return
-    command = next(cmd for kind, _, cmd in RUN_KINDS if kind == found)
-    asked = next(cmd for kind, _, cmd in RUN_KINDS if kind == want)
+    command, asked = RUN_COMMANDS[found], RUN_COMMANDS[want]
     raise UsageError(
         f"--out {last.parent} holds {'an' if found[0] in 'aeiou' else 'a'} {found} run "
         f"({last} was written by `{command}`), not {'an' if want[0] in 'aeiou' else 'a'} "
@@ -248,7 +248,7 @@ def check_rank_split(cfg) -> None:
 
 def check_latent_size(cfg) -> None:
     """A latent run's ``--image-size`` must be a multiple of its autoencoder's factor f."""
-    from ..pretrained import load_autoencoder
+    from ..pretrained_autoencoder import load_autoencoder
 
     f = load_autoencoder(cfg.autoencoder).config.downsampling_factor
     if cfg.image_size % f:

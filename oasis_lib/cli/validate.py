@@ -1,8 +1,10 @@
-"""Check a command's flags before any compute (issue 15, point 2).
+"""The checks of flags that commands share: paths, numbers, sampler options, memory.
 
-Every check raises :class:`~oasis_lib.cli.errors.UsageError` (exit code 2) whose message names
-the flag, the value and what to do. The commands call these first, so that a bad output path
-or an impossible combination fails in a second, not after an hour of sampling or training.
+Each command's own checks (:mod:`.checks` and the command modules) are built from these.
+Every check raises :class:`~oasis_lib.cli.errors.UsageError` (exit code 2) whose message
+names the flag, the value and what to do. The commands call them first, so that a bad output
+path or an impossible combination fails in a second, not after an hour of sampling or
+training.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def activation_bytes(model_or_config, shape: tuple[int, int, int]) -> tuple[int,
     if isinstance(model_or_config, torch.nn.Module):
         model = copy.deepcopy(model_or_config).to("meta")
     else:
-        from ..pretrained import build_model
+        from ..models.factory import build_model
 
         with torch.device("meta"):
             model = build_model(model_or_config)
@@ -215,89 +217,3 @@ def check_memory(model_or_config, *, shape: tuple[int, int, int], batch: int, tr
             f"{flag} {batch} at {shape[-2]}x{shape[-1]} needs at least "
             f"{need / 2**30:.1f} GiB of memory but {available / 2**30:.1f} GiB are available; "
             f"use {flag} {fit} or less" + (" (or a smaller --image-size)" if training else ""))
-
-
-# ------------------------------------------------------------------ per command
-def _eta_given(args) -> float | None:
-    eta = getattr(args, "eta", None)
-    return None if eta in (None, 0.0) else eta
-
-
-def check_sample_args(args, pipe=None) -> None:
-    """``sample``: before loading (``pipe`` None), then against the loaded pipeline."""
-    if pipe is None:
-        check_input_checkpoint(args.checkpoint)
-        check_positive_int(args.n, flag="--n")
-        check_positive_int(args.nrow, flag="--nrow")
-        out = check_output_file(args.out, flag="--out", suffixes=IMAGE_SUFFIXES,
-                                inputs=(args.checkpoint,))
-        folder = out.with_suffix("")
-        if args.individual and folder.exists() and not folder.is_dir():
-            raise UsageError(f"--individual writes into {folder}, which is a file; choose "
-                             "another --out")
-        check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args))
-        from .conditional import check_condition_flags
-
-        check_condition_flags(args)
-        return
-    check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args),
-                        timesteps=pipe.schedule.T)
-    if pipe.device.type == "cpu":
-        check_memory(pipe.model, shape=tuple(pipe.sample_shape), batch=args.n, training=False,
-                     flag="--n")
-
-
-def check_segmenter_args(args) -> None:
-    for flag, value in (("--size", args.size), ("--epochs", args.epochs),
-                        ("--batch-size", args.batch_size)):
-        check_positive_int(value, flag=flag)
-    check_positive_float(args.lr, flag="--lr")
-    check_output_file(args.out, flag="--out", suffixes=(".safetensors",))
-    from .guard import check_no_replace
-
-    check_no_replace(args.out, overwrite=args.overwrite)
-
-
-def check_make_demo_args(args) -> None:
-    if any(n < 1 for n in args.cases):
-        raise UsageError(f"--cases needs at least 1 case per split (train, validate, test), "
-                         f"got {' '.join(str(n) for n in args.cases)}; training reads all three")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give the folder to build the dataset in")
-    check_writable_parent(out / "x", flag="--out")
-
-
-def check_summary_args(args) -> None:
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; summary writes slices_with_masks.png into a "
-                         "folder")
-    check_writable_parent(out / "slices_with_masks.png", flag="--out")
-
-
-def check_args(args) -> None:
-    """The checks of ``args.command`` that need nothing loaded (train: :mod:`.train`)."""
-    from .conditional import check_inpaint_args
-    from .evaluate import check_evaluate_args
-    from .guard import check_inputs_outputs
-    from .slice_regressor import check_slice_regressor_args
-
-    check_inputs_outputs(args)  # no output replaces an input, for every command (guard.py)
-
-    checks = {"sample": check_sample_args, "evaluate": check_evaluate_args,
-              "inpaint": check_inpaint_args,
-              "train-segmenter": check_segmenter_args, "make-demo": check_make_demo_args,
-              "train-slice-regressor": check_slice_regressor_args,
-              "summary": check_summary_args}
-    check = checks.get(getattr(args, "command", None))
-    if check is not None:
-        check(args)
-    device = getattr(args, "device", None)
-    if device not in (None, "auto"):
-        from ..device import get_device
-
-        try:
-            get_device(device)
-        except ValueError as err:  # unknown, or not on this machine
-            raise UsageError(f"--device {device}: {err}") from err

@@ -5,42 +5,39 @@
 <- ``summary``. Nothing here imports the rest of the package.
 """
 
-from .demo import build_demo_dataset, ensure_demo_dataset
-from .layout import (
-    CLASS_LABELS,
-    CLASS_NAMES,
-    DEFAULT_TRAIN_SPLITS,
-    MASK_VALUES,
-    SEED_TRAIN_SPLITS,
-    SLICES_PER_CASE,
-    SPLITS,
-    TISSUE_NAMES,
-    TRAINABLE_SPLITS,
-    DataError,
-    check_train_splits,
-    default_demo_root,
-    held_out_split,
-    image_dir,
-    image_name,
-    mask_dir,
-    mask_name,
-)
-from .oasis import (
-    OASISDataset,
-    check_disjoint_splits,
-    default_transform,
-    load_split,
-    load_splits,
-)
-from .roots import resolve_data_root
-from .summary import DataSummary, format_summary, summarize, tissue_fractions
+from .._lazy import lazy_exports
 
-__all__ = [
-    "CLASS_LABELS", "CLASS_NAMES", "DEFAULT_TRAIN_SPLITS", "MASK_VALUES", "SEED_TRAIN_SPLITS",
-    "SLICES_PER_CASE", "SPLITS", "TISSUE_NAMES", "TRAINABLE_SPLITS",
-    "DataError", "DataSummary", "OASISDataset", "build_demo_dataset", "check_disjoint_splits",
-    "check_train_splits", "default_demo_root", "default_transform", "ensure_demo_dataset",
-    "format_summary", "held_out_split",
-    "image_dir", "image_name", "load_split", "load_splits", "mask_dir", "mask_name",
-    "resolve_data_root", "summarize", "tissue_fractions",
-]
+#: Public name -> the module that defines it (imported when the name is first used).
+_EXPORTS = {
+    "build_demo_dataset": ".demo",
+    "ensure_demo_dataset": ".demo",
+    "CLASS_LABELS": ".layout",
+    "CLASS_NAMES": ".layout",
+    "DEFAULT_TRAIN_SPLITS": ".layout",
+    "MASK_VALUES": ".layout",
+    "SEED_TRAIN_SPLITS": ".layout",
+    "SLICES_PER_CASE": ".layout",
+    "SPLITS": ".layout",
+    "TISSUE_NAMES": ".layout",
+    "TRAINABLE_SPLITS": ".layout",
+    "DataError": ".layout",
+    "check_train_splits": ".layout",
+    "default_demo_root": ".layout",
+    "held_out_split": ".layout",
+    "image_dir": ".layout",
+    "image_name": ".layout",
+    "mask_dir": ".layout",
+    "mask_name": ".layout",
+    "OASISDataset": ".oasis",
+    "check_disjoint_splits": ".oasis",
+    "default_transform": ".oasis",
+    "load_split": ".oasis",
+    "load_splits": ".oasis",
+    "resolve_data_root": ".roots",
+    "DataSummary": ".summary",
+    "format_summary": ".summary",
+    "summarize": ".summary",
+    "tissue_fractions": ".summary",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

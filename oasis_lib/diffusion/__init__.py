@@ -1,10 +1,20 @@
 """The diffusion room: what holds no weights (noise schedules, training objectives, samplers)
 and the pipeline that joins them to a network. Imports only ``torch`` and ``tqdm``."""
 
-from .objectives import LOSS_TYPES, PREDICTION_TYPES, diffusion_loss
-from .pipeline import DiffusionPipeline
-from .sampling import SAMPLERS, SPACINGS, SampleResult, sample
-from .schedule import SCHEDULE_KINDS, NoiseSchedule
+from .._lazy import lazy_exports
 
-__all__ = ["LOSS_TYPES", "PREDICTION_TYPES", "SAMPLERS", "SCHEDULE_KINDS", "SPACINGS",
-           "DiffusionPipeline", "NoiseSchedule", "SampleResult", "diffusion_loss", "sample"]
+#: Public name -> the module that defines it (imported when the name is first used).
+_EXPORTS = {
+    "LOSS_TYPES": ".objectives",
+    "PREDICTION_TYPES": ".objectives",
+    "diffusion_loss": ".objectives",
+    "DiffusionPipeline": ".pipeline",
+    "SAMPLERS": ".sampling",
+    "SPACINGS": ".sampling",
+    "SampleResult": ".sampling",
+    "sample": ".sampling",
+    "SCHEDULE_KINDS": ".schedule",
+    "NoiseSchedule": ".schedule",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..file_layout import write_model_export
 from ..models.conditioning import Condition, condition_fields
 from .guidance import ClassifierFreeGuidance
 from .inpainting import repaint, repaint_latent
@@ -342,19 +343,14 @@ class DiffusionPipeline:
     # ------------------------------------------------------------------ saving
     def save(self, path, *, dtype: torch.dtype = torch.float16):
         """Write the network's weights and the run's config to one safetensors file that
-        :func:`oasis_lib.pretrained.load_model` reads (fp16 by default)."""
-        from ..checkpoint import export_safetensors
-
+        :func:`oasis_lib.pretrained.load_model` reads (fp16 by default); a latent pipeline's
+        autoencoder goes inside the same file (:mod:`oasis_lib.file_layout`)."""
         if self.config is None:
             raise ValueError("this pipeline has no config to save with its weights; build it "
                              "with oasis_lib.models.factory.build_pipeline(config)")
-        state = dict(self.model.state_dict())
-        config = self.config.to_dict()
-        if self.autoencoder is not None:  # one file carries both networks
-            state |= {f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()}
-            config |= {"autoencoder": None, "latent_scale_factor": self.scale_factor,
-                       "autoencoder_config": self.autoencoder.config.to_dict()}
-        return export_safetensors(state, path, config=config, dtype=dtype)
+        return write_model_export(path, self.model.state_dict(), self.config.to_dict(),
+                                  autoencoder=self.autoencoder, scale_factor=self.scale_factor,
+                                  dtype=dtype)
 
 
 def _with_condition(net: Callable[..., Tensor], condition: Condition) -> Denoiser:

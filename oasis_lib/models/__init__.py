@@ -2,11 +2,20 @@
 their time embeddings, the latent autoencoder, the conditions, and the factory that builds
 them (and their pipeline) from a config."""
 
-from .autoencoder import AutoencoderKL, DiagonalGaussian, estimate_scale_factor
-from .autoencoder_config import AUTOENCODER_PRESETS, AutoencoderConfig
-from .simple_unet import SimpleUNet
-from .unet import UNET_PRESETS, UNet, UNetConfig, count_parameters
+from .._lazy import lazy_exports
 
-__all__ = ["AUTOENCODER_PRESETS", "UNET_PRESETS", "AutoencoderConfig", "AutoencoderKL",
-           "DiagonalGaussian", "SimpleUNet", "UNet", "UNetConfig", "count_parameters",
-           "estimate_scale_factor"]
+#: Public name -> the module that defines it (imported when the name is first used).
+_EXPORTS = {
+    "AutoencoderKL": ".autoencoder",
+    "DiagonalGaussian": ".autoencoder",
+    "estimate_scale_factor": ".autoencoder",
+    "AUTOENCODER_PRESETS": ".autoencoder_config",
+    "AutoencoderConfig": ".autoencoder_config",
+    "SimpleUNet": ".simple_unet",
+    "UNET_PRESETS": ".unet",
+    "UNet": ".unet",
+    "UNetConfig": ".unet",
+    "count_parameters": ".unet",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.layout import SLICES_PER_CASE
 from .conditioning import (
     NULL_SLICE,
     NUM_CLASSES,
-    NUM_SLICES,
     Condition,
     _check_choice,
     _check_flags,
@@ -145,7 +145,7 @@ class SliceEmbedding(nn.Module):
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         self.dim, self.kind = dim, kind
         if kind == "learned":
-            self.table = nn.Embedding(NUM_SLICES + 1, dim)
+            self.table = nn.Embedding(SLICES_PER_CASE + 1, dim)
             nn.init.zeros_(self.table.weight)
         else:
             self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -160,12 +160,13 @@ class SliceEmbedding(nn.Module):
         bad = tokens[(tokens < 0) | (tokens > NULL_SLICE)] if values_checkable(tokens) \
             else tokens[:0]  # (meta device, or torch.compile tracing: no values to check)
         if bad.numel():
-            raise ValueError(f"slice tokens must be in 0..{NUM_SLICES - 1} or NULL_SLICE="
+            raise ValueError(f"slice tokens must be in 0..{SLICES_PER_CASE - 1} or NULL_SLICE="
                              f"{NULL_SLICE}; found {bad[:8].tolist()}")
         if self.kind == "learned":
             return self.table(tokens.long())
         is_null = tokens == NULL_SLICE
-        codes = sinusoidal_embedding(tokens.clamp(max=NUM_SLICES - 1), self.dim, max_period=64.0)
+        codes = sinusoidal_embedding(tokens.clamp(max=SLICES_PER_CASE - 1), self.dim,
+                                     max_period=64.0)
         codes = codes.to(self.null.dtype)
         return torch.where(is_null[:, None], self.null.expand(len(tokens), -1), self.mlp(codes))
 

@@ -30,13 +30,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-NUM_CLASSES = 4
-CLASS_NAMES = ("background", "CSF", "grey matter", "white matter")
+from ..data.layout import CLASS_LABELS, SLICES_PER_CASE
+
+NUM_CLASSES = len(CLASS_LABELS)  # background, CSF, grey matter, white matter
 #: The classes that ablation may drop (background is never "dropped": it is what remains).
 TISSUE_CLASSES = (1, 2, 3)
-NUM_SLICES = 32
-#: Slice token of the null (dropped) slice condition.
-NULL_SLICE = NUM_SLICES
+#: Slice token of the null (dropped) slice condition (the real ones: 0..SLICES_PER_CASE-1).
+NULL_SLICE = SLICES_PER_CASE
 DROPOUT_MODES = ("joint", "independent")
 #: Default per-class ablation probability: Konz et al. 2024 remove each class with p = 0.5.
 DEFAULT_ABLATION_P = 0.5
@@ -93,7 +93,7 @@ def check_mask(mask: Tensor) -> None:
         if set(torch.unique(mask).tolist()) <= {0, 85, 170, 255}:
             hint = " (these are PNG grey levels 0/85/170/255: divide by 85)"
         raise ValueError(f"mask values must be classes in {{0, 1, 2, 3}} "
-                         f"({', '.join(CLASS_NAMES)}); found {values}{hint}")
+                         f"({', '.join(CLASS_LABELS)}); found {values}{hint}")
 
 
 def check_slice_index(slice_index: Tensor) -> None:
@@ -107,9 +107,10 @@ def check_slice_index(slice_index: Tensor) -> None:
         raise ValueError(f"expected slice_index of shape [B], got {tuple(slice_index.shape)}")
     if not values_checkable(slice_index):
         return
-    bad = slice_index[(slice_index < 0) | (slice_index >= NUM_SLICES)]
+    bad = slice_index[(slice_index < 0) | (slice_index >= SLICES_PER_CASE)]
     if bad.numel():
-        raise ValueError(f"slice_index must be in 0..{NUM_SLICES - 1}; found {bad[:8].tolist()}")
+        raise ValueError(f"slice_index must be in 0..{SLICES_PER_CASE - 1}; "
+                         f"found {bad[:8].tolist()}")
 
 
 @dataclass(frozen=True, eq=False)

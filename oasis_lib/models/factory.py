@@ -11,6 +11,7 @@ from torch import nn
 from ..config import EXTERNAL_ARCH, TrainConfig
 from ..diffusion.pipeline import DiffusionPipeline
 from ..diffusion.schedule import NoiseSchedule
+from ..pretrained_autoencoder import load_autoencoder
 from .conditioning import condition_fields
 from .simple_unet import SimpleUNet
 from .unet import UNet, UNetConfig
@@ -61,8 +62,6 @@ def build_pipeline(config: TrainConfig, *, model: nn.Module | None = None, autoe
     names one (or ``autoencoder`` passes it, already loaded)."""
     d = config.diffusion
     if autoencoder is None and config.autoencoder is not None:
-        from ..pretrained import load_autoencoder
-
         autoencoder = load_autoencoder(config.autoencoder)
     shape = (1, config.image_size, config.image_size)
     scale = 1.0

@@ -3,8 +3,10 @@
 ``show_source(oasis_lib.sampling.ddim_step)`` renders the code that actually runs, read with
 :func:`inspect.getsource`, as a highlighted Python block in Jupyter (an IPython ``Markdown``
 display of a fenced block, which JupyterLab, nbviewer and GitHub all highlight) and as plain
-text elsewhere (a script, a terminal, a test). The first line names the file and line numbers,
-so the reader can open it. A decorated function (``@torch.no_grad()``, ``functools.wraps``) is
+text elsewhere (a script, a terminal, a test). The first line names the file and the object
+(``# oasis_lib/diffusion/schedule.py: NoiseSchedule.q_step``), so the reader can find it, and
+an edit elsewhere in the file leaves the shown text unchanged (no absolute line numbers). A
+decorated function (``@torch.no_grad()``, ``functools.wraps``) is
 unwrapped first (:func:`inspect.unwrap`), so the header names the library's file, not the
 decorator's.
 """
@@ -27,18 +29,19 @@ def _in_jupyter() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _where(obj) -> tuple[str, int]:
-    """(path relative to the oasis_lib package's parent, first line number) of ``obj``."""
+def _where(obj) -> str:
+    """The path of ``obj``'s file relative to the oasis_lib package's parent."""
     path = Path(inspect.getsourcefile(obj) or "?").resolve()
-    first = inspect.getsourcelines(obj)[1]
     for parent in path.parents:
         if parent.name == "oasis_lib":
-            return path.relative_to(parent.parent).as_posix(), first
-    return path.name, first
+            return path.relative_to(parent.parent).as_posix()
+    return path.name
 
 
 def source_text(obj, *, lines: tuple[int, int] | None = None) -> str:
-    """The source of ``obj`` with a header comment ``# oasis_lib/x.py, lines a-b``.
+    """The source of ``obj`` with a header comment naming its file and its qualified name:
+    ``# oasis_lib/x.py: Class.method`` (``# oasis_lib/x.py: Class.method, lines a-b`` for a
+    part, a and b counted within the object).
 
     Args:
         obj: a function, class or method (anything :func:`inspect.getsource` accepts).
@@ -56,7 +59,7 @@ def source_text(obj, *, lines: tuple[int, int] | None = None) -> str:
     except (TypeError, OSError) as err:
         raise TypeError(f"no Python source for {obj!r}: pass a function, class or method") from err
     body = src.rstrip("\n").splitlines()
-    path, first = _where(obj)
+    name = f"{_where(obj)}: {getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
     start, stop = 1, len(body)
     if lines is not None:
         if (not isinstance(lines, tuple) or len(lines) != 2
@@ -67,7 +70,7 @@ def source_text(obj, *, lines: tuple[int, int] | None = None) -> str:
             raise ValueError(f"lines {lines!r} outside 1..{len(body)}, the lines of "
                              f"{getattr(obj, '__qualname__', obj)!r}")
     shown = body[start - 1:stop]
-    header = f"# {path}, lines {first + start - 1}-{first + stop - 1}"
+    header = f"# {name}" if lines is None else f"# {name}, lines {start}-{stop}"
     return "\n".join([header, *shown])
 
 

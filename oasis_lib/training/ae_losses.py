@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..autoencoder_train_config import AutoencoderLossConfig
 from ..checkpoint import CheckpointError
-from ..config import AutoencoderLossConfig
 from ..evaluation.ssim import ssim_map
 from ..models.autoencoder import DiagonalGaussian
 from ..models.discriminator import hinge_d_loss, hinge_g_loss

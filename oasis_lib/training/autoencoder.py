@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ..config import AutoencoderTrainConfig
+from ..autoencoder_train_config import AutoencoderTrainConfig
 from ..evaluation.reconstruction import reconstruction_metrics
 from ..models.autoencoder import AutoencoderConfig, AutoencoderKL
 from ..models.discriminator import PatchDiscriminator
-from ..pretrained import load_autoencoder
+from ..pretrained_autoencoder import load_autoencoder
 from .ae_losses import autoencoder_loss, discriminator_loss, load_lpips, segmenter_perceptual_loss
 from .distributed import all_reduce_mean
 from .loop import TrainingLoop, TrainResult, _images

@@ -99,7 +99,7 @@ def resolve_init_config(config, source: InitSource) -> None:
     (module docstring); refuse a pixel FILE for a latent run and warn when the diffusion
     recipe (schedule, T, prediction type) differs, since the weights then predict another
     quantity."""
-    from ..pretrained import load_autoencoder
+    from ..pretrained_autoencoder import load_autoencoder
 
     path = source.path
     size = source.config.image_size

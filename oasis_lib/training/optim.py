@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from ..config import RunConfig
+from ..run_config import RunConfig
 
 __all__ = ["build_lr_scheduler", "build_optimizer", "fused_available", "lr_multiplier"]
 

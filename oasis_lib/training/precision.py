@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import PRECISIONS
+from ..run_config import PRECISIONS
 
 _EXPLICIT = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
-from ..config import RunConfig
+from ..run_config import RunConfig
 
 #: A bar switches to the other limit only when that one is this much further along (relative),
 #: so that two limits reached at nearly the same time do not make it flicker between them.

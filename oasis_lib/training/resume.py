@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ..config import with_legacy_defaults
+from ..run_config import with_legacy_defaults
 
 FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
         "channels_last", "compile", "fused_optimizer", "num_workers", "latent_cache_dir")
@@ -110,7 +110,7 @@ def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[s
 
 def _normalised(d: dict) -> dict:
     """A config dict with the fields added since older checkpoints filled in as those were
-    trained (:data:`~oasis_lib.config.LEGACY_DEFAULTS`), sequences as tuples."""
+    trained (:data:`~oasis_lib.run_config.LEGACY_DEFAULTS`), sequences as tuples."""
     d = with_legacy_defaults(d)
     for key in ("train_splits", "adam_betas"):
         if isinstance(d.get(key), list):

@@ -33,6 +33,7 @@ from ..data.conditional import ConditionalSlices, condition_tensors
 from ..diffusion.objectives import validation_draws
 from ..models.conditioning import Condition, condition_fields, training_condition
 from ..models.factory import build_pipeline
+from ..pretrained_autoencoder import autoencoder_sha256, load_autoencoder, run_autoencoder
 from ..seeding import cpu_generator
 from .distributed import destroy
 from .init_from import read_init_source, resolve_init_config, warm_start_state
@@ -90,10 +91,8 @@ class Trainer(TrainingLoop):
     def _run_autoencoder(self):
         """A latent run's autoencoder, carried by content: a fresh run stores its hash
         (``autoencoder_sha256``); a resume loads the one with that hash or refuses
-        (:func:`oasis_lib.pretrained.run_autoencoder`), so it never re-encodes the data with
-        another autoencoder under the old scale factor."""
-        from ..pretrained import autoencoder_sha256, load_autoencoder, run_autoencoder
-
+        (:func:`oasis_lib.pretrained_autoencoder.run_autoencoder`), so it never re-encodes the
+        data with another autoencoder under the old scale factor."""
         c = self.cfg
         if c.autoencoder is None:
             return None

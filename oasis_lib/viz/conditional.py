@@ -23,11 +23,12 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
+from ..data.layout import SLICES_PER_CASE
 from ..data.mask_edit import EDIT_SCOPES, edit_csf
 from ..diffusion.inpainting import border_step
 from ..evaluation.reference import segment
 from ..evaluation.tissue import dice_per_class, tissue_fractions
-from ..models.conditioning import NUM_SLICES, Condition
+from ..models.conditioning import Condition
 from .style import DPI, GREY, LABEL_CMAP, tissue_legend, to_display
 from .widgets import _int_slider, _show
 
@@ -175,10 +176,11 @@ def slice_level_frame(pipe, x_T: Tensor, slice_index: int, *, masks: Tensor | No
                       **kw) -> dict:
     """Samples conditioned on slice ``slice_index`` (0..31) and, when ``masks`` (long
     [32, H, W], one case's masks by slice) is given, on that slice's mask too."""
-    if not 0 <= int(slice_index) < NUM_SLICES:
-        raise ValueError(f"slice_index must be in 0..{NUM_SLICES - 1}, got {slice_index!r}")
-    if masks is not None and len(masks) != NUM_SLICES:
-        raise ValueError(f"masks must hold the {NUM_SLICES} slices of a case, got {len(masks)}")
+    if not 0 <= int(slice_index) < SLICES_PER_CASE:
+        raise ValueError(f"slice_index must be in 0..{SLICES_PER_CASE - 1}, got {slice_index!r}")
+    if masks is not None and len(masks) != SLICES_PER_CASE:
+        raise ValueError(f"masks must hold the {SLICES_PER_CASE} slices of a case, "
+                         f"got {len(masks)}")
     i = int(slice_index)
     mask = None if masks is None else masks[i:i + 1].long()
     return condition_frame(pipe, x_T, Condition(mask=mask, slice_index=torch.tensor([i])), **kw)
@@ -186,7 +188,7 @@ def slice_level_frame(pipe, x_T: Tensor, slice_index: int, *, masks: Tensor | No
 
 def slice_level_figure(frame: dict):
     what = "mask and slice" if frame["mask"] is not None else "slice only (null mask)"
-    return conditional_figure(frame, title=f"slice {frame['slice']} of 0..{NUM_SLICES - 1} "
+    return conditional_figure(frame, title=f"slice {frame['slice']} of 0..{SLICES_PER_CASE - 1} "
                                            f"({what}){_mean_dice(frame)}")
 
 
@@ -199,7 +201,7 @@ def slice_level_slider(pipe, x_T: Tensor, *, masks: Tensor | None = None, slice_
         return _show(slice_level_figure(slice_level_frame(pipe, x_T, slice_level, masks=masks,
                                                           **kw)))
 
-    return interactive(draw, slice_level=_int_slider("slice", slice_index, 0, NUM_SLICES - 1))
+    return interactive(draw, slice_level=_int_slider("slice", slice_index, 0, SLICES_PER_CASE - 1))
 
 
 # ------------------------------------------------------------------ mask edit
