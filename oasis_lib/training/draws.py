@@ -81,9 +81,10 @@ class StepDraws:
     def normal(self, shape: Sequence[int], stream: str = "noise") -> torch.Tensor:
         """float32 ``shape`` (``[n, ...]``) of N(0, 1), each image's from its own generator."""
         n, *rest = shape
+        if n == 0:
+            return torch.empty(tuple(shape))
         return torch.stack([torch.randn(rest, generator=g, dtype=torch.float32)
-                            for g in self.generators(n, stream)]) if n else torch.empty(
-            tuple(shape))
+                            for g in self.generators(n, stream)])
 
     def flips(self, n: int) -> torch.Tensor:
         """bool ``[n]``: which images are flipped left-right (probability 1/2)."""

@@ -1,6 +1,6 @@
 """Conditional training: masks and slice indices reach the loss, flipped with their slices,
-ablated and dropped out from the run's generator, so a crashed run resumes exactly; latent
-runs keep pixel masks next to the cached latents."""
+ablated and dropped out by draws keyed per image (training.draws), so a crashed run resumes
+exactly; latent runs keep pixel masks next to the cached latents."""
 
 from __future__ import annotations
 
