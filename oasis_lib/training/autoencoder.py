@@ -4,11 +4,12 @@
 :class:`~oasis_lib.models.autoencoder.AutoencoderKL` instead of a diffusion U-Net. Everything
 around the step is the Trainer's own: AdamW with warm-up and clipping, the EMA (which is what
 ``best.pt`` keeps and what latent diffusion encodes with), atomic checkpoints, exact
-kill-and-resume (the crops are drawn from the Trainer's generator, whose state is in the
-checkpoint), the time budget and the metrics log. It overrides only what is trained:
+kill-and-resume and rank-invariant DDP (the crops and the posterior noise are keyed by (seed,
+step, the image's slot in the global batch), :mod:`.draws`), the time budget and the metrics
+log. It overrides only what is trained:
 
-* ``compute_loss``: a random ``crop_size`` crop of each native slice (one offset per batch,
-  drawn from the Trainer's generator), encoded with a posterior *sample* (as LDM trains), then
+* ``compute_loss``: a random ``crop_size`` crop of each native slice (an offset per image, as
+  LDM's random crops), encoded with a posterior *sample* (as LDM trains), then
   :func:`~oasis_lib.training.ae_losses.autoencoder_loss` (L1 + SSIM + tiny KL + perceptual,
   + the adaptive-weighted adversarial term from step ``disc_start`` when ``loss.adversarial``
   > 0);
@@ -36,7 +37,25 @@ from ..models.discriminator import PatchDiscriminator
 from ..pretrained_autoencoder import load_autoencoder
 from .ae_losses import autoencoder_loss, discriminator_loss, load_lpips, segmenter_perceptual_loss
 from .distributed import all_reduce_mean
+from .draws import StepDraws
 from .loop import TrainingLoop, TrainResult, _images
+
+
+class KeyedPosterior(torch.nn.Module):
+    """``AutoencoderKL.forward`` with keyed posterior noise (``draws``, stream "posterior"):
+    ``(decode(z), posterior)`` with ``z = mean + std * noise`` (:meth:`DiagonalGaussian.sample
+    <oasis_lib.models.autoencoder.DiagonalGaussian.sample>`'s reparameterisation), so each
+    image's noise is its own. It shares the autoencoder's parameters (DDP wraps it)."""
+
+    def __init__(self, autoencoder: torch.nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, x: torch.Tensor, draws: StepDraws):
+        posterior = self.autoencoder.encode(x)
+        noise = draws.normal(posterior.mean.shape, "posterior")
+        z = posterior.mean + posterior.std * noise.to(posterior.mean.device, posterior.mean.dtype)
+        return self.autoencoder.decode(z), posterior
 
 
 class AutoencoderTrainer(TrainingLoop):
@@ -91,17 +110,23 @@ class AutoencoderTrainer(TrainingLoop):
         return (self.disc is not None and self.cfg.loss.adversarial > 0
                 and self.step >= self.cfg.disc_start)
 
+    def forward_module(self, net: torch.nn.Module) -> torch.nn.Module:
+        return KeyedPosterior(net)  # training passes keyed posterior noise
+
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        """A ``crop_size`` crop of each image at its own offset (keyed per image)."""
         size = self.cfg.crop_size
         if size is None or size >= x.shape[-1]:
             return x
-        top, left = (int(v) for v in torch.randint(0, x.shape[-1] - size + 1, (2,),
-                                                   generator=self.gen))
-        return x[..., top:top + size, left:left + size]
+        n, span = x.shape[0], x.shape[-1] - size + 1
+        tops = self.draws.integers(n, span, "crop_top").tolist()
+        lefts = self.draws.integers(n, span, "crop_left").tolist()
+        return torch.stack([x[i, ..., top:top + size, left:left + size]
+                            for i, (top, left) in enumerate(zip(tops, lefts, strict=True))])
 
     def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
         x = self._crop(x0)
-        recon, posterior = self.model(x, generator=self.gen)
+        recon, posterior = self.model(x, self.draws)
         config, disc, last_layer = self.cfg.loss, None, None
         if self.adversarial_on:
             disc, last_layer = self.disc, self.raw_model.decoder.conv_out.weight

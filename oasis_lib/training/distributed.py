@@ -210,9 +210,10 @@ def gather_to_main(obj: Any, ctx: DistContext) -> list[Any] | None:
 
 # ---------------------------------------------------------------- what the Trainer hooks call
 def rank_seed(seed: int, ctx: DistContext) -> int:
-    """The seed of this rank's noise/timestep/flip stream: ``seed * world_size + rank``
-    (as DiT's train.py), so one seed gives distinct per-rank streams and rank 0 of a
-    single-process run keeps ``seed`` itself."""
+    """The seed of this rank's own streams (dropout, ``TrainingLoop.gen``): ``seed *
+    world_size + rank`` (as DiT's train.py), so one seed gives distinct per-rank streams and
+    rank 0 of a single-process run keeps ``seed`` itself. The per-image draws of a step (t,
+    noise, flips, ...) do not use it: they are keyed by the image (``training.draws``)."""
     return seed * ctx.world_size + ctx.rank
 
 
@@ -238,6 +239,14 @@ def shard_batches(batches: list[list[int]], ctx: DistContext) -> list[list[int]]
         share = len(b) // ctx.world_size
         out.append(b[ctx.rank * share:(ctx.rank + 1) * share])
     return out
+
+
+def slot_offset(batch_size: int, ctx: DistContext, micro_batch: int, micro_step: int = 0) -> int:
+    """The position in the global batch (its *slot*) of the first image of this rank's
+    micro-step ``micro_step``: rank ``r`` holds slots ``r * batch_size / world_size`` onwards
+    (:func:`shard_batches`), micro-step ``k`` the ``k``-th ``micro_batch`` of them. The keyed
+    draws (``training.draws``) use it, so an image draws the same at any world size."""
+    return ctx.rank * (batch_size // ctx.world_size) + micro_step * micro_batch
 
 
 def wrap_ddp(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torch.nn.Module:

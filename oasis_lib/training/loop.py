@@ -8,9 +8,10 @@
 * validation every ``validate_every`` epochs; ``best.pt`` is chosen by the EMA's validation
   loss (metrics go to ``metrics.jsonl``; ``viz.plotting.plot_loss_curve`` draws them);
 * ``last.pt`` written atomically every ``checkpoint_every`` steps and at each epoch end;
-  ``--resume`` continues from it. Every random draw of the loop (data order, flips, t, noise)
-  comes from generators whose state is in the checkpoint, so on the CPU a killed-and-resumed
-  run ends with the same weights as an uninterrupted one;
+  ``--resume`` continues from it. The data order is a permutation seeded by (seed, epoch);
+  every per-image draw of a step (flip, t, noise, ...) is keyed by (seed, step, the image's
+  slot in the global batch) (:mod:`.draws`), so on the CPU a killed-and-resumed run ends with
+  the same weights as an uninterrupted one;
 * a non-finite loss stops training with the step named; the last good checkpoint stays;
   so does a blown-up finite loss (``training.guards``: a running median times 10), and no
   checkpoint is written with non-finite weights; the run folder is locked by one process
@@ -18,16 +19,17 @@
   ``TrainingStopped`` (``training.signals``); a resume must use the checkpoint's recipe
   (``training.resume``);
 * under torchrun, DistributedDataParallel (:mod:`oasis_lib.training.distributed`): every rank
-  takes ``batch_size / world_size`` of each global batch, draws from its own generator
-  (seed * world_size + rank), accumulates ``grad_accum`` micro-batches with ``no_sync``; the EMA
-  is updated on every rank from the same all-reduced weights (identical, no communication); rank
-  0 alone writes files, and checkpoints hold every rank's RNG state.
+  takes ``batch_size / world_size`` of each global batch and accumulates ``grad_accum``
+  micro-batches with ``no_sync``; its images draw what they would draw in one process (keyed
+  draws), so N ranks end with the weights of one process to float rounding (the order of the
+  gradient all-reduce); the EMA is updated on every rank from the same all-reduced weights
+  (identical, no communication); rank 0 alone writes files. Dropout (off by default) draws from
+  each rank's own torch generator (seed * world_size + rank) and is not rank-invariant.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import time
@@ -37,14 +39,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..checkpoint import (
-    atomic_save,
-    get_rng_state,
-    load_checkpoint,
-    load_state_strict,
-    run_checkpoint,
-    set_rng_state,
-)
+from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data import load_splits
 from ..seeding import cpu_generator, seed_everything
@@ -54,21 +49,23 @@ from .distributed import (
     broadcast_object,
     check_batch_split,
     collective_guard,
-    gather_to_main,
     init_distributed,
     no_sync,
     rank_seed,
     shard_batches,
+    slot_offset,
     wrap_ddp,
 )
+from .draws import StepDraws, flip_images
 from .ema import EMA
-from .guards import DivergenceGuard, check_batches, check_finite_weights
+from .guards import DivergenceGuard, check_batches
 from .optim import build_lr_scheduler, build_optimizer
 from .precision import autocast_dtype, resolve_precision  # noqa: F401 (autocast_dtype: API)
 from .progress import TrainProgress, limit_reached
 from .resume import FREE, merge_for_resume
-from .run_dir import RunLock, append_jsonl, read_jsonl, tidy_run_dir, write_text_atomic
+from .run_dir import RunLock, append_jsonl, tidy_run_dir
 from .signals import GracefulStop, TrainingStopped, stopped
+from .state import RunState
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +90,7 @@ def _images(batch):
     return batch[0] if isinstance(batch, list | tuple) else batch
 
 
-class TrainingLoop:
+class TrainingLoop(RunState):
     """The loop; subclasses define what is trained (the hooks). Pass datasets to skip loading
     them from disk."""
 
@@ -152,8 +149,10 @@ class TrainingLoop:
                 barrier(self.dist, "latent cache written")
         if cfg.channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
-        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
-        self.eval_model = self.model  # the unwrapped network: validation runs on one rank
+        compiled = torch.compile if cfg.compile else (lambda net: net)
+        self.eval_model = compiled(self.raw_model)  # unwrapped: validation runs on one rank
+        trained = self.forward_module(self.raw_model)  # the network, or a module around it
+        self.model = self.eval_model if trained is self.raw_model else compiled(trained)
         if self.dist.enabled:  # dropout masks differ per rank; the weights come from rank 0
             torch.manual_seed(rank_seed(cfg.seed, self.dist))
         self.model = wrap_ddp(self.model, self.dist, self.device)
@@ -162,8 +161,9 @@ class TrainingLoop:
         self.opt = build_optimizer(cfg, self.raw_model.parameters(), self.device)
         self.sched = build_lr_scheduler(cfg, self.opt)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.gen = cpu_generator(rank_seed(cfg.seed, self.dist))  # t, noise and flips
+        self.gen = cpu_generator(rank_seed(cfg.seed, self.dist))  # a subclass's own draws
         self.step = self.epoch = self.batch_in_epoch = 0
+        self.draws = self._draws()  # the keyed draws of this rank's images (.draws)
         self.best_val: float | None = None
         self.train_seconds = 0.0  # time spent in optimiser steps (max_minutes counts this)
         self._clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
@@ -182,8 +182,14 @@ class TrainingLoop:
         """The network to optimise (set ``self.pipeline`` too, or None), before moving it."""
         raise NotImplementedError
 
+    def forward_module(self, net: torch.nn.Module) -> torch.nn.Module:
+        """What ``self.model`` calls in training (compiled, DDP-wrapped): the network itself,
+        or a module around it sharing its parameters (called once, after :meth:`build`)."""
+        return net
+
     def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
-        """The training loss of one batch (on the device), drawing from ``self.gen``."""
+        """The training loss of one batch (on the device); its random draws come from
+        ``self.draws`` (keyed by step and slot, :class:`.draws.StepDraws`)."""
         raise NotImplementedError
 
     def _fixed_validation_batch(self) -> None:
@@ -197,64 +203,6 @@ class TrainingLoop:
     def sample_grid(self, path: Path) -> Path:
         """A PNG showing what the EMA weights do now."""
         raise NotImplementedError
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        return {"model": self.raw_model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.opt.state_dict(), "lr_scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "step": self.step, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "best_val_loss": self.best_val,
-                "train_seconds": self.train_seconds,
-                "rng": get_rng_state(self.gen), "config": self.cfg.to_dict(),
-                "guard": self.guard.state_dict(), **self._rank_rng_states()}
-
-    def _rank_rng_states(self) -> dict:
-        """Every rank's RNG states, gathered to rank 0 (a collective: all ranks call it)."""
-        if not self.dist.enabled:
-            return {}
-        return {"rng_ranks": gather_to_main(get_rng_state(self.gen), self.dist)}
-
-    def _restore(self, ckpt: dict) -> None:
-        load_state_strict(self.raw_model, ckpt["model"], source=str(self.last_path))
-        self.ema.load_state_dict(ckpt["ema"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["lr_scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
-        self.batch_in_epoch, self.best_val = int(ckpt["batch_in_epoch"]), ckpt["best_val_loss"]
-        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints: 0
-        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
-        if len(ranks) == self.dist.world_size:
-            set_rng_state(ranks[self.dist.rank], self.gen)
-        else:  # another world size: the data order is exact, the noise streams are new ones
-            logger.warning("resuming a %d-rank run with %d ranks: noise streams are reseeded",
-                           len(ranks), self.dist.world_size)
-            self.gen.manual_seed(rank_seed(self.cfg.seed, self.dist) + 7919 * self.step)
-        self.guard.load_state_dict(ckpt.get("guard", {}))
-        self.guard.saved(self.last_path, self.step)
-        # Metric lines written after this checkpoint belong to lost work: drop them (and a
-        # torn last line of a killed run).
-        log = self.out / "metrics.jsonl"
-        if log.exists() and self.dist.is_main:
-            keep = [r for r in read_jsonl(log) if r.get("step", 0) <= self.step]
-            write_text_atomic(log, "".join(json.dumps(r) + "\n" for r in keep))
-
-    def save(self, path: Path | None = None) -> Path:
-        """Write the training state (rank 0 writes; every rank must call it under torchrun).
-        While the loss is suspect (``training.guards``) nothing is written and the last good
-        file is returned; non-finite weights raise instead of being saved."""
-        path = Path(path or self.last_path)
-        if self.guard.suspect:  # (the same on every rank: the guard sees the all-reduced loss)
-            return Path(self.guard.last_good[0]) if self.guard.last_good else path
-        check_finite_weights({"model": self.raw_model, "EMA": self.ema.model}, step=self.step,
-                             last_good=self.guard.good_text())
-        state = self.state_dict()
-        if self.dist.is_main:
-            with run_checkpoint(self.guard.last_good):  # a full disk names the last good one
-                atomic_save(state, path)
-        if path == self.last_path:
-            self.guard.saved(path, self.step)
-        return path
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -284,6 +232,11 @@ class TrainingLoop:
         return shard_batches(self._epoch_batches(epoch), self.dist)
 
     # ------------------------------------------------------------------ the loop
+    def _draws(self, micro_step: int = 0) -> StepDraws:
+        """The keyed draws of this rank's micro-batch ``micro_step`` of the current step."""
+        first = slot_offset(self.cfg.batch_size, self.dist, self.micro_batch, micro_step)
+        return StepDraws(self.cfg.seed, self.step, first)
+
     def step_inputs(self, batch):
         """A loader batch -> :meth:`train_step`'s input: the images (or (images, *extras))."""
         return _images(batch)
@@ -297,10 +250,9 @@ class TrainingLoop:
         chunks = [parts] if c.grad_accum == 1 else list(
             zip(*(p.split(self.micro_batch) for p in parts), strict=True))
         for k, (xk, *extra) in enumerate(chunks):
-            if c.hflip and not self.encoded:  # from the trainer's generator (exact resume)
-                flip = torch.rand(xk.shape[0], generator=self.gen) < 0.5
-                xk, *extra = (p if p.ndim < 3 else torch.where(
-                    flip.view(-1, *[1] * (p.ndim - 1)), p.flip(-1), p) for p in (xk, *extra))
+            self.draws = self._draws(k)  # keyed by (seed, step, slot): any number of ranks
+            if c.hflip and not self.encoded:
+                xk, *extra = flip_images((xk, *extra), self.draws.flips(xk.shape[0]))
             xk = self._to_device(xk)
             # DDP all-reduces the gradients in the backward of the last micro-step only.
             with no_sync(self.model, k < len(chunks) - 1), \

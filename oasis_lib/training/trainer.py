@@ -11,9 +11,9 @@ Conditional runs (``config.condition``, issue 12) read ``(slice, mask, slice ind
 (:class:`~oasis_lib.data.conditional.ConditionalSlices`; latent runs keep the pixel masks and
 indices next to the cached latents, and the U-Net pools the mask to the latent grid). Each step
 builds the batch's :class:`~oasis_lib.models.conditioning.Condition`, then draws per-class mask
-ablation ([B, 3]) and condition dropout ([B] joint, [B, 2] independent) from the Trainer's
-generator, right after the flips and before t and the noise: the same generator whose state is
-in every checkpoint, so a killed-and-resumed conditional run is exact too. Validation and the
+ablation and condition dropout for each image. Those draws, like the flip, t and the noise,
+are keyed by (seed, step, the image's slot in the global batch) (:mod:`.draws`), so a resumed
+run is exact and N ranks draw what one process draws. Validation and the
 grids use the fixed validate slices' own masks and indices, complete (no ablation, no
 dropout; guidance scale 1). Everything around
 the step (optimiser, EMA, checkpoints, exact resume, budget, signals, DDP) is the shared
@@ -114,16 +114,29 @@ class Trainer(TrainingLoop):
                          slice_index=slice_index.long().reshape(-1) if uses_slice else None)
 
     def compute_loss(self, x0: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
-        """The training loss of one batch (on the device), drawing from ``self.gen``; a
-        conditional batch's condition is ablated and dropped out first (module docstring)."""
-        cond = None
+        """The training loss of one batch (on the device): each image's t ~ U{0..T-1} and
+        noise come from ``self.draws`` (keyed per image, :mod:`.draws`); a conditional batch's
+        condition is ablated and dropped out first (module docstring)."""
+        cond, n = None, x0.shape[0]
         if self.conditional:
-            c = self.cfg
-            cond = training_condition(self.condition_of(*extra), ablation_p=c.mask_ablation_p,
-                                      p_uncond=c.p_uncond, mode=c.condition_dropout,
-                                      generator=self.gen).to(self.device)
-        return self.pipeline.loss(x0, model=self.model, generator=self.gen,
+            cond = self.keyed_condition(self.condition_of(*extra)).to(self.device)
+        t = self.draws.timesteps(n, self.schedule.T)
+        noise = self.draws.normal(x0.shape)
+        return self.pipeline.loss(x0, model=self.model, t=t, noise=noise,
                                   encoded=self.encoded, condition=cond)
+
+    def keyed_condition(self, cond: Condition) -> Condition:
+        """The training condition (class ablation, then condition dropout:
+        :func:`~oasis_lib.models.conditioning.training_condition`) drawn image by image, each
+        from its own keyed generator (stream "condition")."""
+        c = self.cfg
+        if cond.batch_size is None:
+            return cond
+        gens = self.draws.generators(cond.batch_size, "condition")
+        return Condition.cat([
+            training_condition(cond.select(slice(i, i + 1)), ablation_p=c.mask_ablation_p,
+                               p_uncond=c.p_uncond, mode=c.condition_dropout, generator=g)
+            for i, g in enumerate(gens)])
 
     def _conditional_sets(self) -> None:
         """(slice or latent, mask, slice index) datasets for a conditional run."""

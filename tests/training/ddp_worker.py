@@ -3,13 +3,12 @@
 SPEC holds ``mode`` ("step": one optimiser step on the first global batch, then the rank's
 gradients and weights go to ``results/rank{r}.pt``; "train": ``oasis_lib.training.train``),
 ``config`` (TrainConfig overrides of the tiny preset), ``results`` (a folder outside the run's
-out_dir), ``keyed_draws`` (t and noise drawn from each image's content instead of the trainer's
-generator, so runs that split the same batch differently see the same draws) and
-``step_sleep`` (seconds per step, to give a test time to kill a rank). A ``condition`` in the
-config trains on ``CondBlobs`` (image, mask, slice index); with ``keyed_draws`` the mask
-ablation and condition dropout are keyed by each image's content too (``keyed_condition``),
-and "step" mode also saves the conditions each step saw. ``steps``: how many steps "step"
-mode takes (default 1; the gradients saved are the last step's). Every file or folder
+out_dir) and ``step_sleep`` (seconds per step, to give a test time to kill a rank). A
+``condition`` in the config trains on ``CondBlobs`` (image, mask, slice index), and "step"
+mode also saves the conditions each micro-step saw (after ablation and dropout, recorded
+without changing them). ``steps``: how many steps "step" mode takes (default 1; the gradients
+saved are the last step's). The trainer's draws are its own (keyed by step and slot): nothing
+here replaces them. Every file or folder
 the rank creates or writes under ``out_dir`` is recorded (``sys.addaudithook``) and written to
 ``results/writes_rank{r}.json`` at exit.
 """
@@ -30,10 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: syntheti
 from synthetic import BlobSlices, CondBlobs  # noqa: E402
 
 from oasis_lib.config import TrainConfig  # noqa: E402
-from oasis_lib.diffusion.pipeline import DiffusionPipeline  # noqa: E402
-from oasis_lib.models.conditioning import Condition  # noqa: E402
 from oasis_lib.training import Trainer, train  # noqa: E402
-from oasis_lib.training import trainer as trainer_module  # noqa: E402
 from oasis_lib.training.distributed import RankFailure  # noqa: E402
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -61,46 +57,18 @@ def record_writes(root: Path, log: Path) -> None:
     atexit.register(lambda: log.write_text(json.dumps(sorted(writes))))
 
 
-def image_keys(x0) -> list[int]:
-    """One integer per image of a batch, fixed by its content."""
-    return [int((x.double().sum() * 1e4).round()) % 2**31 for x in x0.cpu()]
+def record_conditions(seen: list) -> None:
+    """Append each micro-step's training condition (``Trainer.keyed_condition``'s result,
+    unchanged) to ``seen``."""
+    real = Trainer.keyed_condition
 
-
-def keyed_loss(real):
-    """``DiffusionPipeline.loss`` whose training draws (t, noise) are fixed by each image's
-    content, not by the rank's generator (validation passes its own t and noise)."""
-    def loss(self, x0, *, t=None, noise=None, generator=None, **kw):
-        if t is None:
-            keys = image_keys(x0)
-            t = torch.tensor([k % self.schedule.T for k in keys])
-            noise = torch.stack([torch.randn(x.shape, generator=torch.Generator().manual_seed(k))
-                                 for k, x in zip(keys, x0.cpu(), strict=True)])
-        return real(self, x0, t=t.to(x0.device), noise=noise.to(x0.device), **kw)
-    return loss
-
-
-def keyed_condition(seen: list) -> None:
-    """``Trainer.compute_loss`` (unchanged) with ``training_condition``'s ablation and dropout
-    draws made per image from its content key (+1, apart from the noise's) instead of the
-    rank's generator; each step's conditions are appended to ``seen``."""
-    real_compute, real_condition = Trainer.compute_loss, trainer_module.training_condition
-    keys: list[int] = []
-
-    def compute_loss(self, x0, *extra):
-        keys[:] = image_keys(x0)
-        return real_compute(self, x0, *extra)
-
-    def training_condition(cond, *, generator=None, **kw):
-        rows = [real_condition(cond.select(slice(i, i + 1)), **kw,
-                               generator=torch.Generator().manual_seed((k + 1) % 2**31))
-                for i, k in enumerate(keys)]
-        out = Condition.cat(rows)
+    def keyed_condition(self, cond):
+        out = real(self, cond)
         seen.append({"mask": out.mask.clone(), "mask_present": out.present("mask").clone(),
                      "slice_present": out.present("slice").clone()})
         return out
 
-    Trainer.compute_loss = compute_loss
-    trainer_module.training_condition = training_condition
+    Trainer.keyed_condition = keyed_condition
 
 
 def main() -> int:
@@ -112,10 +80,8 @@ def main() -> int:
     record_writes(Path(cfg.out_dir), results / f"writes_rank{rank}.json")
     conditional = cfg.condition != "none"
     seen: list = []
-    if spec.get("keyed_draws"):
-        DiffusionPipeline.loss = keyed_loss(DiffusionPipeline.loss)
-        if conditional and spec.get("keyed_condition", True):
-            keyed_condition(seen)
+    if conditional:
+        record_conditions(seen)
     if spec.get("step_sleep"):
         real_step = Trainer.train_step
 

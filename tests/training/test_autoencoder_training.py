@@ -9,6 +9,7 @@ from synthetic import BlobSlices
 from oasis_lib.checkpoint import load_checkpoint
 from oasis_lib.config import AutoencoderTrainConfig
 from oasis_lib.training.autoencoder import AutoencoderTrainer
+from oasis_lib.training.draws import StepDraws
 
 
 def data():
@@ -36,14 +37,20 @@ def test_autoencoder_loss_falls_and_reconstructions_improve(tmp_path):
     assert "scale_factor" in ckpt["ema"]["model"]
 
 
-def test_crops_come_from_the_trainers_generator(tmp_path):
+def test_crops_are_keyed_per_image_by_step_and_slot(tmp_path):
+    # Each image is cropped at its own offset, drawn from (seed, step, its slot in the global
+    # batch): the same image in the same slot of the same step gets the same crop however the
+    # batch is split, and another step gives other offsets.
     trainer = AutoencoderTrainer(tiny(tmp_path), **data())
-    x = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32)
-    state = trainer.gen.get_state()
-    a = trainer._crop(x)
-    trainer.gen.set_state(state)
-    assert torch.equal(a, trainer._crop(x))
-    assert a.shape == (1, 1, 16, 16)
+    x = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32).expand(8, 1, 32, 32)
+    trainer.draws = StepDraws(trainer.cfg.seed, step=0)
+    whole = trainer._crop(x)
+    assert whole.shape == (8, 1, 16, 16)
+    assert len({int(c[0, 0, 0]) for c in whole}) > 1  # not one offset for the whole batch
+    trainer.draws = StepDraws(trainer.cfg.seed, step=0, first_slot=4)
+    assert torch.equal(trainer._crop(x[4:]), whole[4:])  # the second half of a split batch
+    trainer.draws = StepDraws(trainer.cfg.seed, step=1)
+    assert not torch.equal(trainer._crop(x), whole)
 
 
 def test_resume_equals_a_straight_run(tmp_path):

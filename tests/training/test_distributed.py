@@ -29,6 +29,7 @@ from oasis_lib.training.distributed import (
     env_ranks,
     rank_seed,
     shard_batches,
+    slot_offset,
 )
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -90,8 +91,8 @@ def run(tmp: Path, name: str, spec: dict, world: int) -> None:
 
 def one_step(tmp: Path, name: str, world: int, *, steps: int = 1, **over) -> dict:
     res = tmp / name
-    run(tmp, name, {"mode": "step", "keyed_draws": True, "results": str(res), "steps": steps,
-                    "config": config(tmp / f"{name}_run", hflip=False, **over)}, world)
+    run(tmp, name, {"mode": "step", "results": str(res), "steps": steps,
+                    "config": config(tmp / f"{name}_run", **over)}, world)  # (flips on)
     return {r: torch.load(res / f"rank{r}.pt", weights_only=True) for r in range(world)}
 
 
@@ -134,6 +135,10 @@ def test_sharding_covers_each_global_batch_once_and_seeds_per_rank():
     assert shard_batches(batches, DistContext()) is batches
     assert [rank_seed(5, DistContext(rank=r, world_size=2)) for r in range(2)] == [10, 11]
     assert rank_seed(5, DistContext()) == 5  # world size 1: today's stream
+    # the slot (position in the global batch) of each rank's first image of each micro-step
+    assert [slot_offset(8, DistContext(rank=r, world_size=2), 2, k)
+            for r in range(2) for k in range(2)] == [0, 2, 4, 6]
+    assert slot_offset(8, DistContext(), 8) == 0
     assert check_batch_split(8, DistContext(world_size=2), 2) == 2
     with pytest.raises(ValueError, match="multiple of world_size x grad_accum = 2 x 3 = 6"):
         check_batch_split(8, DistContext(world_size=2), 3)
@@ -180,9 +185,9 @@ def test_two_ranks_accumulating_two_equal_one_rank_of_4b(tmp_path):
 def test_conditional_two_ranks_equal_one_process(tmp_path, grad_accum):
     # (f) mask+slice with condition dropout and mask ablation, three steps (the zero-initialised
     # output layers pass no gradient to the slice embedding before step 3): each rank's share of
-    # the masks and slice indices travels with its images, and the conditions (drawn per
-    # image, keyed like t and the noise; the trainer draws them from the rank's generator,
-    # seed * world + rank, as it draws the noise) are those of the one-process run.
+    # the masks and slice indices travels with its images (flipped with them), and the
+    # conditions (drawn per image, keyed by step and slot like the flips, t and the noise) are
+    # those of the one-process run.
     over = dict(condition="mask+slice", p_uncond=0.5, mask_ablation_p=0.5)
     single = one_step(tmp_path, "single", world=1, steps=3, **over)[0]
     ddp = one_step(tmp_path, "ddp", world=2, steps=3, grad_accum=grad_accum, **over)
@@ -316,3 +321,49 @@ def test_torchrun_cli_trains_on_two_ranks(tmp_path, fake_root):
     assert ckpt["config"]["grad_accum"] == 2
     assert ckpt["step"] == 2
     assert len(ckpt["rng_ranks"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (
+    Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
+@pytest.mark.parametrize("condition", [None, "mask+slice"])
+def test_torchrun_two_ranks_end_with_the_weights_of_one_process(tmp_path, fake_root, condition):
+    # Rank invariance through the real command line, flips on: torchrun with 2 ranks and one
+    # plain process, same global batch (4), three steps; each image draws its flip, t, noise
+    # (and condition ablation / dropout) from (seed, step, slot), so the runs differ only by
+    # the order of the gradient all-reduce: float32 rounding, ~1e-7 relative in a gradient.
+    # AdamW divides each gradient by its running RMS (+ eps 1e-8), so where a gradient is
+    # near eps that rounding reaches its update: up to ~1e-3 of a step (measured: 1.8e-6 on
+    # one weight in 6,912 at lr 1e-3). Tolerance: every weight within 1% of one step (1e-5 at
+    # lr 1e-3), and the mean difference below 1e-8; draws that differ (the old per-rank
+    # streams, seed * world + rank) move nearly every weight by ~lr (1e-3).
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    args = ["train", "--data-root", str(fake_root), "--preset", "tiny", "--image-size", "16",
+            "--batch-size", "4", "--max-steps", "3", "--epochs", "3", "--validate-every", "100",
+            "--sample-every", "100", "--seed", "3", "--lr", "1e-3", "--warmup-steps", "0",
+            "--no-progress"]  # (full-size steps from the first: runs that drew apart differ)
+    if condition:
+        args += ["--condition", condition, "--p-uncond", "0.5", "--mask-ablation-p", "0.5"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    runs = {"one": [sys.executable, "-m", "oasis_lib"],
+            "two": [torchrun, "--standalone", "--nproc_per_node=2", "-m", "oasis_lib"]}
+    ckpts = {}
+    for name, cmd in runs.items():
+        proc = subprocess.run([*cmd, *args, "--out", str(tmp_path / name)], env=env,
+                              capture_output=True, text=True, timeout=LIMIT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ckpts[name] = load_checkpoint(tmp_path / name / "last.pt")
+    one, two = ckpts["one"], ckpts["two"]
+    assert one["step"] == two["step"] == 3
+    assert one["config"]["hflip"]
+    assert two["config"]["hflip"]
+    assert len(two["rng_ranks"]) == 2  # (the 2-rank run really had two ranks)
+    for key in ("model", "ema"):
+        a, b = (ckpt[key]["model"] if key == "ema" else ckpt[key] for ckpt in (one, two))
+        diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
+        print(f"{condition} {key}: max {diff.max():.3g}, mean {diff.mean():.3g}")
+        assert diff.max() < 1e-5, key
+        assert diff.mean() < 1e-8, key
+    moved = max(float((one["model"][k] - one["ema"]["model"][k]).abs().max())
+                for k in one["model"] if one["model"][k].is_floating_point())
+    assert moved > 1e-4  # the weights trained away from the EMA's: real steps were compared
