@@ -4,8 +4,8 @@ Samples ``--n`` slices from each model with the same sampler (DPM-Solver++(2M), 
 times them, and scores them with the evaluation of notebook 06 (each metric next to its
 real-vs-real reference, the "floor"). Both models are scored against the same held-out set,
 the validate slices, the one split neither model trained on (both learned from train; the
-latent model of an earlier table from train + test); the floor is the same metric for as many train slices against validate
-(``oasis_lib.evaluation.report``):
+latent model of an earlier table from train + test); the floor is the same metric for as many
+train and test slices against validate (``oasis_lib.evaluation.report``):
 
 * **at 64x64**, for a side by side: the pixel model's samples as they are, the latent model's
   256x256 samples area-downsampled to 64x64, both with the shipped 64x64 segmenter;

@@ -106,7 +106,9 @@ def latent_channels_figure(image: Tensor, latent: Tensor, *, title: str | None =
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.93))  # keep the two-line panel titles under it
+    else:
+        fig.tight_layout()
     return fig
 
 
