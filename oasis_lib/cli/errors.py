@@ -140,6 +140,11 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> 
             time.sleep(QUIET_RANK_GRACE_S)
             return code
         print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+        if getattr(err, "broken_process_group", False):
+            # Everything was saved and said; skip the broken process group's C++ teardown,
+            # which may abort instead of exiting with our code (distributed.RankFailure).
+            sys.stdout.flush()
+            os._exit(code)
         return code
 
 

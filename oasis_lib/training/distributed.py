@@ -39,6 +39,11 @@ _PEER_ERROR = re.compile(r"gloo|nccl|timed out|timeout|connection (reset|closed|
 class RankFailure(RuntimeError):
     """Another rank died or stopped answering; this rank stopped instead of waiting."""
 
+    #: The process group is broken: its C++ teardown at interpreter exit can abort the process
+    #: (SIGABRT, "terminate called without an active exception") instead of exiting with the
+    #: CLI's code, so the CLI ends the process at once after its line (``cli.errors.run``).
+    broken_process_group = True
+
 
 @dataclass(frozen=True)
 class DistContext:
