@@ -1,0 +1,115 @@
+"""The maths of rectified flow (flow matching on the straight path), as pure functions.
+
+The path (Liu et al. 2022, eq. 1; Lipman et al. 2023, the optimal-transport path of sec. 4.1
+with sigma_min = 0): a clean image x0 and a noise draw eps ~ N(0, I) are joined by the line
+
+    x_t = (1 - t) x0 + t eps,   t in [0, 1]   (t = 0: data; t = 1: noise),
+
+whose velocity dx_t / dt = eps - x0 is the network's training target. Sampling integrates the
+ODE dx/dt = v(x, t) from t = 1 down to t = 0. The conventions are diffusers' (its ``sigma`` is
+our t; ``FlowMatchEulerDiscreteScheduler.scale_noise``: ``sigma * noise + (1 - sigma) *
+sample``) and Stable Diffusion 3's (Esser et al. 2024, sec. 3.1: their eps-to-data path with
+``z_t = (1 - t) x0 + t eps``).
+
+Training times (Esser et al. 2024, sec. 3.1): uniform, or logit-normal, t = sigmoid(m + s u)
+with u ~ N(0, 1) (location m, scale s; SD3 chose m = 0, s = 1), which puts more of the
+training on the middle of the path where the velocity is hardest to predict.
+
+The timestep shift (Esser et al. 2024, sec. 5.3.2, "resolution-dependent shifting"):
+t' = s t / (1 + (s - 1) t). With s > 1 a sampler spends more of its steps at high noise, where
+large images (or latents) keep more of their structure than small ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: How ``sample_flow_time`` draws t: ``uniform`` on [0, 1], or ``logit-normal`` (SD3 sec. 3.1).
+TIME_SAMPLINGS = ("uniform", "logit-normal")
+
+
+def flow_forward(x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    """x_t = (1 - t) x0 + t eps (the straight path; ``t`` of shape (B,), broadcast)."""
+    t = t.to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))
+    return (1.0 - t) * x0 + t * noise
+
+
+def flow_velocity(x0: Tensor, noise: Tensor) -> Tensor:
+    """The training target, dx_t / dt = eps - x0 (Liu et al. 2022, eq. 1)."""
+    return noise - x0
+
+
+def shift_time(t, shift: float):
+    """SD3's timestep shift t' = s t / (1 + (s - 1) t) (Esser et al. 2024, sec. 5.3.2).
+
+    s = 1 leaves t unchanged; t = 0 and t = 1 stay fixed for every s > 0. Works on floats,
+    numpy arrays and tensors alike.
+    """
+    if not shift > 0:
+        raise ValueError(f"shift must be > 0, got {shift!r}")
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sample_flow_time(n: int, *, sampling: str = "uniform", loc: float = 0.0,
+                     scale: float = 1.0, shift: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """n training times in (0, 1), float32 on the CPU, drawn from ``generator``.
+
+    ``uniform``: t ~ U(0, 1). ``logit-normal``: t = sigmoid(loc + scale u), u ~ N(0, 1)
+    (Esser et al. 2024, sec. 3.1, pi_ln(t; m, s)). Then the shift, if ``shift`` != 1.
+    """
+    if sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"unknown time sampling {sampling!r}; choose one of {TIME_SAMPLINGS}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    if sampling == "uniform":
+        t = torch.rand(n, generator=generator, dtype=torch.float32)
+    else:
+        u = torch.randn(n, generator=generator, dtype=torch.float32)
+        t = torch.sigmoid(loc + scale * u)
+    return shift_time(t, shift) if shift != 1.0 else t
+
+
+def logit_normal_density(t, *, loc: float = 0.0, scale: float = 1.0):
+    """pi_ln(t; m, s) = exp(-(logit t - m)^2 / (2 s^2)) / (s sqrt(2 pi) t (1 - t))
+    (Esser et al. 2024, sec. 3.1), for plots and tests."""
+    t = np.asarray(t, dtype=np.float64)
+    logit = np.log(t / (1 - t))
+    return np.exp(-(logit - loc) ** 2 / (2 * scale**2)) / (
+        scale * math.sqrt(2 * math.pi) * t * (1 - t))
+
+
+def flow_sigmas(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000) -> Tensor:
+    """The sampling grid t_0 > ... > t_{steps-1} > 0 of diffusers'
+    ``FlowMatchEulerDiscreteScheduler.set_timesteps(steps)``, with the terminal 0 appended
+    (float64, length steps + 1).
+
+    diffusers builds its training sigmas i / N (i = N..1) and shifts them; ``set_timesteps``
+    spaces ``steps`` points evenly between the largest (1) and the smallest shifted training
+    sigma, ``shift(1 / N)``, and shifts them again. The second shift of an already shifted
+    endpoint is diffusers' own choice; we follow it so that the grids agree.
+    """
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    n = num_train_timesteps
+    sigma_min = float(np.float32(shift_time(np.float32(1.0 / n), shift)))
+    t = np.linspace(1.0 * n, sigma_min * n, int(steps))
+    sigmas = shift_time(t / n, shift)
+    return torch.cat([torch.from_numpy(sigmas), torch.zeros(1, dtype=torch.float64)])
+
+
+def euler_flow_step(velocity: Tensor, x: Tensor, t: float, t_next: float) -> Tensor:
+    """One Euler step of dx/dt = v from t to t_next: x + (t_next - t) v."""
+    return x + (t_next - t) * velocity
+
+
+def heun_flow_step(velocity: Tensor, velocity_next: Tensor, x: Tensor, t: float,
+                   t_next: float) -> Tensor:
+    """Heun's step (the trapezoid of Karras et al. 2022, Algorithm 1, lines 7-8): with v at
+    (x, t) and v' at the Euler point (x + (t_next - t) v, t_next),
+    x + (t_next - t) (v + v') / 2."""
+    return x + (t_next - t) * 0.5 * (velocity + velocity_next)
