@@ -15,6 +15,8 @@ streak) and chooses no ``best.pt``; if the streak reaches ``patience`` the run s
 :class:`DivergenceError` naming the last checkpoint that is truly good. A steady slow
 drift upwards moves the median with it and is not caught: the test is for blow-ups.
 
+:func:`check_finite_loss` runs on every micro-step's loss (one process) and on the step's loss
+averaged over ranks (every rank stops together), before any weight changes.
 :func:`check_finite_weights` runs before every save, so no checkpoint holds NaN/inf weights.
 The guard's state (the loss window, the streak, the last good checkpoint) is saved with the
 run, so a resumed run decides exactly as an uninterrupted one would.
@@ -28,6 +30,10 @@ from collections import deque
 from pathlib import Path
 
 import torch
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; training stopped without overwriting the last checkpoint."""
 
 
 class DivergenceError(RuntimeError):
@@ -52,6 +58,14 @@ def non_finite_tensors(state: dict, prefix: str = "") -> list[str]:
               and not bool(torch.isfinite(value).all())):
             bad.append(f"{prefix}{key}")
     return bad
+
+
+def check_finite_loss(loss: torch.Tensor, *, step: int, epoch: int, last_good: str) -> None:
+    """Raise :class:`NonFiniteLossError` naming ``step`` (and ``epoch``) if ``loss`` is NaN or
+    inf; ``last_good`` (:meth:`DivergenceGuard.good_text`) ends the message."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {step} (epoch "
+                                 f"{epoch}); stopped without saving. {last_good}")
 
 
 def check_finite_weights(modules: dict[str, torch.nn.Module], *, step: int,

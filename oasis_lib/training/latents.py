@@ -12,6 +12,9 @@ unit-variance data, would be multiplied by ``Var(z)`` (``x_T`` is noise either w
 (``latent_scale_factor``), so a resumed run and an exported model use the very same number.
 Horizontal flips are not applied to latents (a flipped latent is not the latent of the flipped
 slice); the run's ``hflip`` is ignored in latent space.
+
+Under torchrun rank 0 encodes and writes the cache while the other ranks wait, then they read
+it (:func:`rank_zero_latents`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from torch.utils.data import TensorDataset
 
 from ..data.latent_cache import cached_latents
+from .distributed import DistContext, barrier
 
 
 def latent_datasets(pipeline, config, train_set, val_set, *, progress: bool = False):
@@ -32,3 +36,16 @@ def latent_datasets(pipeline, config, train_set, val_set, *, progress: bool = Fa
     pipeline.scale_factor = config.latent_scale_factor
     s = config.latent_scale_factor
     return TensorDataset(train * s), TensorDataset(val * s), s
+
+
+def rank_zero_latents(pipeline, config, train_set, val_set, dist: DistContext, *,
+                      progress: bool = False):
+    """:func:`latent_datasets` under torchrun: rank 0 encodes and writes the latent cache, the
+    other ranks wait at a barrier, then read it (every rank: ``(train, validate)``)."""
+    if not dist.is_main:
+        barrier(dist, "waiting for rank 0's latent cache")
+    train, val, _ = latent_datasets(pipeline, config, train_set, val_set,
+                                    progress=progress and dist.is_main)
+    if dist.is_main:
+        barrier(dist, "latent cache written")
+    return train, val

@@ -1,48 +1,71 @@
-"""The training loop every run shares: optimiser, EMA, checkpoints, resume, budget, DDP.
+"""The training loop every run shares: one optimiser step, readable on one screen.
 
 :class:`TrainingLoop` knows nothing of what it trains: a subclass says that with its hooks
-(``build``, ``compute_loss``, ``_fixed_validation_batch``, ``validate``, ``sample_grid``):
-``training.trainer.Trainer`` (diffusion) and ``training.autoencoder.AutoencoderTrainer``.
+(``build``, ``step_inputs``, ``compute_loss``, ``_fixed_validation_batch``, ``validate``,
+``sample_grid``): ``training.trainer.Trainer`` (diffusion) and
+``training.autoencoder.AutoencoderTrainer``. The loop body is karpathy/nanoGPT's ``train.py``:
+lr, micro-steps, clip, step, EMA, log. Everything else sits at its edges, in small helpers.
 
-* AdamW, warm-up then constant or cosine LR (``training.optim``), clipping, EMA (``.ema``);
-* validation every ``validate_every`` epochs; ``best.pt`` is chosen by the EMA's validation
-  loss (metrics go to ``metrics.jsonl``; ``viz.plotting.plot_loss_curve`` draws them);
-* ``last.pt`` written atomically every ``checkpoint_every`` steps and at each epoch end;
-  ``--resume`` continues from it. The data order is a permutation seeded by (seed, epoch);
-  every per-image draw of a step (flip, t, noise, ...) is keyed by (seed, step, the image's
-  slot in the global batch) (:mod:`.draws`), so on the CPU a killed-and-resumed run ends with
-  the same weights as an uninterrupted one;
-* a non-finite loss stops training with the step named; the last good checkpoint stays;
-  so does a blown-up finite loss (``training.guards``: a running median times 10), and no
-  checkpoint is written with non-finite weights; the run folder is locked by one process
-  (``training.run_dir``); SIGTERM/SIGINT save at the next step boundary and raise
-  ``TrainingStopped`` (``training.signals``); a resume must use the checkpoint's recipe
-  (``training.resume``);
-* under torchrun, DistributedDataParallel (:mod:`oasis_lib.training.distributed`): every rank
-  takes ``batch_size / world_size`` of each global batch and accumulates ``grad_accum``
-  micro-batches with ``no_sync``; its images draw what they would draw in one process (keyed
-  draws), so N ranks end with the weights of one process to float rounding (the order of the
-  gradient all-reduce); the EMA is updated on every rank from the same all-reduced weights
-  (identical, no communication); rank 0 alone writes files. Dropout (off by default) draws from
-  each rank's own torch generator (seed * world_size + rank) and is not rank-invariant.
+The map of one step (``fit`` -> ``train_step``), with the file and function of every edge:
+
+0. the batch: ``fit`` walks the epochs; an epoch's order is a permutation seeded by (seed,
+   epoch) (``batches.epoch_batches``), this rank's share of each global batch
+   (``distributed.shard_batches``), resumed after the batches done
+   (``batch_in_epoch``), loaded by ``batches.epoch_loader``; ``step_inputs`` (hook) picks the
+   images (and extras); ``session.FitSession.timed`` counts the step's time for the budget.
+1. lr: this step's ``lr * optim.lr_multiplier(step)`` (warm-up, then constant or cosine), set
+   by ``self.sched`` when the previous step ended (``optim.build_lr_scheduler``).
+2. micro-steps (``batches.micro_batches``: ``grad_accum`` of them): ``_micro_inputs`` keys the
+   draws of each image by (seed, step, its slot in the global batch) (``draws.StepDraws``,
+   ``distributed.slot_offset``), flips (``draws.flip_images``) and moves it to the device;
+   forward and loss under autocast (``compute_loss``, hook; ``precision.resolve_precision``);
+   backward of ``loss / grad_accum``; DDP all-reduces the gradients in the last micro-step's
+   backward only (``distributed.no_sync`` on the others; a dead peer becomes ``RankFailure``,
+   ``distributed.collective_guard``). ``_global_loss``: the mean over ranks
+   (``distributed.all_reduce_mean``), stopped when non-finite (``guards.check_finite_loss``)
+   or blown up (``guards.DivergenceGuard.update``), before any weight changes.
+3. unscale (the fp16 grad scaler) and clip the gradient norm to ``grad_clip``.
+4. optimiser step (``optim.build_optimizer``: Adam/AdamW); the schedule sets the next lr.
+5. EMA update (``ema.EMA.update``: identical on every rank, from the all-reduced weights).
+6. log, between steps (``session.FitSession.after_step``): ``metrics.jsonl`` every ``log_every``
+   steps (``_log``, rank 0), the bar (``progress.TrainProgress``), ``last.pt`` every
+   ``checkpoint_every`` steps (``state.RunState.save``: nothing while the guard is suspect, never
+   non-finite weights); then the limits (``session.FitSession.limit_reached``: ``max_steps``,
+   ``max_minutes``, ``progress.limit_reached``) and a SIGTERM/SIGINT on any rank
+   (``session.FitSession.stop_if_asked``, ``signals.stopped``: save, raise ``TrainingStopped``).
+7. at an epoch's end (``_end_of_epoch``): validation every ``validate_every`` epochs (rank 0,
+   broadcast; ``best.pt`` by the EMA's loss, never a diverged one), a sample grid every
+   ``sample_every``, then ``last.pt``.
+
+Set up once, before the first step (``_init``): the run folder's lock (``run_dir.RunLock``),
+the resume rules (``resume.merge_for_resume``) and restore (``state.RunState._restore``), the
+process group (``distributed.init_distributed``), the latent cache of a latent run (rank 0
+writes it: ``latents.rank_zero_latents``), compile and DDP (``_wrap``,
+``distributed.wrap_ddp``).
+
+Exact resume: the data order needs no state and every per-image draw of a step (flip, t,
+noise, ...) is keyed (:mod:`.draws`), so on the CPU a killed-and-resumed run ends with the
+weights of an uninterrupted one; N ranks end with the weights of one process to float
+rounding (the order of the gradient all-reduce); rank 0 alone writes files. Dropout (off by
+default) draws from each rank's own torch generator (seed * world_size + rank) and is not
+rank-invariant.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
 from ..data import load_splits
 from ..seeding import cpu_generator, seed_everything
+from .batches import epoch_batches, epoch_loader, images, micro_batches
 from .distributed import (
     all_reduce_mean,
     barrier,
@@ -58,23 +81,23 @@ from .distributed import (
 )
 from .draws import StepDraws, flip_images
 from .ema import EMA
-from .guards import DivergenceGuard, check_batches
+from .guards import DivergenceGuard, NonFiniteLossError, check_batches, check_finite_loss
+from .latents import rank_zero_latents
 from .optim import build_lr_scheduler, build_optimizer
 from .precision import autocast_dtype, resolve_precision  # noqa: F401 (autocast_dtype: API)
-from .progress import TrainProgress, limit_reached
 from .resume import FREE, merge_for_resume
 from .run_dir import RunLock, append_jsonl, tidy_run_dir
-from .signals import GracefulStop, TrainingStopped, stopped
+from .session import fit_session
 from .state import RunState
+
+__all__ = ["RESUME_OVERRIDES", "NonFiniteLossError", "TrainResult", "TrainingLoop"]
 
 logger = logging.getLogger(__name__)
 
 # Fields a resumed run takes from the new config instead of the checkpoint.
 RESUME_OVERRIDES = FREE
 
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; training stopped without overwriting the last checkpoint."""
+_images = images  # (the name trainer.py and autoencoder.py import)
 
 
 @dataclass
@@ -84,10 +107,6 @@ class TrainResult:
     best_val_loss: float | None
     out_dir: Path
     images_per_second: float
-
-
-def _images(batch):
-    return batch[0] if isinstance(batch, list | tuple) else batch
 
 
 class TrainingLoop(RunState):
@@ -136,26 +155,11 @@ class TrainingLoop(RunState):
         self.raw_model = self.build().to(self.device)
         self.encoded = self.pipeline is not None and self.pipeline.autoencoder is not None
         if self.encoded:  # latent diffusion: train on cached, scaled latents
-            from .latents import latent_datasets
-
             self.pipeline.to(self.device)
-            # Rank 0 encodes and writes the latent cache; the other ranks then read it.
-            if not self.dist.is_main:
-                barrier(self.dist, "waiting for rank 0's latent cache")
-            self.train_set, self.val_set, _ = latent_datasets(
-                self.pipeline, cfg, self.train_set, self.val_set,
-                progress=cfg.progress and self.dist.is_main)
-            if self.dist.is_main:
-                barrier(self.dist, "latent cache written")
-        if cfg.channels_last:
-            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
-        compiled = torch.compile if cfg.compile else (lambda net: net)
-        self.eval_model = compiled(self.raw_model)  # unwrapped: validation runs on one rank
-        trained = self.forward_module(self.raw_model)  # the network, or a module around it
-        self.model = self.eval_model if trained is self.raw_model else compiled(trained)
-        if self.dist.enabled:  # dropout masks differ per rank; the weights come from rank 0
-            torch.manual_seed(rank_seed(cfg.seed, self.dist))
-        self.model = wrap_ddp(self.model, self.dist, self.device)
+            self.train_set, self.val_set = rank_zero_latents(
+                self.pipeline, cfg, self.train_set, self.val_set, self.dist,
+                progress=cfg.progress)
+        self._wrap()
         self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup,
                        power=cfg.ema_power, inv_gamma=cfg.ema_inv_gamma)
         self.opt = build_optimizer(cfg, self.raw_model.parameters(), self.device)
@@ -177,6 +181,21 @@ class TrainingLoop(RunState):
             tidy_run_dir(self.out, fresh=ckpt is None)
         barrier(self.dist, "start-up barrier (every rank has read the checkpoint)")
 
+    def _wrap(self) -> None:
+        """``self.eval_model`` (compiled if asked; unwrapped: validation runs on one rank) and
+        ``self.model``, what a step calls: :meth:`forward_module` compiled and, under torchrun,
+        DistributedDataParallel (``distributed.wrap_ddp``: rank 0's weights broadcast)."""
+        cfg = self.cfg
+        if cfg.channels_last:
+            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
+        compiled = torch.compile if cfg.compile else (lambda net: net)
+        self.eval_model = compiled(self.raw_model)
+        trained = self.forward_module(self.raw_model)  # the network, or a module around it
+        self.model = self.eval_model if trained is self.raw_model else compiled(trained)
+        if self.dist.enabled:  # dropout masks differ per rank; the weights come from rank 0
+            torch.manual_seed(rank_seed(cfg.seed, self.dist))
+        self.model = wrap_ddp(self.model, self.dist, self.device)
+
     # ------------------------------------------------------------------ what is trained
     def build(self) -> torch.nn.Module:
         """The network to optimise (set ``self.pipeline`` too, or None), before moving it."""
@@ -186,6 +205,10 @@ class TrainingLoop(RunState):
         """What ``self.model`` calls in training (compiled, DDP-wrapped): the network itself,
         or a module around it sharing its parameters (called once, after :meth:`build`)."""
         return net
+
+    def step_inputs(self, batch):
+        """A loader batch -> :meth:`train_step`'s input: the images (or (images, *extras))."""
+        return images(batch)
 
     def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch (on the device); its random draws come from
@@ -204,7 +227,103 @@ class TrainingLoop(RunState):
         """A PNG showing what the EMA weights do now."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        """Train until the first limit (``max_steps``, ``epochs``, ``max_minutes``); a
+        signal saves and raises ``TrainingStopped``. The map: the module docstring."""
+        with fit_session(self) as run:  # lock, signal handlers, the bar (session.py)
+            self.model.train()
+            for epoch in range(self.epoch, self.cfg.epochs):
+                if run.limit_reached():
+                    break
+                self.epoch = epoch  # the finished epochs; people read epochs from 1
+                all_batches = self._rank_batches(epoch)
+                for batch in self._loader(epoch, all_batches[self.batch_in_epoch:]):
+                    loss = run.timed(self.train_step, self.step_inputs(batch))
+                    self.batch_in_epoch += 1
+                    run.after_step(loss, epoch)  # log, bar, last.pt every checkpoint_every
+                    if run.limit_reached():
+                        break
+                    run.stop_if_asked()  # SIGTERM/SIGINT on any rank: save, stop
+                # The epoch ran to its end (also when the budget ran out on its last batch):
+                # validate and draw its grid before saving.
+                if self.batch_in_epoch == len(all_batches):
+                    self.epoch, self.batch_in_epoch = epoch + 1, 0
+                    self._end_of_epoch(epoch)
+                self.save()
+        barrier(self.dist, "end of training")
+        return TrainResult(self.step, self.epoch, self.best_val, self.out,
+                           run.images_per_second())
+
+    def train_step(self, x0) -> float:
+        """One optimiser step on this rank's share ``x0`` of a global batch (or a tuple of
+        :meth:`step_inputs`, extras flipped too if >= 3-d); returns the global mean loss.
+        The steps 1-5 of the module docstring's map (``fit`` logs it: step 6)."""
+        c = self.cfg
+        # 1. lr: lr x optim.lr_multiplier(step), set by self.sched when the last step ended.
+        # 2. micro-steps: forward, loss, backward; DDP syncs gradients in the last one only.
+        self.opt.zero_grad(set_to_none=True)
+        chunks, total = micro_batches(x0, c.grad_accum, self.micro_batch), 0.0
+        for k, chunk in enumerate(chunks):
+            xk, *extra = self._micro_inputs(k, chunk)  # keyed draws, flips, to the device
+            with no_sync(self.model, k < len(chunks) - 1), \
+                    collective_guard(self.dist, f"gradient all-reduce of step {self.step + 1}"):
+                with self._autocast():
+                    loss = self.compute_loss(xk, *extra)
+                if not self.dist.enabled:
+                    self._check_finite(loss)
+                self.scaler.scale(loss / len(chunks) if len(chunks) > 1 else loss).backward()
+            total += float(loss.detach()) / len(chunks)
+        total = self._global_loss(total)  # every rank stops together on a bad loss anywhere
+        # 3. unscale and clip the gradient norm.
+        if c.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
+        # 4. optimiser step; the schedule sets the next step's lr.
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        # 5. EMA of the weights.
+        self.ema.update(self.raw_model)
+        self.step += 1
+        return total
+
+    # ------------------------------------------------------------------ the step's edges
+    def _rank_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's share of each of the epoch's global batches (all of it at world 1)."""
+        batches = epoch_batches(self.cfg.seed, epoch, len(self.train_set), self.cfg.batch_size)
+        return shard_batches(batches, self.dist)
+
+    def _loader(self, epoch: int, batches: list[list[int]]):
+        return epoch_loader(self.train_set, batches, epoch=epoch,
+                            num_workers=self.cfg.num_workers, device=self.device)
+
+    def _draws(self, micro_step: int = 0) -> StepDraws:
+        """The keyed draws of this rank's micro-batch ``micro_step`` of the current step."""
+        first = slot_offset(self.cfg.batch_size, self.dist, self.micro_batch, micro_step)
+        return StepDraws(self.cfg.seed, self.step, first)
+
+    def _micro_inputs(self, k: int, chunk: tuple) -> list:
+        """Micro-step ``k``'s inputs: its keyed draws set (``self.draws``: any number of ranks
+        draws the same), flipped (pixel runs with ``hflip``), the images on the device."""
+        self.draws = self._draws(k)
+        xk, *extra = chunk
+        if self.cfg.hflip and not self.encoded:
+            xk, *extra = flip_images((xk, *extra), self.draws.flips(xk.shape[0]))
+        return [self._to_device(xk), *extra]
+
+    def _global_loss(self, total: float) -> float:
+        """The step's loss averaged over ranks; a non-finite one (``guards.check_finite_loss``)
+        or a blown-up finite one (``guards.DivergenceGuard``) stops every rank together."""
+        total = all_reduce_mean(total, self.dist)
+        self._check_finite(torch.tensor(total))
+        self.guard.update(total, step=self.step + 1)
+        return total
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        check_finite_loss(loss, step=self.step + 1, epoch=self.epoch,
+                          last_good=self.guard.good_text())
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -215,147 +334,11 @@ class TrainingLoop(RunState):
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def _log(self, record: dict) -> None:
+        """One line of ``metrics.jsonl`` (rank 0)."""
         if not self.dist.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.out / "metrics.jsonl", record)
-
-    def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The epoch's batches: a permutation seeded by (seed, epoch), last partial dropped."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.train_set), generator=g).tolist()
-        bs = self.cfg.batch_size
-        return [perm[i:i + bs] for i in range(0, len(perm) - bs + 1, bs)]
-
-    def _rank_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's share of each of the epoch's global batches (all of it at world 1)."""
-        return shard_batches(self._epoch_batches(epoch), self.dist)
-
-    # ------------------------------------------------------------------ the loop
-    def _draws(self, micro_step: int = 0) -> StepDraws:
-        """The keyed draws of this rank's micro-batch ``micro_step`` of the current step."""
-        first = slot_offset(self.cfg.batch_size, self.dist, self.micro_batch, micro_step)
-        return StepDraws(self.cfg.seed, self.step, first)
-
-    def step_inputs(self, batch):
-        """A loader batch -> :meth:`train_step`'s input: the images (or (images, *extras))."""
-        return _images(batch)
-
-    def train_step(self, x0) -> float:
-        """One optimiser step on this rank's share ``x0`` of a global batch (or a tuple of
-        :meth:`step_inputs`, extras flipped too if >= 3-d); returns the global mean loss."""
-        c = self.cfg
-        self.opt.zero_grad(set_to_none=True)
-        total, parts = 0.0, (tuple(x0) if isinstance(x0, list | tuple) else (x0,))
-        chunks = [parts] if c.grad_accum == 1 else list(
-            zip(*(p.split(self.micro_batch) for p in parts), strict=True))
-        for k, (xk, *extra) in enumerate(chunks):
-            self.draws = self._draws(k)  # keyed by (seed, step, slot): any number of ranks
-            if c.hflip and not self.encoded:
-                xk, *extra = flip_images((xk, *extra), self.draws.flips(xk.shape[0]))
-            xk = self._to_device(xk)
-            # DDP all-reduces the gradients in the backward of the last micro-step only.
-            with no_sync(self.model, k < len(chunks) - 1), \
-                    collective_guard(self.dist, f"gradient all-reduce of step {self.step + 1}"):
-                with self._autocast():
-                    loss = self.compute_loss(xk, *extra)
-                if not self.dist.enabled:
-                    self._check_finite(loss)
-                self.scaler.scale(loss / len(chunks) if len(chunks) > 1 else loss).backward()
-            total += float(loss.detach()) / len(chunks)
-        # Every rank stops together on a non-finite loss anywhere (before any weight changes).
-        total = all_reduce_mean(total, self.dist)
-        self._check_finite(torch.tensor(total))
-        self.guard.update(total, step=self.step + 1)  # a blown-up finite loss (guards.py)
-        if c.grad_clip > 0:
-            self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
-        self.ema.update(self.raw_model)
-        self.step += 1
-        return total
-
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.step + 1} (epoch {self.epoch}); "
-                f"stopped without saving. {self.guard.good_text()}")
-
-    def _done(self) -> bool:
-        """The stopping rule (``training.progress.limit_reached``; the epochs end the loop)."""
-        done = limit_reached(self.cfg, self.step, self.train_seconds)
-        if self.cfg.max_minutes is not None and self.dist.enabled:  # rank 0's clock decides
-            done = bool(broadcast_object(done, self.dist))
-        return done
-
-    def fit(self) -> TrainResult:
-        c = self.cfg
-        self.model.train()
-        t0, images = time.perf_counter(), 0
-        t_log = t0
-        if self.dist.is_main:
-            self.lock.acquire()  # again, if an earlier fit() released it
-        signals = contextlib.ExitStack()
-        stop = signals.enter_context(GracefulStop())  # SIGTERM/SIGINT: stop at a step boundary
-        # One bar, counting the limit that ends the run first (training.progress).
-        progress = TrainProgress(c, len(self.train_set) // c.batch_size, step=self.step,
-                                 spent_s=self.train_seconds, show=c.progress and self.dist.is_main)
-        try:
-            for epoch in range(self.epoch, c.epochs):
-                if self._done():
-                    break
-                self.epoch = epoch
-                all_batches = self._rank_batches(epoch)
-                batches = all_batches[self.batch_in_epoch:]
-                loader = DataLoader(self.train_set, batch_sampler=batches,
-                                    num_workers=c.num_workers,
-                                    pin_memory=self.device.type == "cuda",  # async H2D copies
-                                    generator=torch.Generator().manual_seed(epoch))
-                # Epochs are counted from 1 in everything a person reads (bars, logs, files);
-                # self.epoch is the number of finished epochs.
-                for batch in loader:
-                    t_step = self._clock()
-                    loss = self.train_step(self.step_inputs(batch))
-                    self.train_seconds += self._clock() - t_step
-                    self.batch_in_epoch += 1
-                    images += c.batch_size
-                    if self.step % c.log_every == 0:
-                        now = time.perf_counter()
-                        rate = c.log_every * c.batch_size / max(now - t_log, 1e-9)
-                        t_log = now
-                        self._log({"step": self.step, "epoch": epoch + 1, "loss": loss,
-                                   "lr": self.sched.get_last_lr()[0],
-                                   "images_per_s": round(rate, 2)})
-                    progress.update(self.step, self.train_seconds, epoch + 1, loss)
-                    if self.step % c.checkpoint_every == 0:
-                        self.save()
-                    if self._done():
-                        break
-                    asked = stop.requested
-                    if self.dist.enabled:  # every rank stops at the same step (save is collective)
-                        anyone = all_reduce_mean(float(bool(asked)), self.dist) > 0
-                        asked = (asked or signal.SIGTERM) if anyone else None
-                    if asked:
-                        raise stopped(self, asked)
-                # The epoch ran to its end (also when the budget ran out on its last batch):
-                # validate and draw its grid before saving.
-                if self.batch_in_epoch == len(all_batches):
-                    self.epoch, self.batch_in_epoch = epoch + 1, 0
-                    self._end_of_epoch(epoch)
-                self.save()
-        except KeyboardInterrupt:  # a second Ctrl-C: the state may be mid-step, do not save
-            raise TrainingStopped(f"interrupted twice during step {self.step + 1}; nothing "
-                                  f"saved since: {self.guard.good_text()}", signum=2) from None
-        finally:
-            progress.close()
-            signals.close()
-            self.lock.release()
-        barrier(self.dist, "end of training")
-        seconds = time.perf_counter() - t0
-        return TrainResult(self.step, self.epoch, self.best_val, self.out,
-                           images / seconds if seconds > 0 else 0.0)
 
     def _end_of_epoch(self, epoch: int) -> None:
         c = self.cfg
