@@ -57,10 +57,12 @@ class AutoencoderTrainConfig(RunConfig):
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     perceptual_net: str = "segmenter"  # segmenter (ours, shipped) | lpips (a local file) | none
     perceptual_weights: str | None = None  # None: the shipped segmenter; lpips: required
-    sample_n: int = knob(8, resume="safe")  # validate slices drawn over their reconstructions in the progress grids
+    sample_n: int = knob(8, resume="safe")  # validate slices drawn over their reconstructions
+    #   in the progress grids
     # The patch discriminator, used when loss.adversarial > 0 (models.discriminator):
     disc_start: int = knob(  # optimiser step at which the adversarial term and D's training
-        0, flag=True, help="optimiser step at which the adversarial term starts")  # start
+        #   start
+        0, flag=True, help="optimiser step at which the adversarial term starts")
     disc_lr: float | None = None  # D's Adam learning rate (betas 0.5, 0.9 as LDM); None: lr
     disc_channels: int = 32  # channels of D's first conv (pix2pix: 64)
     disc_layers: int = 3  # D's stride-2 convs: 3 gives one logit per 70x70 patch
