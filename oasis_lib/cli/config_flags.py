@@ -69,10 +69,19 @@ def _strip_none(annotation: Any) -> Any:
     return annotation
 
 
+def run_kind(cls: type[RunConfig]) -> str:
+    """``diffusion`` or ``autoencoder``: the run kind of a config class (or of its base)."""
+    for base, kind in RUN_KINDS.items():
+        if issubclass(cls, base):
+            return kind
+    raise ValueError(f"unknown config class {cls.__name__!r}; choose a subclass of one of "
+                     f"{[c.__name__ for c in RUN_KINDS]}")
+
+
 def config_flags(cls: type[RunConfig]) -> list[ConfigFlag]:
     """The flags of ``cls``'s command, in field order (its knobs with a flag and a ``runs``
     naming the command's run kind)."""
-    kind, out = RUN_KINDS[cls], []
+    kind, out = run_kind(cls), []
     for path, owner, f, k in knobs(cls):
         if kind not in k.runs:
             continue
