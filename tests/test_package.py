@@ -26,8 +26,8 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 #: the arrows name (a name covers its submodules). Change this and the doc together.
 EVERYTHING_BELOW_CLI = {
     "autoencoder_train_config", "checkpoint", "config", "config_knobs", "data", "device",
-    "diffusion", "evaluation", "file_layout", "models", "paths", "pretrained", "pretrained_autoencoder",
-    "run_config", "seeding", "training", "viz"}
+    "diffusion", "evaluation", "file_layout", "models", "paths", "pretrained",
+    "pretrained_autoencoder", "run_config", "seeding", "training", "viz"}
 ARROWS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "_lazy": set(),
