@@ -49,7 +49,7 @@ class DiffusionConfig:
 
     schedule: str = knob(  # linear | quadratic (the seed's) | cosine | sigmoid
         "cosine", flag=True, choices=SCHEDULE_KINDS, help="noise schedule of the betas")
-    timesteps: int = knob(1000, flag=True, help="T")  # the seed used 500
+    timesteps: int = knob(1000, flag=True, help="T, the noising steps")  # the seed used 500
     zero_terminal_snr: bool = False  # rescale so alpha_bar_T = 0 (use with prediction "v")
     prediction_type: str = knob(  # eps | x0 | v; v trained cleanest on the CPU budget
         "v", flag="--prediction", choices=PREDICTION_TYPES, help="what the network predicts")

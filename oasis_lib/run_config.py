@@ -1,6 +1,8 @@
 """What every training run has, whatever it trains: optimisation, speed, bookkeeping
 (:class:`RunConfig`, a typed dataclass with commented defaults), and the named choices it
-validates. :class:`oasis_lib.config.TrainConfig` (a diffusion model) and
+validates. A field with a command-line flag or a resume rule is a
+:func:`~oasis_lib.config_knobs.knob`: the CLI and the resume read them there.
+:class:`oasis_lib.config.TrainConfig` (a diffusion model) and
 :class:`oasis_lib.autoencoder_train_config.AutoencoderTrainConfig` (the latent autoencoder)
 extend it; the Trainer reads only these fields.
 """
@@ -108,7 +110,8 @@ class RunConfig:
     # and confirmed by a tiny matmul timing), else fp32: emulated bf16 can be tens of times
     # slower than fp32 (oasis_lib.training.precision; the Trainer logs the choice and why).
     precision: str = knob(  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA)
-        "auto", flag=True, choices=PRECISIONS, help="fp16 only on CUDA; auto: see the docs")
+        "auto", flag=True, choices=PRECISIONS,
+        help="fp16 only on CUDA; auto: bf16 where the device runs it natively, else fp32")
     channels_last: bool = knob(  # faster or slower depending on the model and CPU (measure
         #   with benchmarks/bench_models.py)
         False, flag=True, resume="free", runs=DIFFUSION_ONLY, help="NHWC memory format")

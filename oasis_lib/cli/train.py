@@ -1,5 +1,8 @@
 """``train``: validate the flags and resolve a resume against its checkpoint, before training.
 
+The flags themselves are the configs' knobs (:mod:`.config_flags`); here: ``--resume``,
+``--override`` and the checks.
+
 Before any data is read or any step is taken: numbers in range (``--max-steps 0`` refused),
 ``--out`` a folder, the batch against the available memory (:func:`validate.check_memory`).
 :func:`prepare_train` returns the config for the command to train. With ``--resume`` only the
