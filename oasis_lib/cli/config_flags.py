@@ -25,7 +25,7 @@ from ..training.resume import resume_key
 #: The config each training command builds, and the run kind its knobs' ``runs`` name.
 COMMAND_CONFIGS: dict[str, type[RunConfig]] = {"train": TrainConfig,
                                                "train-autoencoder": AutoencoderTrainConfig}
-RUN_KINDS = {TrainConfig: "diffusion", AutoencoderTrainConfig: "autoencoder"}
+CONFIG_RUN_KINDS = {TrainConfig: "diffusion", AutoencoderTrainConfig: "autoencoder"}
 DEFAULT_PRESET = "cpu"  # the preset whose values --help shows, and the default of --preset
 #: The argument group of each config class's flags, in --help.
 GROUPS = {
@@ -71,11 +71,11 @@ def _strip_none(annotation: Any) -> Any:
 
 def run_kind(cls: type[RunConfig]) -> str:
     """``diffusion`` or ``autoencoder``: the run kind of a config class (or of its base)."""
-    for base, kind in RUN_KINDS.items():
+    for base, kind in CONFIG_RUN_KINDS.items():
         if issubclass(cls, base):
             return kind
     raise ValueError(f"unknown config class {cls.__name__!r}; choose a subclass of one of "
-                     f"{[c.__name__ for c in RUN_KINDS]}")
+                     f"{[c.__name__ for c in CONFIG_RUN_KINDS]}")
 
 
 def config_flags(cls: type[RunConfig]) -> list[ConfigFlag]:
