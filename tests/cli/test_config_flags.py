@@ -18,7 +18,7 @@ from oasis_lib.cli.config_flags import (
     flag_names,
 )
 from oasis_lib.cli.main import build_parser, main
-from oasis_lib.config import AutoencoderTrainConfig, TrainConfig
+from oasis_lib.config import AutoencoderTrainConfig, RunConfig, TrainConfig
 from oasis_lib.config_knobs import Knob, knob, knobs, resume_fields
 from oasis_lib.training.resume import DERIVED, FREE, LENGTH, SAFE_OVERRIDES
 
@@ -196,6 +196,8 @@ def test_a_bad_knob_is_refused_by_name():
         Knob(runs=("gan",))
     with pytest.raises(ValueError, match="a flag starts with '--'"):
         Knob(flag="-x")
+    with pytest.raises(ValueError, match=r"unknown config class 'RunConfig'; choose a subclass"):
+        config_flags(RunConfig)  # which command's flags? (a run kind's config only)
 
 
 def test_a_new_knob_is_one_field(tmp_path):
