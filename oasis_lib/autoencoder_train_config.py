@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config_knobs import Knob, knob
 from .models.autoencoder_config import AUTOENCODER_PRESETS, AutoencoderConfig
 from .models.discriminator import check_patch_size
 from .run_config import RunConfig, _choice
@@ -26,7 +27,8 @@ class AutoencoderLossConfig:
     ssim: float = 0.2  # 1 - SSIM: local structure and contrast, which L1 underweights
     kl: float = 1e-6  # KL per pixel, as LDM's 1e-6 (only keeps the latent scale in check)
     perceptual: float = 0.1  # feature-space distance (segmenter features or LPIPS)
-    adversarial: float = 0.0  # hinge GAN with a PatchDiscriminator; off on CPU
+    adversarial: float = knob(  # hinge GAN with a PatchDiscriminator; off on CPU
+        0.0, flag=True, help="weight of the patch adversarial term (LDM: 0.5; 0 = off)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -41,19 +43,32 @@ class AutoencoderTrainConfig(RunConfig):
     native slices (the network is convolutional, so crops make CPU training affordable),
     validated on whole slices. Presets: :data:`AUTOENCODER_TRAIN_PRESETS`."""
 
-    preset: str = "cpu"  # autoencoder preset: tiny | cpu | gpu (models.autoencoder)
-    autoencoder_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. latent_channels
-    crop_size: int | None = 64  # side of the random training crops; None: whole slices
+    preset: str = knob(  # autoencoder preset: tiny | cpu | gpu (models.autoencoder)
+        "cpu", flag=True, choices=tuple(AUTOENCODER_PRESETS),
+        help="default cpu; on --resume: the run's")
+    autoencoder_overrides: dict[str, Any] = knob(  # AutoencoderConfig fields, e.g.
+        #   latent_channels (two of them have flags)
+        default_factory=dict, entries={
+            "latent_channels": Knob(flag=True, parse=int, help="channels of the latent"),
+            "channel_mult": Knob(flag=True, parse=int, nargs="+", help=(
+                "width multipliers per level; f = 2**(levels-1), e.g. 1 2 4 (f=4)"))})
+    crop_size: int | None = knob(  # None: whole slices
+        64, flag=True, help="side of the random training crops")
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     perceptual_net: str = "segmenter"  # segmenter (ours, shipped) | lpips (a local file) | none
     perceptual_weights: str | None = None  # None: the shipped segmenter; lpips: required
-    sample_n: int = 8  # validate slices drawn over their reconstructions in the progress grids
+    sample_n: int = knob(8, resume="safe")  # validate slices drawn over their reconstructions
+    #   in the progress grids
     # The patch discriminator, used when loss.adversarial > 0 (models.discriminator):
-    disc_start: int = 0  # optimiser step at which the adversarial term and D's training start
+    disc_start: int = knob(  # optimiser step at which the adversarial term and D's training
+        #   start
+        0, flag=True, help="optimiser step at which the adversarial term starts")
     disc_lr: float | None = None  # D's Adam learning rate (betas 0.5, 0.9 as LDM); None: lr
     disc_channels: int = 32  # channels of D's first conv (pix2pix: 64)
     disc_layers: int = 3  # D's stride-2 convs: 3 gives one logit per 70x70 patch
-    init_from: str | None = None  # start from a trained autoencoder's (EMA) weights, e.g. to add D
+    init_from: str | None = knob(  # a trained autoencoder's (EMA) weights, e.g. to add D
+        None, flag=True, metavar="FILE",
+        help="start from a trained autoencoder (run .pt or export), e.g. to add D")
 
     def validate(self) -> None:
         super().validate()

@@ -22,6 +22,7 @@ from .autoencoder_train_config import (  # noqa: F401 (re-exported: oasis_lib.co
     AutoencoderLossConfig,
     AutoencoderTrainConfig,
 )
+from .config_knobs import knob
 from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from .diffusion.samplers import SAMPLERS, get_sampler
 from .diffusion.schedule import SCHEDULE_KINDS
@@ -46,12 +47,16 @@ EXTERNAL_ARCH = "external"  # a network the caller passes: Trainer(config, model
 class DiffusionConfig:
     """What is learned: the noise schedule and the prediction target."""
 
-    schedule: str = "cosine"  # linear | quadratic (the seed's) | cosine | sigmoid
-    timesteps: int = 1000  # T; the seed used 500
+    schedule: str = knob(  # linear | quadratic (the seed's) | cosine | sigmoid
+        "cosine", flag=True, choices=SCHEDULE_KINDS, help="noise schedule of the betas")
+    timesteps: int = knob(1000, flag=True, help="T, the noising steps")  # the seed used 500
     zero_terminal_snr: bool = False  # rescale so alpha_bar_T = 0 (use with prediction "v")
-    prediction_type: str = "v"  # eps | x0 | v; v trained cleanest on the CPU budget
-    loss_type: str = "mse"  # mse (Ho et al.) | l1 (the seed's)
-    min_snr_gamma: float | None = None  # e.g. 5.0 for min-SNR-gamma weighting (Hang et al.)
+    prediction_type: str = knob(  # eps | x0 | v; v trained cleanest on the CPU budget
+        "v", flag="--prediction", choices=PREDICTION_TYPES, help="what the network predicts")
+    loss_type: str = knob(  # mse (Ho et al.) | l1 (the seed's)
+        "mse", flag="--loss", choices=LOSS_TYPES, help="the loss on the prediction")
+    min_snr_gamma: float | None = knob(  # e.g. 5.0 (Hang et al.)
+        None, flag=True, help="min-SNR-gamma loss weighting (e.g. 5); off by default")
 
     def validate(self) -> None:
         _choice("schedule", self.schedule, SCHEDULE_KINDS)
@@ -67,42 +72,60 @@ class TrainConfig(RunConfig):
     fields. Presets: :data:`TRAIN_PRESETS`."""
 
     # --- model and data
-    preset: str = "cpu"  # U-Net preset: tiny | cpu | gpu
-    arch: str = "unet"  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline) |
-    #   external (a network the caller passes: Trainer(cfg, model=net), load_model(path,
-    #   model=net); preset and unet_overrides are then not used)
+    preset: str = knob(  # U-Net preset: tiny | cpu | gpu
+        "cpu", flag=True, choices=tuple(UNET_PRESETS),
+        help="model and training preset (default cpu; on --resume: the run's)")
+    arch: str = knob(  # unet | simple (the seed's 62.6M SimpleUNet, as a baseline) |
+        #   external (a network the caller passes: Trainer(cfg, model=net), load_model(path,
+        #   model=net); preset and unet_overrides are then not used; no flag)
+        "unet", flag=True, choices=ARCHS)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     unet_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"dropout": 0.1}
     # --- latent diffusion (Rombach et al. 2022): set `autoencoder` to train in its latent space
-    autoencoder: str | None = None  # a trained autoencoder (.pt run or .safetensors); None:
-    #   pixel space. image_size stays the *pixel* size; the U-Net sees image_size / f.
-    latent_scale_factor: float | None = None  # 1 / std of the training latents (LDM's
-    #   scale_by_std); None: computed once from the cached training latents when the run starts
-    #   and stored in this config, so checkpoints and exports carry it
-    autoencoder_sha256: str | None = None  # its content hash (pretrained.autoencoder_sha256),
-    #   stored when the run starts; loading the run verifies the autoencoder against it
-    latent_cache_dir: str = "runs/latent_cache"  # latents of the data, keyed by autoencoder+data
+    autoencoder: str | None = knob(  # a trained autoencoder (.pt run or .safetensors); None:
+        #   pixel space. image_size stays the *pixel* size; the U-Net sees image_size / f.
+        None, flag=True, help="a trained autoencoder (runs/ae/best.pt or .safetensors): train "
+                              "a latent diffusion model in its latent space")
+    latent_scale_factor: float | None = knob(  # 1 / std of the training latents (LDM's
+        #   scale_by_std); None: computed once from the cached training latents when the run
+        #   starts and stored in this config, so checkpoints and exports carry it
+        None, resume="derived")
+    autoencoder_sha256: str | None = knob(  # its content hash (pretrained.autoencoder_sha256),
+        #   stored when the run starts; loading the run verifies the autoencoder against it
+        None, resume="derived")
+    latent_cache_dir: str = knob(  # latents of the data, keyed by autoencoder + data
+        "runs/latent_cache", flag=True, resume="free", help="where the encoded data is cached")
     # --- warm start (training.init_from): None trains from a fresh initialisation
-    init_from: str | None = None  # a model file (.safetensors export or a run's .pt: its EMA)
-    #   whose U-Net weights a *fresh* run starts from (never re-applied on resume); a
-    #   conditional run from an unconditional file gets zero condition weights, so it starts
-    #   as that model; a latent file brings its autoencoder and scale factor
+    init_from: str | None = knob(  # a model file (.safetensors export or a run's .pt: its
+        #   EMA) whose U-Net weights a *fresh* run starts from (never re-applied on resume)
+        None, flag=True, metavar="FILE",
+        help="start a new run from the U-Net weights of FILE (a .safetensors export or a run's "
+             ".pt: its EMA); a conditional run from an unconditional file starts as that model "
+             "(zero condition weights); a latent file brings its autoencoder and scale factor. "
+             "Never re-applied on --resume")
     # --- conditional generation (issue 12; models.conditioning): none keeps the run unconditional
-    condition: str = "none"  # none | mask | slice | mask+slice: what the U-Net is given (the
-    #   mask as one-hot channels, the slice 0..31 as an embedding; unet_overrides mask_encoding /
-    #   slice_embedding choose other encodings)
-    p_uncond: float = DEFAULT_P_UNCOND  # condition dropout for classifier-free guidance: 0.1,
-    #   the low end of Ho & Salimans' 0.1-0.2 (both gave their best FID), so 90% of a small CPU
-    #   budget trains the conditional model while the null condition still gets ~1 batch in 10
+    condition: str = knob(  # none | mask | slice | mask+slice: what the U-Net is given (the
+        #   mask as one-hot channels, the slice 0..31 as an embedding; unet_overrides
+        #   mask_encoding / slice_embedding choose other encodings)
+        "none", flag=True, choices=CONDITIONS,
+        help="train a conditional model on the tissue mask and/or slice level")
+    p_uncond: float = knob(  # condition dropout for classifier-free guidance: 0.1, the low
+        #   end of Ho & Salimans' 0.1-0.2 (both gave their best FID), so 90% of a small CPU
+        #   budget trains the conditional model while the null condition still gets ~1 batch
+        #   in 10
+        DEFAULT_P_UNCOND, flag=True, metavar="P",
+        help="condition dropout for classifier-free guidance")
     condition_dropout: str = "joint"  # joint (mask and slice dropped together) | independent
-    mask_ablation_p: float = 0.1  # per-class mask ablation (Konz et al. 2024) so partial masks
-    #   work; 0.1 (not their 0.5) keeps 0.9**3 = 73% of masks complete: full masks, the usual
-    #   request, stay the main signal and "background" stays mostly non-brain
-    # --- progress grids
-    sample_n: int = 16
-    sampler: str = "ddim"  # sampler of the progress grids
-    sample_steps: int | None = None  # network calls of the grid; None: the sampler's default
-    #   (all T for ddpm, which accepts no other value; 50 for the fast samplers)
+    mask_ablation_p: float = knob(  # per-class mask ablation (Konz et al. 2024) so partial
+        #   masks work; 0.1 (not their 0.5) keeps 0.9**3 = 73% of masks complete: full masks,
+        #   the usual request, stay the main signal and "background" stays mostly non-brain
+        0.1, flag=True, metavar="P", help="per-class mask ablation probability")
+    # --- progress grids (changing them changes no number of the run: resume="safe")
+    sample_n: int = knob(16, resume="safe")
+    sampler: str = knob("ddim", resume="safe")  # sampler of the progress grids
+    sample_steps: int | None = knob(  # network calls of the grid; None: the sampler's default
+        #   (all T for ddpm, which accepts no other value; 50 for the fast samplers)
+        None, resume="safe")
 
     def validate(self) -> None:
         super().validate()

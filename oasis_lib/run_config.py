@@ -1,6 +1,8 @@
 """What every training run has, whatever it trains: optimisation, speed, bookkeeping
 (:class:`RunConfig`, a typed dataclass with commented defaults), and the named choices it
-validates. :class:`oasis_lib.config.TrainConfig` (a diffusion model) and
+validates. A field with a command-line flag or a resume rule is a
+:func:`~oasis_lib.config_knobs.knob`: the CLI and the resume read them there.
+:class:`oasis_lib.config.TrainConfig` (a diffusion model) and
 :class:`oasis_lib.autoencoder_train_config.AutoencoderTrainConfig` (the latent autoencoder)
 extend it; the Trainer reads only these fields.
 """
@@ -11,6 +13,7 @@ import dataclasses
 from dataclasses import MISSING, dataclass
 from typing import Any
 
+from .config_knobs import DIFFUSION_ONLY, knob
 from .data.layout import DEFAULT_TRAIN_SPLITS, SEED_TRAIN_SPLITS, check_train_splits
 
 OPTIMIZERS = ("adamw", "adam")
@@ -41,65 +44,102 @@ class RunConfig:
     :class:`TrainConfig` (a diffusion model) and :class:`AutoencoderTrainConfig` (the latent
     autoencoder) add what their model needs; the Trainer reads only these fields."""
 
-    image_size: int = 64  # slices are resized from 256 to this
-    data_root: str | None = None  # None: $OASIS_DATA, else the demo dataset in data/demo
-    train_splits: tuple[str, ...] = DEFAULT_TRAIN_SPLITS  # splits trained on: ("train",) keeps
-    #   test untouched for the final numbers (validate chooses best.pt); ("train", "test") is
-    #   the starting DDPM's choice, which holds no split out
+    image_size: int = knob(64, flag=True, help="slice size in pixels (resized from 256)")
+    data_root: str | None = knob(  # None: $OASIS_DATA, else the demo dataset in data/demo
+        None, flag=True, resume="safe", help="OASIS root (default $OASIS_DATA or the demo)")
+    train_splits: tuple[str, ...] = knob(  # ("train",) keeps test untouched for the final
+        #   numbers (validate chooses best.pt); ("train", "test") is the starting DDPM's choice,
+        #   which holds no split out
+        DEFAULT_TRAIN_SPLITS, flag=True, parse=check_train_splits, metavar="SPLITS",
+        help="comma-separated splits to train on: train (default; test stays held out for the "
+             "final numbers, validate chooses) or train,test (the seed's choice: nothing held "
+             "out)")
     hflip: bool = True  # random horizontal flips of training slices (drawn by the trainer)
     # --- optimisation
-    epochs: int = 30  # passes over the training split
-    max_steps: int | None = None  # stop after this many optimiser steps (None: run all epochs)
-    max_minutes: float | None = None  # stop after this much time in optimiser steps, summed
-    #   over resumes (validation and sample grids not counted); None: no time limit
-    budget_clock: str = "wall"  # what max_minutes counts: wall (seconds elapsed) | cpu (this
-    #   process's CPU seconds, all threads: a fair budget on a machine shared with other jobs)
-    batch_size: int = 16  # images per optimiser step, over all ranks and micro-steps: under
-    #   torchrun each of N ranks takes batch_size / N of every batch, so the recipe does not
-    #   change with N (must divide by N * grad_accum)
-    grad_accum: int = 1  # gradient accumulation: each rank's share runs as this many
-    #   micro-batches, summed before one optimiser step (less memory, same maths)
-    optimizer: str = "adamw"  # adamw | adam
-    lr: float = 2e-4  # peak learning rate (the seed's 1e-3 is too high for diffusion)
-    adam_betas: tuple[float, float] = (0.9, 0.999)  # torch's defaults (diffusers' example:
-    #   (0.95, 0.999))
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.0
-    warmup_steps: int = 200  # linear warm-up from 0 to lr, then lr_schedule
-    lr_schedule: str = "constant"  # constant | cosine (half a cosine from lr to 0 at step
-    #   lr_decay_steps, counted from the start; diffusers' get_cosine_schedule_with_warmup)
-    lr_decay_steps: int | None = None  # cosine: its end (required); constant: None
-    grad_clip: float = 1.0  # max global grad norm (0 disables)
-    ema_decay: float = 0.999  # EMA of the weights; sampled and checkpointed as "best"
+    epochs: int = knob(30, flag=True, resume="length", help="passes over the training split")
+    max_steps: int | None = knob(  # None: run all epochs
+        None, flag=True, resume="length", help="stop after this many optimiser steps")
+    max_minutes: float | None = knob(  # summed over resumes (validation and sample grids not
+        #   counted); None: no time limit
+        None, flag=True, resume="length",
+        help="stop after this much time in optimiser steps (a fair time budget)")
+    budget_clock: str = knob(  # wall (seconds elapsed) | cpu (this process's CPU seconds, all
+        #   threads: a fair budget on a machine shared with other jobs)
+        "wall", flag=True, resume="free", choices=BUDGET_CLOCKS,
+        help="what --max-minutes counts: wall or cpu (process CPU time, fair on a shared "
+             "machine)")
+    batch_size: int = knob(  # under torchrun each of N ranks takes batch_size / N of every
+        #   batch, so the recipe does not change with N (must divide by N * grad_accum)
+        16, flag=True, help="images per optimiser step, summed over all torchrun ranks")
+    grad_accum: int = knob(  # gradient accumulation: micro-batches summed before one
+        #   optimiser step (less memory, same maths)
+        1, flag=True, runs=DIFFUSION_ONLY, metavar="K",
+        help="split each rank's share into K micro-batches (gradient accumulation)")
+    optimizer: str = knob("adamw", flag=True, runs=DIFFUSION_ONLY, choices=OPTIMIZERS)
+    lr: float = knob(  # (the seed's 1e-3 is too high for diffusion)
+        2e-4, flag=True, help="peak learning rate")
+    adam_betas: tuple[float, float] = knob(  # torch's defaults (diffusers' example: (0.95, 0.999))
+        (0.9, 0.999), flag=True, runs=DIFFUSION_ONLY, metavar=("B1", "B2"))
+    adam_eps: float = knob(1e-8, flag=True, runs=DIFFUSION_ONLY)
+    weight_decay: float = knob(0.0, flag=True, runs=DIFFUSION_ONLY)
+    warmup_steps: int = knob(  # then lr_schedule
+        200, flag=True, runs=DIFFUSION_ONLY, help="linear warm-up from 0 to --lr")
+    lr_schedule: str = knob(  # constant | cosine (half a cosine from lr to 0 at step
+        #   lr_decay_steps, counted from the start; diffusers' get_cosine_schedule_with_warmup)
+        "constant", flag=True, runs=DIFFUSION_ONLY, choices=LR_SCHEDULES,
+        help="after the linear warm-up; cosine needs --lr-decay-steps")
+    lr_decay_steps: int | None = knob(  # cosine: its end (required); constant: None
+        None, flag=True, runs=DIFFUSION_ONLY, metavar="N",
+        help="cosine: the step where the LR reaches 0, counted from the start")
+    grad_clip: float = knob(  # max global grad norm
+        1.0, flag=True, runs=DIFFUSION_ONLY, help="max grad norm; 0 disables")
+    ema_decay: float = knob(  # EMA of the weights; sampled and checkpointed as "best"
+        0.999, flag=True, runs=DIFFUSION_ONLY, help="decay of the EMA of the weights")
     ema_warmup: bool = True  # decay ramps as (1+n)/(10+n) early on, capped at ema_decay
-    ema_power: float | None = None  # a number: the ramp is 1 - (1 + n / ema_inv_gamma) **
-    #   -ema_power instead (diffusers' EMAModel warm-up; its example uses 3/4, inv_gamma 1)
-    ema_inv_gamma: float = 1.0
+    ema_power: float | None = knob(  # a number: the ramp is 1 - (1 + n / ema_inv_gamma) **
+        #   -ema_power instead (diffusers' EMAModel warm-up; its example uses 3/4, inv_gamma 1)
+        None, flag=True, runs=DIFFUSION_ONLY,
+        help="EMA warm-up 1 - (1 + n / inv_gamma) ** -power (diffusers' EMAModel; its example: "
+             "0.75) instead of (1 + n) / (10 + n)")
+    ema_inv_gamma: float = knob(1.0, flag=True, runs=DIFFUSION_ONLY)
     # --- speed
-    device: str = "auto"  # auto | cpu | cuda | mps (see oasis_lib.device.get_device)
+    device: str = knob(  # see oasis_lib.device.get_device
+        "auto", flag=True, resume="free", help="auto | cpu | cuda | mps")
     # auto: on CUDA bf16 autocast (fp16 + grad scaler where bf16 is unsupported); on a CPU bf16
     # autocast only when the processor has native bf16 (AVX512-BF16/AMX, detected at run time
     # and confirmed by a tiny matmul timing), else fp32: emulated bf16 can be tens of times
     # slower than fp32 (oasis_lib.training.precision; the Trainer logs the choice and why).
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA)
-    channels_last: bool = False  # NHWC memory format: faster or slower depending on the
-    #   model and CPU (measure with benchmarks/bench_models.py)
-    compile: bool = False  # torch.compile the model
-    fused_optimizer: bool = True  # torch's fused Adam/AdamW kernel where it has one for the
-    #   device (one kernel for all parameters; same maths within float rounding; its speed-up
-    #   on one CPU in benchmarks/results/profile_step.md); False: the foreach kernel
-    num_workers: int = 0  # DataLoader workers (slices are cached in memory already)
+    precision: str = knob(  # auto | fp32 | bf16 | fp16 (fp16 only on CUDA)
+        "auto", flag=True, choices=PRECISIONS,
+        help="fp16 only on CUDA; auto: bf16 where the device runs it natively, else fp32")
+    channels_last: bool = knob(  # faster or slower depending on the model and CPU (measure
+        #   with benchmarks/bench_models.py)
+        False, flag=True, resume="free", runs=DIFFUSION_ONLY, help="NHWC memory format")
+    compile: bool = knob(False, flag=True, resume="free", runs=DIFFUSION_ONLY,
+                         help="torch.compile the model")
+    fused_optimizer: bool = knob(  # torch's fused Adam/AdamW kernel where it has one for the
+        #   device (one kernel for all parameters; same maths within float rounding; its speed-up
+        #   on one CPU in benchmarks/results/profile_step.md); False: the foreach kernel
+        True, flag="--no-fused-optimizer", resume="free", runs=DIFFUSION_ONLY,
+        help="torch's foreach Adam/AdamW instead of the fused kernel")
+    num_workers: int = knob(  # DataLoader workers (slices are cached in memory already)
+        0, resume="free")
     dist_timeout_s: float = 1800.0  # under torchrun: seconds a rank waits for the others in a
     #   collective before it stops with an error (a dead or stuck rank never hangs the run)
     # --- bookkeeping
-    seed: int = 0  # seeds python, numpy and torch, and the trainer's own generator
-    out_dir: str = "runs/run"
-    checkpoint_every: int = 200  # steps between `last.pt` writes (the most work a crash loses)
-    log_every: int = 10  # steps between metric lines
-    validate_every: int = 1  # epochs between validation passes (best.pt chosen by EMA val loss)
+    seed: int = knob(  # seeds python, numpy and torch, and the trainer's own generator
+        0, flag=True, help="seeds python, numpy, torch and the trainer's generator")
+    out_dir: str = knob("runs/run", flag="--out", required=True, resume="free",
+                        help="run folder, e.g. runs/NAME")
+    checkpoint_every: int = knob(  # (the most work a crash loses)
+        200, flag=True, resume="safe", help="steps between last.pt writes")
+    log_every: int = knob(10, resume="safe")  # steps between metric lines
+    validate_every: int = knob(  # (best.pt chosen by EMA val loss)
+        1, flag=True, resume="safe", runs=DIFFUSION_ONLY, help="epochs between validations")
     val_size: int = 256  # validate slices used, each with a fixed t and fixed noise
-    sample_every: int = 1  # epochs between sample grids from the EMA model
-    progress: bool = True  # tqdm bars
+    sample_every: int = knob(  # from the EMA model
+        1, flag=True, resume="safe", runs=DIFFUSION_ONLY, help="epochs between sample grids")
+    progress: bool = knob(True, flag="--no-progress", resume="free", help="no progress bars")
 
     def validate(self) -> None:
         self.train_splits = check_train_splits(self.train_splits)

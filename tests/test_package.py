@@ -25,9 +25,9 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 #: longest room its name starts with, and may import its own room, its own packages and what
 #: the arrows name (a name covers its submodules). Change this and the doc together.
 EVERYTHING_BELOW_CLI = {
-    "autoencoder_train_config", "checkpoint", "config", "data", "device", "diffusion",
-    "evaluation", "file_layout", "models", "paths", "pretrained", "pretrained_autoencoder",
-    "run_config", "seeding", "training", "viz"}
+    "autoencoder_train_config", "checkpoint", "config", "config_knobs", "data", "device",
+    "diffusion", "evaluation", "file_layout", "models", "paths", "pretrained",
+    "pretrained_autoencoder", "run_config", "seeding", "training", "viz"}
 ARROWS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "_lazy": set(),
@@ -43,7 +43,8 @@ ARROWS: dict[str, set[str]] = {
     "evaluation.report": {"checkpoint", "data", "device", "diffusion", "evaluation",
                           "models.conditioning", "paths", "pretrained", "seeding",
                           "viz.evaluation", "viz.plotting"},
-    "training": {"autoencoder_train_config", "checkpoint", "config", "data", "device",
+    "training": {"autoencoder_train_config", "checkpoint", "config", "config_knobs", "data",
+                 "device",
                  "diffusion", "evaluation.reconstruction", "evaluation.segmenter",
                  "evaluation.ssim", "models", "pretrained", "pretrained_autoencoder",
                  "run_config", "seeding"},
@@ -52,11 +53,12 @@ ARROWS: dict[str, set[str]] = {
     "pretrained_autoencoder": {"autoencoder_train_config", "checkpoint", "device",
                                "file_layout", "models.autoencoder", "models.autoencoder_config"},
     "models.factory": {"config", "diffusion", "models", "pretrained_autoencoder"},
-    "config": {"autoencoder_train_config", "diffusion", "models.conditioning",
+    "config": {"autoencoder_train_config", "config_knobs", "diffusion", "models.conditioning",
                "models.unet_config", "run_config"},
-    "autoencoder_train_config": {"models.autoencoder_config", "models.discriminator",
-                                 "run_config"},
-    "run_config": {"data.layout"},
+    "autoencoder_train_config": {"config_knobs", "models.autoencoder_config",
+                                 "models.discriminator", "run_config"},
+    "run_config": {"config_knobs", "data.layout"},
+    "config_knobs": set(),  # a field's flag, help and resume rule (the standard library only)
     "diffusion.pipeline": {"diffusion", "file_layout", "models.conditioning"},
     "diffusion": set(),
     "models": {"data.layout"},

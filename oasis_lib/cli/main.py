@@ -10,24 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import (
-    ARCHS,
-    AUTOENCODER_TRAIN_PRESETS,
-    BUDGET_CLOCKS,
-    OPTIMIZERS,
-    PRECISIONS,
-    TRAIN_PRESETS,
-)
-from ..diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
+from ..config import AutoencoderTrainConfig, TrainConfig
 from ..diffusion.sampling import SAMPLERS, SPACINGS
-from ..diffusion.schedule import SCHEDULE_KINDS
-from ..models.conditioning import CONDITIONS
 from .checks import check_args
 from .conditional import add_condition_flags, add_inpaint_parser
+from .config_flags import config_from_args
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
 from .evaluate import add_evaluate_parser
 from .slice_regressor import add_slice_regressor_parser
-from .train import add_train_flags, optimizer_overrides
+from .train import add_train_flags
 from .validate import add_train_splits_flag
 
 
@@ -53,69 +44,19 @@ def _cmd_summary(args) -> int:
 
 
 def _train_config(args):
-    from ..config import TrainConfig
-
-    over = {k: v for k, v in {
-        "image_size": args.image_size, "epochs": args.epochs, "max_steps": args.max_steps,
-        "max_minutes": args.max_minutes, "optimizer": args.optimizer, "grad_clip": args.grad_clip,
-        "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr,
-        "precision": args.precision, "init_from": args.init_from, "device": args.device,
-        "seed": args.seed, "data_root": args.data_root, "checkpoint_every": args.checkpoint_every,
-        "arch": args.arch, "ema_decay": args.ema_decay, "warmup_steps": args.warmup_steps,
-        "validate_every": args.validate_every, "sample_every": args.sample_every,
-        "autoencoder": args.autoencoder, "latent_cache_dir": args.latent_cache_dir,
-        "condition": args.condition, "p_uncond": args.p_uncond, "budget_clock": args.budget_clock,
-        "mask_ablation_p": args.mask_ablation_p, "train_splits": args.train_splits,
-    }.items() if v is not None}
-    over.update(optimizer_overrides(args))
-    if args.channels_last:
-        over["channels_last"] = True
-    if args.compile:
-        over["compile"] = True
-    if args.no_progress:
-        over["progress"] = False
-    diff = {k: v for k, v in {"prediction_type": args.prediction, "schedule": args.schedule,
-                              "timesteps": args.timesteps, "loss_type": args.loss,
-                              "min_snr_gamma": args.min_snr_gamma}.items()
-            if v is not None}
-    return TrainConfig.from_preset(args.preset, out_dir=args.out, diffusion=diff, **over)
+    """The TrainConfig of ``train``'s flags (:mod:`.config_flags`: the preset's values, the
+    flags given over them)."""
+    return config_from_args(TrainConfig, args)
 
 
 def _cmd_train_autoencoder(args) -> int:
-    from ..config import AutoencoderTrainConfig
     from ..training.autoencoder import train_autoencoder
     from ..viz.plotting import plot_loss_curve
-    from .errors import UsageError, usage_phase
-    from .train import AUTOENCODER_FLAGS, resume_config
+    from .train import prepare_train_autoencoder
 
-    if args.override and not args.resume:
-        raise UsageError("--override only applies with --resume")
-
-    over = {k: v for k, v in {
-        "image_size": args.image_size, "crop_size": args.crop_size, "epochs": args.epochs,
-        "max_steps": args.max_steps, "max_minutes": args.max_minutes,
-        "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
-        "device": args.device, "seed": args.seed, "data_root": args.data_root,
-        "checkpoint_every": args.checkpoint_every, "budget_clock": args.budget_clock,
-        "train_splits": args.train_splits, "disc_start": args.disc_start,
-        "init_from": args.init_from,
-    }.items() if v is not None}
-    if args.adversarial is not None:
-        over["loss"] = {"adversarial": args.adversarial}
-    if args.latent_channels is not None or args.channel_mult is not None:
-        over["autoencoder_overrides"] = {k: v for k, v in {
-            "latent_channels": args.latent_channels,
-            "channel_mult": tuple(args.channel_mult) if args.channel_mult else None}.items()
-            if v is not None}
-    if args.no_progress:
-        over["progress"] = False
-    explicit = set(over) | ({"preset"} if args.preset else set())
-    with usage_phase(AUTOENCODER_FLAGS):  # "--latent-channels must be ...": exit 2
-        cfg = AutoencoderTrainConfig.from_preset(args.preset or "cpu", out_dir=args.out, **over)
-    if args.resume:  # flags given must match last.pt; the others (and the length) come from it
-        cfg = resume_config(cfg, explicit=explicit, allow=tuple(args.override or ()))
-        if cfg is None:
-            return 0  # already finished (said so)
+    cfg = prepare_train_autoencoder(args)  # flags checked; a resume matched to last.pt
+    if cfg is None:
+        return 0  # a resumed run that is already finished (said so)
     result = train_autoencoder(cfg, resume=args.resume)
     metrics = Path(result.out_dir) / "metrics.jsonl"
     if metrics.is_file():
@@ -239,93 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_summary)
 
     t = sub.add_parser("train", help="train a diffusion model (resumable)")
-    t.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
-    add_train_flags(t)  # --train-splits, --init-from, the optimiser's details
-    t.add_argument("--preset", default=None, choices=tuple(TRAIN_PRESETS),
-                   help="model and training preset (default cpu; on --resume: the run's)")
-    t.add_argument("--arch", default=None, choices=ARCHS)
-    t.add_argument("--image-size", type=int, default=None)
-    t.add_argument("--autoencoder", default=None,
-                   help="a trained autoencoder (runs/ae/best.pt or .safetensors): train a latent "
-                        "diffusion model in its latent space")
-    t.add_argument("--latent-cache-dir", default=None,
-                   help="where the encoded data is cached (default runs/latent_cache)")
-    t.add_argument("--condition", default=None, choices=CONDITIONS,
-                   help="train a conditional model on the tissue mask and/or slice level")
-    t.add_argument("--p-uncond", type=float, default=None, metavar="P",
-                   help="condition dropout for classifier-free guidance (default 0.1)")
-    t.add_argument("--mask-ablation-p", type=float, default=None, metavar="P",
-                   help="per-class mask ablation probability (default 0.1)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--max-steps", type=int, default=None)
-    t.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after this much time in optimiser steps (a fair time budget)")
-    t.add_argument("--budget-clock", default=None, choices=BUDGET_CLOCKS,
-                   help="what --max-minutes counts: wall (default) or cpu (process CPU time, "
-                        "fair on a shared machine)")
-    t.add_argument("--optimizer", default=None, choices=OPTIMIZERS)
-    t.add_argument("--grad-clip", type=float, default=None, help="max grad norm; 0 disables")
-    t.add_argument("--batch-size", type=int, default=None,
-                   help="images per optimiser step, summed over all torchrun ranks")
-    t.add_argument("--grad-accum", type=int, default=None, metavar="K",
-                   help="split each rank's share into K micro-batches (gradient accumulation)")
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--prediction", default=None, choices=PREDICTION_TYPES)
-    t.add_argument("--schedule", default=None, choices=SCHEDULE_KINDS)
-    t.add_argument("--timesteps", type=int, default=None)
-    t.add_argument("--loss", default=None, choices=LOSS_TYPES)
-    t.add_argument("--min-snr-gamma", type=float, default=None,
-                   help="min-SNR-gamma loss weighting (e.g. 5); off by default")
-    t.add_argument("--ema-decay", type=float, default=None)
-    t.add_argument("--warmup-steps", type=int, default=None)
-    t.add_argument("--validate-every", type=int, default=None, help="epochs between validations")
-    t.add_argument("--sample-every", type=int, default=None, help="epochs between sample grids")
-    t.add_argument("--precision", default=None, choices=PRECISIONS)
-    t.add_argument("--channels-last", action="store_true")
-    t.add_argument("--compile", action="store_true")
-    t.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--checkpoint-every", type=int, default=None)
-    t.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--override", action="append", default=None, metavar="FIELD",
-                   help="with --resume: allow FIELD to differ from the checkpoint (data_root "
-                        "after moving the data, or a bookkeeping interval); repeatable")
-    t.add_argument("--no-progress", action="store_true")
+    add_train_flags(t, TrainConfig)  # one flag per knob of the config (cli/config_flags.py)
     t.set_defaults(func=_cmd_train)
 
     k = sub.add_parser("train-autoencoder",
                        help="train the latent autoencoder on crops of native slices (resumable)")
-    k.add_argument("--data-root", default=None, help="OASIS root (default $OASIS_DATA or demo)")
-    add_train_splits_flag(k)
-    k.add_argument("--preset", default=None, choices=tuple(AUTOENCODER_TRAIN_PRESETS),
-                   help="default cpu; on --resume: the run's")
-    k.add_argument("--image-size", type=int, default=None, help="slice size (preset: 256)")
-    k.add_argument("--crop-size", type=int, default=None, help="training crop side (cpu: 64)")
-    k.add_argument("--latent-channels", type=int, default=None)
-    k.add_argument("--channel-mult", type=int, nargs="+", default=None,
-                   help="width multipliers per level; f = 2**(levels-1), e.g. 1 2 4 (f=4)")
-    k.add_argument("--adversarial", type=float, default=None,
-                   help="weight of the patch adversarial term (LDM: 0.5; preset: 0 = off)")
-    k.add_argument("--init-from", default=None, metavar="FILE",
-                   help="start from a trained autoencoder (run .pt or export), e.g. to add D")
-    k.add_argument("--disc-start", type=int, default=None,
-                   help="optimiser step at which the adversarial term starts (default 0)")
-    k.add_argument("--epochs", type=int, default=None)
-    k.add_argument("--max-steps", type=int, default=None)
-    k.add_argument("--max-minutes", type=float, default=None)
-    k.add_argument("--budget-clock", default=None, choices=BUDGET_CLOCKS)
-    k.add_argument("--batch-size", type=int, default=None)
-    k.add_argument("--lr", type=float, default=None)
-    k.add_argument("--precision", default=None, choices=PRECISIONS)
-    k.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
-    k.add_argument("--seed", type=int, default=None)
-    k.add_argument("--checkpoint-every", type=int, default=None)
-    k.add_argument("--out", required=True, help="run folder, e.g. runs/ae")
-    k.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    k.add_argument("--override", action="append", default=None, metavar="FIELD",
-                   help="with --resume: allow FIELD to differ (data_root after moving the data)")
-    k.add_argument("--no-progress", action="store_true")
+    add_train_flags(k, AutoencoderTrainConfig)
     k.set_defaults(func=_cmd_train_autoencoder)
 
     a = sub.add_parser("sample", help="sample a grid from a checkpoint")

@@ -1,5 +1,8 @@
 """``train``: validate the flags and resolve a resume against its checkpoint, before training.
 
+The flags themselves are the configs' knobs (:mod:`.config_flags`); here: ``--resume``,
+``--override`` and the checks.
+
 Before any data is read or any step is taken: numbers in range (``--max-steps 0`` refused),
 ``--out`` a folder, the batch against the available memory (:func:`validate.check_memory`).
 :func:`prepare_train` returns the config for the command to train. With ``--resume`` only the
@@ -14,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..config import AutoencoderTrainConfig, TrainConfig
 from ..file_layout import run_kind
+from .config_flags import DEFAULT_PRESET, add_config_flags, config_from_args, flag_names
+from .config_flags import explicit_fields as config_explicit_fields
 from .errors import UsageError, usage_phase
 from .validate import (
-    add_train_splits_flag,
     check_input_checkpoint,
     check_memory,
     check_positive_float,
@@ -25,95 +30,28 @@ from .validate import (
     check_writable_parent,
 )
 
-#: argparse dest -> TrainConfig field (``diffusion.x`` for the nested ones).
-ARG_FIELDS = {
-    "preset": "preset", "arch": "arch", "image_size": "image_size", "epochs": "epochs",
-    "max_steps": "max_steps", "max_minutes": "max_minutes", "budget_clock": "budget_clock",
-    "grad_accum": "grad_accum",
-    "optimizer": "optimizer",
-    "grad_clip": "grad_clip", "batch_size": "batch_size", "lr": "lr", "precision": "precision",
-    "device": "device", "seed": "seed", "data_root": "data_root",
-    "checkpoint_every": "checkpoint_every", "ema_decay": "ema_decay",
-    "warmup_steps": "warmup_steps", "validate_every": "validate_every",
-    "sample_every": "sample_every", "prediction": "diffusion.prediction_type",
-    "schedule": "diffusion.schedule", "timesteps": "diffusion.timesteps",
-    "loss": "diffusion.loss_type", "min_snr_gamma": "diffusion.min_snr_gamma",
-    "autoencoder": "autoencoder", "latent_cache_dir": "latent_cache_dir",
-    "condition": "condition", "p_uncond": "p_uncond", "mask_ablation_p": "mask_ablation_p",
-    "train_splits": "train_splits", "init_from": "init_from",
-}
-#: The optimiser, LR-schedule and EMA flags (argparse dest -> TrainConfig field), added by
-#: :func:`add_train_flags` and passed to the config by :func:`optimizer_overrides`.
-OPTIMIZER_FIELDS = {
-    "weight_decay": "weight_decay", "adam_betas": "adam_betas", "adam_eps": "adam_eps",
-    "lr_schedule": "lr_schedule", "lr_decay_steps": "lr_decay_steps", "ema_power": "ema_power",
-    "ema_inv_gamma": "ema_inv_gamma",
-}
-ARG_FIELDS.update(OPTIMIZER_FIELDS)
-FLAG_FIELDS = {"channels_last": "channels_last", "compile": "compile", "no_progress": "progress",
-               "no_fused_optimizer": "fused_optimizer"}
-DEFAULT_PRESET = "cpu"
+#: The ``train`` flags by config field; ``train-autoencoder``'s (from the configs' knobs).
+TRAIN_FLAGS = flag_names(TrainConfig)
+AUTOENCODER_FLAGS = flag_names(AutoencoderTrainConfig)
 
 
-def field_flags(fields: dict[str, str]) -> dict[str, str]:
-    """{config field (and its last part, ``timesteps`` of ``diffusion.timesteps``): flag} of an
-    ``{argparse dest: field}`` map, for :func:`~oasis_lib.cli.errors.usage_phase` messages."""
-    out = {}
-    for dest, field in fields.items():
-        out[field] = out[field.rsplit(".", 1)[-1]] = "--" + dest.replace("_", "-")
-    return out
+def add_train_flags(parser, config: type = TrainConfig) -> None:
+    """The flags of a training command: one per knob of ``config`` that has a flag
+    (:func:`.config_flags.add_config_flags`), then ``--resume`` and ``--override``."""
+    from ..training.resume import SAFE_OVERRIDES
+
+    add_config_flags(parser, config)
+    g = parser.add_argument_group("resuming")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument("--override", action="append", default=None, metavar="FIELD",
+                   help="with --resume: allow FIELD to differ from the checkpoint (data_root "
+                        "after moving the data, or a bookkeeping interval): one of "
+                        f"{', '.join(SAFE_OVERRIDES)}; repeatable")
 
 
-#: The ``train`` flags by config field; ``train-autoencoder``'s (same names, two of its model).
-TRAIN_FLAGS = field_flags(ARG_FIELDS)
-AUTOENCODER_FLAGS = {f: "--" + f.replace("_", "-") for f in (
-    "image_size", "crop_size", "latent_channels", "channel_mult", "epochs", "max_steps",
-    "max_minutes", "batch_size", "lr", "checkpoint_every", "train_splits")}
-
-
-def add_train_flags(parser) -> None:
-    """The ``train`` flags defined here rather than in ``main.py``: ``--train-splits``,
-    ``--init-from`` and the optimiser / LR-schedule / EMA details (:data:`OPTIMIZER_FIELDS`)."""
-    from ..config import LR_SCHEDULES
-
-    g = parser.add_argument_group("optimiser, LR schedule and EMA (default: the preset's)")
-    g.add_argument("--weight-decay", type=float, default=None)
-    g.add_argument("--adam-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"))
-    g.add_argument("--adam-eps", type=float, default=None)
-    g.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
-                   help="after the linear warm-up; cosine needs --lr-decay-steps")
-    g.add_argument("--lr-decay-steps", type=int, default=None, metavar="N",
-                   help="cosine: the step where the LR reaches 0, counted from the start")
-    g.add_argument("--ema-power", type=float, default=None,
-                   help="EMA warm-up 1 - (1 + n / inv_gamma) ** -power (diffusers' EMAModel; "
-                        "its example: 0.75) instead of (1 + n) / (10 + n)")
-    g.add_argument("--ema-inv-gamma", type=float, default=None)
-    g.add_argument("--no-fused-optimizer", action="store_true",
-                   help="torch's foreach Adam/AdamW instead of the fused kernel")
-    add_train_splits_flag(parser)
-    parser.add_argument(
-        "--init-from", default=None, metavar="FILE",
-        help="start a new run from the U-Net weights of FILE (a .safetensors export or a run's "
-             ".pt: its EMA); a conditional run from an unconditional file starts as that model "
-             "(zero condition weights); a latent file brings its autoencoder and scale factor. "
-             "Never re-applied on --resume")
-
-
-def optimizer_overrides(args) -> dict:
-    """The TrainConfig overrides of the optimiser flags that were given."""
-    over = {field: getattr(args, dest) for dest, field in OPTIMIZER_FIELDS.items()
-            if getattr(args, dest, None) is not None}
-    if "adam_betas" in over:
-        over["adam_betas"] = tuple(over["adam_betas"])
-    if getattr(args, "no_fused_optimizer", False):
-        over["fused_optimizer"] = False
-    return over
-
-
-def explicit_fields(args) -> set[str]:
+def explicit_fields(args, config: type = TrainConfig) -> set[str]:
     """The config fields the user set on the command line."""
-    given = {field for dest, field in ARG_FIELDS.items() if getattr(args, dest, None) is not None}
-    return given | {field for dest, field in FLAG_FIELDS.items() if getattr(args, dest, False)}
+    return config_explicit_fields(config, args)
 
 
 def check_train_args(args) -> None:
@@ -188,8 +126,6 @@ RUN_COMMANDS = {"diffusion": "train", "autoencoder": "train-autoencoder"}
 def check_run_kind(saved: dict, cfg, last: Path) -> None:
     """Refuse to resume a run of the other kind (a diffusion run with ``train-autoencoder``,
     or the reverse), naming what the folder holds and the command that resumes it."""
-    from ..config import AutoencoderTrainConfig
-
     want = "autoencoder" if isinstance(cfg, AutoencoderTrainConfig) else "diffusion"
     found = run_kind(saved)
     if found is None or found == want:
@@ -257,3 +193,16 @@ def check_latent_size(cfg) -> None:
         raise UsageError(
             f"--image-size {cfg.image_size} must be a multiple of the autoencoder's "
             f"downsampling factor f={f} ({cfg.autoencoder}); e.g. --image-size {near}")
+
+
+def prepare_train_autoencoder(args):
+    """``train-autoencoder``'s config, or None when a resumed run is already finished (said
+    so): the flags given over the preset, a resume matched to ``last.pt``."""
+    if args.override and not args.resume:
+        raise UsageError("--override only applies with --resume")
+    explicit = explicit_fields(args, AutoencoderTrainConfig)
+    with usage_phase(AUTOENCODER_FLAGS):  # "--latent-channels must be ...": exit 2
+        cfg = config_from_args(AutoencoderTrainConfig, args)
+    if args.resume:  # flags given must match last.pt; the others (and the length) come from it
+        return resume_config(cfg, explicit=explicit, allow=tuple(args.override or ()))
+    return cfg

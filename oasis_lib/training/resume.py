@@ -1,18 +1,20 @@
 """Resume a run only with the recipe it was trained with (issue 15, point 4).
 
 A checkpoint stores the whole :class:`~oasis_lib.config.TrainConfig`. On resume the fields fall
-in three groups:
+in three groups, which each field's knob declares (``resume=`` of
+:func:`oasis_lib.config_knobs.knob`; a field without one is fixed):
 
 * :data:`FREE` -- speed and display knobs that do not change the maths (device, compile,
   progress bars, ...) and the run's *length* (``epochs``, ``max_steps``, ``max_minutes``):
-  taken from the caller, so a resumed run can be made longer;
+  taken from the caller, so a resumed run can be made longer (``resume="free"`` and
+  ``"length"``);
 * :data:`SAFE_OVERRIDES` -- fields that change no number of the optimisation but can only be
   told apart from a mistake by the user: ``data_root`` (the folder was moved) and the
   bookkeeping intervals. A differing value is refused unless the caller names the field in
-  ``allow`` (the CLI's ``--override data_root``);
+  ``allow`` (the CLI's ``--override data_root``; ``resume="safe"``);
 * everything else (``lr``, ``batch_size``, ``image_size``, the schedule, ...) must match; a
   difference raises :class:`ResumeMismatchError` naming every differing field with both
-  values.
+  values (``resume="fixed"``, the default).
 
 :func:`finished` says whether a run already reached its stored length, so a resumed finished
 run reports that instead of training on.
@@ -23,27 +25,41 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from ..config import AutoencoderTrainConfig, TrainConfig
+from ..config_knobs import resume_fields
 from ..run_config import with_legacy_defaults
 
-FREE = ("epochs", "max_steps", "max_minutes", "budget_clock", "out_dir", "progress", "device",
-        "channels_last", "compile", "fused_optimizer", "num_workers", "latent_cache_dir")
-LENGTH = ("epochs", "max_steps", "max_minutes")
+#: The configs a checkpoint stores (their knobs declare the rules below).
+RUN_CONFIGS = (TrainConfig, AutoencoderTrainConfig)
+#: The run's length (``resume="length"``): taken from the checkpoint unless given.
+LENGTH = resume_fields(RUN_CONFIGS, "length")
+#: Taken from the caller: ``resume="free"`` and the length.
+FREE = (*LENGTH, *resume_fields(RUN_CONFIGS, "free"))
 # Fields the run computes when they are None (latent diffusion's scale factor, from the cached
 # training latents; its autoencoder's hash): a resume that leaves them None takes the
-# checkpoint's value.
-DERIVED = ("latent_scale_factor", "autoencoder_sha256")
-SAFE_OVERRIDES = ("data_root", "checkpoint_every", "log_every", "validate_every",
-                  "sample_every", "sample_n", "sample_steps", "sampler")
+# checkpoint's value (``resume="derived"``).
+DERIVED = resume_fields(RUN_CONFIGS, "derived")
+#: May differ when the user names them (``resume="safe"``, ``--override``).
+SAFE_OVERRIDES = resume_fields(RUN_CONFIGS, "safe")
+#: Nested configs compared field by field (``diffusion.timesteps``); others (``loss``) whole.
+COMPARED_BY_FIELD = ("diffusion",)
 
 
 class ResumeMismatchError(ValueError):
     """A resumed run was given a recipe that differs from its checkpoint's."""
 
 
+def resume_key(path: str) -> str:
+    """The name a resume compares field ``path`` under: ``diffusion.timesteps`` stays,
+    ``loss.adversarial`` is part of ``loss``."""
+    top = path.split(".", 1)[0]
+    return path if top in COMPARED_BY_FIELD else top
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in d.items():
-        if isinstance(value, dict) and key == "diffusion":
+        if isinstance(value, dict) and key in COMPARED_BY_FIELD:
             flat.update(_flatten(value, f"{key}."))
         else:
             flat[f"{prefix}{key}"] = value
