@@ -122,7 +122,7 @@ def min_snr_weight(
     check_prediction_type(prediction_type)
     if gamma <= 0:
         raise ValueError(f"min_snr_gamma must be > 0, got {gamma!r}")
-    snr = schedule._f64["snr"][t.long().cpu()]
+    snr = schedule.f64("snr")[t.long().cpu()]
     if prediction_type == "eps":
         w = (gamma / snr).clamp(max=1.0)
     elif prediction_type == "x0":

@@ -117,7 +117,7 @@ def dpmpp_2m_step(
     if x0_last is not None and t_last is not None and ab > 0 and sigma_prev > 0:
         ab_last = schedule.alpha_bar_at(t_last)
         if ab_last > 0:
-            lam = schedule._f64["log_snr"] / 2  # lambda = log(alpha / sigma) = log_snr / 2
+            lam = schedule.f64("log_snr") / 2  # lambda = log(alpha / sigma) = log_snr / 2
             h = float(lam[t_prev] - lam[t])
             r = float(lam[t] - lam[t_last]) / h
             d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_last
