@@ -23,6 +23,7 @@ from .autoencoder_train_config import (  # noqa: F401 (re-exported: oasis_lib.co
     AutoencoderTrainConfig,
 )
 from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
+from .diffusion.processes import NOISE_PROCESSES
 from .diffusion.samplers import SAMPLERS, get_sampler
 from .diffusion.schedule import SCHEDULE_KINDS
 from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, condition_fields
@@ -52,11 +53,13 @@ class DiffusionConfig:
     prediction_type: str = "v"  # eps | x0 | v; v trained cleanest on the CPU budget
     loss_type: str = "mse"  # mse (Ho et al.) | l1 (the seed's)
     min_snr_gamma: float | None = None  # e.g. 5.0 for min-SNR-gamma weighting (Hang et al.)
+    noise_process: str = "vp"  # the forward process (diffusion.processes registry): vp (DDPM)
 
     def validate(self) -> None:
         _choice("schedule", self.schedule, SCHEDULE_KINDS)
         _choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
         _choice("loss_type", self.loss_type, LOSS_TYPES)
+        _choice("noise_process", self.noise_process, NOISE_PROCESSES)
         if self.timesteps < 2:
             raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
 

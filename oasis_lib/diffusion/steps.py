@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .objectives import model_output_to_x0_eps, predict_eps_from_x0
+from .parameterization import model_output_to_x0_eps, predict_eps_from_x0
 from .schedule import NoiseSchedule
 
 DDPM_VARIANCES = ("beta", "posterior")
