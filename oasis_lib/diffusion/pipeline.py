@@ -5,7 +5,7 @@ used to pass again by hand:
 
 * ``model``: the network, called as ``model(x_t, t)`` only (it holds the weights);
 * ``schedule``: the forward process q(x_t | x_0) (a ``NoiseSchedule``; no weights), and
-  ``process``: the noise process training and sampling ask (:mod:`.processes`; by default the
+  ``process`` (``noise_process=``): the noise process training and sampling ask (:mod:`.processes`; by default the
   VP process on ``schedule``, :class:`~oasis_lib.diffusion.processes.vp.VPProcess`);
 * ``prediction_type``: what the network outputs (eps, x0 or v), plus the loss it was trained
   with (``loss_type``, ``min_snr_gamma``);
@@ -68,9 +68,11 @@ class DiffusionPipeline:
             (``"none"`` is stored as None: the unconditional model). A ``UNet`` must agree
             (its ``mask_encoding`` / ``slice_embedding``).
         config: the run's configuration (``TrainConfig``), kept for saving and display.
-        process (NoiseProcess or None): the noise process the loss, the samplers and guidance
-            ask (x_t, targets, weights, conversions, times); None: ``VPProcess(schedule)``
-            (``models.factory.build_pipeline`` builds the one ``config`` names).
+        noise_process (NoiseProcess or None): the noise process the loss, the samplers and
+            guidance ask (x_t, targets, weights, conversions, times), read as :attr:`process`;
+            None: ``VPProcess(schedule)`` (``models.factory.build_pipeline`` builds the one
+            ``config`` names). A VP process always runs on ``schedule`` (also after
+            ``pipe.schedule = ...``).
     """
 
     model: nn.Module
@@ -83,11 +85,9 @@ class DiffusionPipeline:
     scale_factor: float = 1.0
     condition: Any = None
     config: Any = None
-    process: NoiseProcess | None = None
+    noise_process: NoiseProcess | None = None
 
     def __post_init__(self) -> None:
-        if self.process is None:
-            self.process = VPProcess(self.schedule)
         self.process.check_prediction_type(self.prediction_type)
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {self.loss_type!r}; choose one of {LOSS_TYPES}")
@@ -108,6 +108,14 @@ class DiffusionPipeline:
                                  f"{cfg.slice_embedding!r})")
         if not self.scale_factor > 0:
             raise ValueError(f"scale_factor must be > 0, got {self.scale_factor!r}")
+
+    @property
+    def process(self) -> NoiseProcess:
+        """The noise process (``noise_process``; a VP one on the current ``schedule``)."""
+        p = self.noise_process
+        if p is None or (isinstance(p, VPProcess) and p.schedule is not self.schedule):
+            p = self.noise_process = (VPProcess if p is None else type(p))(self.schedule)
+        return p
 
     # ------------------------------------------------------------------ device and mode
     @property
