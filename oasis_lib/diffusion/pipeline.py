@@ -5,8 +5,9 @@ used to pass again by hand:
 
 * ``model``: the network, called as ``model(x_t, t)`` only (it holds the weights);
 * ``schedule``: the forward process q(x_t | x_0) (a ``NoiseSchedule``; no weights), and
-  ``process`` (``noise_process=``): the noise process training and sampling ask (:mod:`.processes`; by default the
-  VP process on ``schedule``, :class:`~oasis_lib.diffusion.processes.vp.VPProcess`);
+  ``process`` (``noise_process=``): the noise process training and sampling ask
+  (:mod:`.processes`; by default the VP process on ``schedule``,
+  :class:`~oasis_lib.diffusion.processes.vp.VPProcess`);
 * ``prediction_type``: what the network outputs (eps, x0 or v), plus the loss it was trained
   with (``loss_type``, ``min_snr_gamma``);
 * ``sample_shape``: the ``(C, H, W)`` of what the network denoises;
