@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..parameterization import check_prediction_type
-from ..processes.vp import SPACINGS, sampling_timesteps
+from ..processes.vp import SPACINGS, VPProcess, sampling_timesteps
 from ..schedule import NoiseSchedule
 from ..steps import DDPM_VARIANCES, _x0_eps
 
@@ -109,11 +109,11 @@ class Sampler:
 
     # ------------------------------------------------------------------ the contract
     def set_timesteps(self, steps: int | None = None, *, spacing: str = "trailing") -> list[int]:
-        """Choose the run's descending timesteps (:func:`sampling_timesteps`), forget any
-        history, and return them; after the last one the chain goes to t = -1 (clean data)."""
+        """Choose the run's descending timesteps (the VP process's ``sampling_times``:
+        :func:`sampling_timesteps`), forget any history, and return them; after the last one
+        the chain goes to t = -1 (clean data)."""
         steps = self.resolve_steps(steps, self.schedule.T)
-        self.timesteps = sampling_timesteps(self.schedule.T, steps, spacing,
-                                            schedule=self.schedule)
+        self.timesteps = VPProcess(self.schedule).sampling_times(steps, spacing=spacing)
         self.reset()
         return list(self.timesteps)
 
