@@ -132,5 +132,11 @@ class VPProcess(NoiseProcess):
                             dtype=torch.float32)
         return t.clamp(max=T - 1).long(), noise
 
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.schedule == self.schedule
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.schedule))
+
     def __repr__(self) -> str:
         return f"VPProcess({self.schedule!r})"
