@@ -169,7 +169,8 @@ def test_registry_config_and_pipeline(schedule):
     vp = VPProcess(schedule)
     assert as_process(vp) is vp
     assert as_process(schedule).schedule is schedule
-    assert VPProcess(NoiseSchedule("cosine", T)) == vp != VPProcess(NoiseSchedule("linear", T))
+    assert VPProcess(NoiseSchedule("cosine", T)) == vp
+    assert vp != VPProcess(NoiseSchedule("cosine", T + 1))
     pipe = build_pipeline(TrainConfig.from_preset("tiny"), warn=False)
     assert isinstance(pipe.process, VPProcess)
     assert pipe.process.schedule is pipe.schedule
