@@ -18,6 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from oasis_lib.config import DiffusionConfig, TrainConfig
+from oasis_lib.diffusion.flow_matching import (
+    euler_flow_step,
+    flow_forward,
+    flow_sigmas,
+    flow_velocity,
+    sample_flow_time,
+)
 from oasis_lib.diffusion.guidance import ClassifierFreeGuidance, rescale_guidance
 from oasis_lib.diffusion.objectives import diffusion_loss, validation_draws
 from oasis_lib.diffusion.parameterization import (
@@ -186,27 +193,27 @@ def _per_sample(t: Tensor | float, x: Tensor) -> Tensor:
 
 
 class RectifiedFlow(NoiseProcess):
-    """Rectified flow (Liu et al. 2023; flow matching, Lipman et al. 2023) in the form the next
-    issue will implement: x_t = (1 - t) x0 + t eps, the network predicts the velocity
-    v = eps - x0, t ~ U[0, 1] continuous (t = 0 data, t = 1 noise)."""
+    """Rectified flow (Liu et al. 2022; flow matching, Lipman et al. 2023) in the form the next
+    issue will implement, on the maths of :mod:`oasis_lib.diffusion.flow_matching`:
+    x_t = (1 - t) x0 + t eps, the network predicts the velocity v = eps - x0, t ~ U(0, 1)
+    continuous (t = 0 data, t = 1 noise), diffusers' FlowMatchEuler grid for sampling."""
 
     name = "rectified-flow-test"
     prediction_types = ("velocity",)
     discrete_time = False
 
     def sample_time(self, n, *, generator=None):
-        return torch.rand(n, generator=generator)
+        return sample_flow_time(n, generator=generator)
 
     def time_from_uniform(self, u):
         return u.to(torch.float32)
 
     def forward(self, x0, t, noise):
-        t = _per_sample(t, x0)
-        return (1 - t) * x0 + t * noise
+        return flow_forward(x0, t, noise)
 
     def training_target(self, x0, noise, t, *, prediction_type):
         self.check_prediction_type(prediction_type)
-        return noise - x0
+        return flow_velocity(x0, noise)
 
     def split_output(self, output, x_t, t, *, prediction_type):
         t = _per_sample(t, x_t)
@@ -216,7 +223,7 @@ class RectifiedFlow(NoiseProcess):
         return (x_t - x0) / _per_sample(t, x_t)
 
     def sampling_times(self, steps, *, spacing="uniform"):
-        return [1.0 - i / steps for i in range(steps)]  # then t = 0: the data
+        return flow_sigmas(steps)[:-1].tolist()  # then t = 0: the data
 
 
 def test_flow_trains_through_the_unchanged_loss_and_pipeline():
@@ -299,7 +306,7 @@ def test_flow_euler_over_sampling_times_reaches_the_gaussian_data():
         t_next = times[i + 1] if i + 1 < len(times) else 0.0
         tb = flow.time_batch(t, n, "cpu")
         assert tb.dtype == torch.float32
-        x = x + (t_next - t) * velocity(x, tb)
+        x = euler_flow_step(velocity(x, tb), x, t, t_next)
     assert float(x.mean()) == pytest.approx(mu, abs=0.01)
     assert float(x.var()) == pytest.approx(s2, rel=0.05)
     # and with the true field, the x0 read off the output at t = 1 is the data mean
