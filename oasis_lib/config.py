@@ -24,6 +24,7 @@ from .autoencoder_train_config import (  # noqa: F401 (re-exported: oasis_lib.co
 )
 from .config_knobs import knob
 from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
+from .diffusion.processes import NOISE_PROCESSES
 from .diffusion.samplers import SAMPLERS, get_sampler
 from .diffusion.schedule import SCHEDULE_KINDS
 from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, condition_fields
@@ -57,11 +58,13 @@ class DiffusionConfig:
         "mse", flag="--loss", choices=LOSS_TYPES, help="the loss on the prediction")
     min_snr_gamma: float | None = knob(  # e.g. 5.0 (Hang et al.)
         None, flag=True, help="min-SNR-gamma loss weighting (e.g. 5); off by default")
+    noise_process: str = "vp"  # the forward process (diffusion.processes registry): vp (DDPM)
 
     def validate(self) -> None:
         _choice("schedule", self.schedule, SCHEDULE_KINDS)
         _choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
         _choice("loss_type", self.loss_type, LOSS_TYPES)
+        _choice("noise_process", self.noise_process, NOISE_PROCESSES)
         if self.timesteps < 2:
             raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
 

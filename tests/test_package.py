@@ -60,7 +60,9 @@ ARROWS: dict[str, set[str]] = {
     "run_config": {"config_knobs", "data.layout"},
     "config_knobs": set(),  # a field's flag, help and resume rule (the standard library only)
     "diffusion.pipeline": {"diffusion", "file_layout", "models.conditioning"},
-    "diffusion": set(),
+    "diffusion": {"diffusion.processes"},
+    "diffusion.processes": {"diffusion.flow_matching", "diffusion.multistep",
+                            "diffusion.parameterization", "diffusion.schedule"},
     "models": {"data.layout"},
     "data": {"paths"},
     "file_layout": {"checkpoint"},

@@ -1,5 +1,6 @@
-"""The diffusion room: what holds no weights (noise schedules, training objectives, samplers)
-and the pipeline that joins them to a network. Imports only ``torch`` and ``tqdm``."""
+"""The diffusion room: what holds no weights (noise schedules and processes, training
+objectives, samplers) and the pipeline that joins them to a network. Imports only ``torch``
+and ``tqdm``."""
 
 from .._lazy import lazy_exports
 
@@ -9,6 +10,10 @@ _EXPORTS = {
     "PREDICTION_TYPES": ".objectives",
     "diffusion_loss": ".objectives",
     "DiffusionPipeline": ".pipeline",
+    "NOISE_PROCESSES": ".processes.registry",
+    "NoiseProcess": ".processes.base",
+    "VPProcess": ".processes.vp",
+    "get_noise_process": ".processes.registry",
     "SAMPLERS": ".sampling",
     "SPACINGS": ".sampling",
     "SampleResult": ".sampling",

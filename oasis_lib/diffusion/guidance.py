@@ -48,12 +48,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .objectives import (
-    check_prediction_type,
-    model_output_to_x0_eps,
-    predict_eps_from_x0,
-    v_target,
-)
+from .parameterization import check_prediction_type, x0_to_output  # noqa: F401 (re-exported)
+from .processes.base import NoiseProcess
+from .processes.registry import as_process
 from .schedule import NoiseSchedule
 
 RESCALE_SPACES = ("x0", "output")
@@ -129,16 +126,6 @@ class DynamicThreshold:
         return f"DynamicThreshold(percentile={self.percentile:g})"
 
 
-def x0_to_output(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor,
-                 prediction_type: str) -> Tensor:
-    """The network output of type ``prediction_type`` that corresponds to ``x0`` at (x_t, t)."""
-    check_prediction_type(prediction_type)
-    if prediction_type == "x0":
-        return x0
-    eps = predict_eps_from_x0(schedule, x_t, t, x0)
-    return eps if prediction_type == "eps" else v_target(schedule, x0, eps, t)
-
-
 class ClassifierFreeGuidance(nn.Module):
     """``(x_t, t) -> u + scale (c - u)`` for a conditional network (see the module docstring).
 
@@ -152,7 +139,10 @@ class ClassifierFreeGuidance(nn.Module):
             0 = unconditional, > 1 = guided. At exactly 0 or 1 only one pass is run.
         rescale (float, default 0.0): phi of Lin et al. 2024 sec. 3.4; 0 = plain CFG.
         rescale_space (str, default ``"x0"``): one of ``RESCALE_SPACES``.
-        schedule, prediction_type: needed for ``rescale > 0`` with ``rescale_space="x0"``.
+        schedule, prediction_type: needed for ``rescale > 0`` with ``rescale_space="x0"``
+            (the schedule stands for its VP process).
+        process (NoiseProcess or None): the noise process instead of ``schedule`` (the x0
+            conversions of the rescale: ``process.to_x0`` and ``process.to_output``).
         batched (bool, default True): run the conditional and unconditional passes as one call
             on a batch of 2B (cond first, then uncond); False makes two calls of B (less memory).
 
@@ -171,6 +161,7 @@ class ClassifierFreeGuidance(nn.Module):
         schedule: NoiseSchedule | None = None,
         prediction_type: str = "eps",
         batched: bool = True,
+        process: NoiseProcess | None = None,
     ) -> None:
         super().__init__()
         if rescale_space not in RESCALE_SPACES:
@@ -178,9 +169,15 @@ class ClassifierFreeGuidance(nn.Module):
                              f"choose one of {RESCALE_SPACES}")
         if not 0.0 <= rescale <= 1.0:
             raise ValueError(f"guidance rescale phi must be in [0, 1], got {rescale!r}")
-        check_prediction_type(prediction_type)
-        if rescale > 0 and rescale_space == "x0" and schedule is None:
-            raise ValueError("rescale in x0 space needs the schedule (schedule=...)")
+        if process is None and schedule is not None:
+            process = as_process(schedule)
+        if process is None:
+            check_prediction_type(prediction_type)
+        else:
+            process.check_prediction_type(prediction_type)
+        if rescale > 0 and rescale_space == "x0" and process is None:
+            raise ValueError("rescale in x0 space needs the schedule (schedule=...) or the "
+                             "noise process (process=...)")
         if uncond is None:
             if not hasattr(cond, "null_like"):
                 raise ValueError("pass uncond (the null condition) for a condition of type "
@@ -193,6 +190,7 @@ class ClassifierFreeGuidance(nn.Module):
         self.cond, self.uncond = cond, uncond
         self.scale, self.rescale, self.rescale_space = float(scale), float(rescale), rescale_space
         self.schedule, self.prediction_type, self.batched = schedule, prediction_type, batched
+        self.process = process
         self.nfe_batches = 0
 
     def _call(self, x: Tensor, t: Tensor, c: Any) -> Tensor:
@@ -218,10 +216,11 @@ class ClassifierFreeGuidance(nn.Module):
             return guided
         if self.rescale_space == "output":
             return rescale_guidance(guided, out_c, self.rescale)
-        x0_c, _ = model_output_to_x0_eps(self.schedule, out_c, x, t, self.prediction_type)
-        x0_g, _ = model_output_to_x0_eps(self.schedule, guided, x, t, self.prediction_type)
+        pt = self.prediction_type
+        x0_c = self.process.to_x0(out_c, x, t, prediction_type=pt)
+        x0_g = self.process.to_x0(guided, x, t, prediction_type=pt)
         x0 = rescale_guidance(x0_g, x0_c, self.rescale)
-        return x0_to_output(self.schedule, x0, x, t, self.prediction_type)
+        return self.process.to_output(x0, x, t, prediction_type=pt)
 
     def extra_repr(self) -> str:
         return (f"scale={self.scale:g}, rescale={self.rescale:g}, "

@@ -136,7 +136,7 @@ def karras_timesteps(schedule: NoiseSchedule, steps: int, *, sigma_max: float | 
 
 def _log_sigmas(schedule: NoiseSchedule) -> Tensor:
     """log sigma_t, sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t); float64, +inf where ab = 0."""
-    ab = schedule._f64["alpha_bar"]
+    ab = schedule.f64("alpha_bar")
     return 0.5 * (torch.log1p(-ab) - torch.log(ab))
 
 

@@ -4,7 +4,10 @@ A :class:`DiffusionPipeline` joins what a diffusion model is made of and what ev
 used to pass again by hand:
 
 * ``model``: the network, called as ``model(x_t, t)`` only (it holds the weights);
-* ``schedule``: the forward process q(x_t | x_0) (a ``NoiseSchedule``; no weights);
+* ``schedule``: the forward process q(x_t | x_0) (a ``NoiseSchedule``; no weights), and
+  ``process`` (``noise_process=``): the noise process training and sampling ask
+  (:mod:`.processes`; by default the VP process on ``schedule``,
+  :class:`~oasis_lib.diffusion.processes.vp.VPProcess`);
 * ``prediction_type``: what the network outputs (eps, x0 or v), plus the loss it was trained
   with (``loss_type``, ``min_snr_gamma``);
 * ``sample_shape``: the ``(C, H, W)`` of what the network denoises;
@@ -38,7 +41,9 @@ from ..file_layout import write_model_export
 from ..models.conditioning import Condition, condition_fields
 from .guidance import ClassifierFreeGuidance
 from .inpainting import repaint, repaint_latent
-from .objectives import LOSS_TYPES, check_prediction_type, diffusion_loss
+from .objectives import LOSS_TYPES, diffusion_loss
+from .processes.base import NoiseProcess
+from .processes.vp import VPProcess
 from .respacing import RespacedModel, respace
 from .sampling import SampleResult, sample
 from .schedule import NoiseSchedule
@@ -64,6 +69,11 @@ class DiffusionPipeline:
             (``"none"`` is stored as None: the unconditional model). A ``UNet`` must agree
             (its ``mask_encoding`` / ``slice_embedding``).
         config: the run's configuration (``TrainConfig``), kept for saving and display.
+        noise_process (NoiseProcess or None): the noise process the loss, the samplers and
+            guidance ask (x_t, targets, weights, conversions, times), read as :attr:`process`;
+            None: ``VPProcess(schedule)`` (``models.factory.build_pipeline`` builds the one
+            ``config`` names). A VP process always runs on ``schedule`` (also after
+            ``pipe.schedule = ...``).
     """
 
     model: nn.Module
@@ -76,9 +86,10 @@ class DiffusionPipeline:
     scale_factor: float = 1.0
     condition: Any = None
     config: Any = None
+    noise_process: NoiseProcess | None = None
 
     def __post_init__(self) -> None:
-        check_prediction_type(self.prediction_type)
+        self.process.check_prediction_type(self.prediction_type)
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {self.loss_type!r}; choose one of {LOSS_TYPES}")
         shape = tuple(int(s) for s in self.sample_shape)
@@ -98,6 +109,14 @@ class DiffusionPipeline:
                                  f"{cfg.slice_embedding!r})")
         if not self.scale_factor > 0:
             raise ValueError(f"scale_factor must be > 0, got {self.scale_factor!r}")
+
+    @property
+    def process(self) -> NoiseProcess:
+        """The noise process (``noise_process``; a VP one on the current ``schedule``)."""
+        p = self.noise_process
+        if p is None or (isinstance(p, VPProcess) and p.schedule is not self.schedule):
+            p = self.noise_process = (VPProcess if p is None else type(p))(self.schedule)
+        return p
 
     # ------------------------------------------------------------------ device and mode
     @property
@@ -213,7 +232,7 @@ class DiffusionPipeline:
         if condition.batch_size is None:  # the null condition: one unconditional pass
             scale, guidance_rescale = 1.0, 0.0
         return ClassifierFreeGuidance(net, condition, scale=scale, rescale=guidance_rescale,
-                                      schedule=self.schedule,
+                                      schedule=self.schedule, process=self.process,
                                       prediction_type=self.prediction_type)
 
     # ------------------------------------------------------------------ training
@@ -236,7 +255,7 @@ class DiffusionPipeline:
             net = _with_condition(net, cond)
         elif condition is not None:
             self.denoiser(model, condition=condition)  # raises: unconditional model
-        return diffusion_loss(net, self.schedule, z0,
+        return diffusion_loss(net, self.process, z0,
                               prediction_type=self.prediction_type, loss_type=self.loss_type,
                               min_snr_gamma=self.min_snr_gamma, t=t, noise=noise,
                               generator=generator)
@@ -279,7 +298,7 @@ class DiffusionPipeline:
                             guidance_rescale=guidance_rescale, batch_size=int(n))
         device = next(net.parameters()).device if isinstance(net, nn.Module) and any(
             True for _ in net.parameters()) else self.device
-        out = sample(net, self.schedule, (int(n), *self.sample_shape), sampler=sampler,
+        out = sample(net, self.process, (int(n), *self.sample_shape), sampler=sampler,
                      steps=steps, eta=eta, prediction_type=self.prediction_type,
                      clip_x0=clip_x0 if self.autoencoder is None else False, spacing=spacing,
                      generator=generator, device=device, x_T=x_T,
@@ -311,6 +330,9 @@ class DiffusionPipeline:
         many respaced steps (:mod:`~oasis_lib.diffusion.respacing`; jump_length counts those).
         Returns images equal to ``image`` outside the region (pixel models: exactly; latent
         models: beyond the feather ring)."""
+        if not self.process.supports_repaint:
+            raise ValueError(f"RePaint runs DDPM steps of the VP process; this pipeline's "
+                             f"process is {self.process.name!r}")
         if image.ndim != 4 or tuple(image.shape[1:]) != tuple(self.image_shape):
             raise ValueError(f"expected image of shape [B, {', '.join(map(str, self.image_shape))}"
                              f"], got {tuple(image.shape)}")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .sampling import sampling_timesteps
-from .schedule import _BUFFERS, NoiseSchedule
+from .schedule import NoiseSchedule
 
 
 def _buffers(betas: Tensor) -> dict[str, Tensor]:
@@ -69,11 +69,9 @@ class RespacedSchedule(NoiseSchedule):
         self.kind, self.zero_terminal_snr, self.base = base.kind, base.zero_terminal_snr, base
         self._T = len(steps)
         self.timestep_map = torch.tensor(steps, dtype=torch.long)
-        ab = base._f64["alpha_bar"][self.timestep_map]
+        ab = base.f64("alpha_bar")[self.timestep_map]
         ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
-        self._f64 = _buffers(1.0 - ab / ab_prev)
-        for name in _BUFFERS:
-            setattr(self, name, self._f64[name].to(torch.float32))
+        self.set_tables(_buffers(1.0 - ab / ab_prev))
 
     def to_dict(self) -> dict:
         """The base schedule's arguments and the kept steps (a tuple, so the schedule hashes)."""

@@ -21,13 +21,17 @@ contract; the loop below asks the sampler, never its name):
 The single steps (:func:`p_sample`, :func:`ddim_step`, :func:`dpmpp_2m_step`) live in
 :mod:`oasis_lib.diffusion.steps` and are importable from here too.
 
-Timesteps (``steps < T``): ``"trailing"`` spacing by default (Lin et al. 2024, "sample from the
-last timestep"): the first step is always t = T-1, e.g. T=1000, steps=10 -> 999, 899, ..., 99;
-``"leading"`` (diffusers' DDIM default) gives 900, 800, ..., 0 and never starts from t = T-1,
-although x_T is drawn from pure noise; ``"karras"``: Karras et al. 2022 eq. 5 sigmas mapped to
-the nearest timesteps (:func:`~oasis_lib.diffusion.multistep.karras_timesteps`). Every sampler's
-last step goes to the clean data, t = -1 (alpha_bar = 1), so the final image is the last x0
-prediction for ddim/dpm++ (and the t=0 posterior mean, which is the same thing, for ddpm).
+The loop asks the noise process (:mod:`oasis_lib.diffusion.processes`; a schedule is its VP
+process) for the prior x_T and the time tensor the network sees.
+
+Timesteps (``steps < T``, :func:`~oasis_lib.diffusion.processes.vp.sampling_timesteps`):
+``"trailing"`` spacing by default (Lin et al. 2024, "sample from the last timestep"): the first step
+is always t = T-1, e.g. T=1000, steps=10 -> 999, 899, ..., 99; ``"leading"`` (diffusers' DDIM
+default) gives 900, 800, ..., 0 and never starts from t = T-1, although x_T is drawn from pure
+noise; ``"karras"``: Karras et al. 2022 eq. 5 sigmas mapped to the nearest timesteps
+(:func:`~oasis_lib.diffusion.multistep.karras_timesteps`). Every sampler's last step goes to the
+clean data, t = -1 (alpha_bar = 1), so the final image is the last x0 prediction for ddim/dpm++ (and
+the t=0 posterior mean, which is the same thing, for ddpm).
 
 Clipping: the predicted x0 is clipped to [-1, 1] when ``clip_x0`` (never x_t), and eps is then
 recomputed from the clipped x0 (diffusers' DDIM ``use_clipped_model_output=True``), so x0 and eps
@@ -51,6 +55,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .multistep import karras_timesteps
+from .processes.base import NoiseProcess
+from .processes.registry import as_process
 from .samplers import DEFAULT_FAST_STEPS, SAMPLERS, SPACINGS, make_sampler, sampling_timesteps
 from .schedule import NoiseSchedule
 from .steps import (
@@ -113,7 +119,7 @@ def _model_device(model) -> torch.device:
 
 def sample(
     model: Callable[[Tensor, Tensor], Tensor],
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | NoiseProcess,
     shape: tuple[int, ...],
     *,
     sampler: str = "ddim",
@@ -137,7 +143,9 @@ def sample(
         model: the network, called as ``model(x_t, t)`` with t a long tensor [B] on ``device``.
             It is put in eval mode during sampling (each submodule's mode restored afterwards,
             also on error) and run under ``torch.inference_mode()``. It is not moved.
-        schedule (NoiseSchedule): the schedule the model was trained with.
+        schedule (NoiseSchedule or NoiseProcess): the schedule the model was trained with, or
+            its noise process (the prior of x_T and the time tensor the network sees come from
+            the process; the samplers of the registry run on a VP process's schedule).
         sampler (str, default ``"ddim"``): one of ``SAMPLERS``.
         steps (int or None): network calls. ddpm (``needs_every_step``): must be None or T.
             The others: any number in [1, T]; None means min(T, 50).
@@ -163,14 +171,17 @@ def sample(
     """
     if int(every) != every or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
-    solver = make_sampler(sampler, schedule, prediction_type=prediction_type, clip_x0=clip_x0,
-                          eta=eta, ddpm_variance=ddpm_variance)
+    process = as_process(schedule)
+    if not isinstance(getattr(process, "schedule", None), NoiseSchedule):
+        raise ValueError(f"the samplers {SAMPLERS} step a VP process on its NoiseSchedule; the "
+                         f"{process.name!r} process has none")
+    solver = make_sampler(sampler, process.schedule, prediction_type=prediction_type,
+                          clip_x0=clip_x0, eta=eta, ddpm_variance=ddpm_variance)
     ts = solver.set_timesteps(steps, spacing=spacing)
     shape = tuple(shape)
     device = torch.device(device) if device is not None else _model_device(model)
     if x_T is None:
-        x = torch.randn(shape, generator=generator, dtype=torch.float32)
-        x = x.to(device=device, dtype=dtype)
+        x = process.prior(shape, generator=generator).to(device=device, dtype=dtype)
     else:
         if tuple(x_T.shape) != shape:
             raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
@@ -180,7 +191,7 @@ def sample(
     nfe = 0
     with _eval_mode(model), torch.inference_mode():
         for i, t in enumerate(tqdm(ts, desc=sampler, disable=not progress, leave=False)):
-            t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
+            t_batch = process.time_batch(t, shape[0], device)
             output = model(x, t_batch)
             nfe += 1
             x_new, x0 = solver.step(output, i, x, generator)  # draws its own noise, if any

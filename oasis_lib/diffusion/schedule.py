@@ -9,9 +9,10 @@ Indexing. Timesteps are 0-based: index ``t`` in ``0..T-1`` is step ``t+1`` of Ho
 ``alpha_bar_prev[t]`` is alpha_bar of the latent *before* step ``t`` (``alpha_bar_prev[0] = 1``).
 Samplers use ``t = -1`` to mean the clean data (alpha_bar = 1), see :meth:`alpha_bar_at`.
 
-Precision. Everything is computed in float64; the public tensors are CPU float32 and the float64
-originals are kept privately so that :meth:`NoiseSchedule.gather` (used by the objectives and the
-samplers) casts float64 values straight to the working dtype.
+Precision. Everything is computed in float64; the attributes are CPU float32 copies and the
+float64 originals are read with :meth:`NoiseSchedule.f64` (``schedule.f64("alpha_bar")``), so
+:meth:`NoiseSchedule.gather` (used by the objectives and the samplers) casts float64 values
+straight to the working dtype and the samplers' float64 maths reads float64 tables.
 """
 
 from __future__ import annotations
@@ -169,9 +170,7 @@ class NoiseSchedule:
             "posterior_mean_coef1": betas * ab_prev.sqrt() / (1.0 - ab),  # eq. 7, x0 coef
             "posterior_mean_coef2": (1.0 - ab_prev) * alphas.sqrt() / (1.0 - ab),  # x_t coef
         }
-        self._f64 = f64
-        for name in _BUFFERS:
-            setattr(self, name, f64[name].to(torch.float32))
+        self.set_tables(f64)
 
         if warn and self.terminal_signal > TERMINAL_SIGNAL_WARN:
             warnings.warn(
@@ -203,6 +202,23 @@ class NoiseSchedule:
     def terminal_signal(self) -> float:
         """sqrt(alpha_bar_T): the fraction of x_0 left in x_T."""
         return math.sqrt(self.alpha_bar_T)
+
+    def f64(self, name: str) -> Tensor:
+        """The float64 table ``name`` (one of the attributes listed in the class docstring,
+        length T): the value the float32 attribute was rounded from. Read it, do not modify it."""
+        if name not in self._f64:
+            raise ValueError(f"unknown schedule table {name!r}; choose one of {_BUFFERS}")
+        return self._f64[name]
+
+    def set_tables(self, tables: dict[str, Tensor]) -> None:
+        """Store the float64 ``tables`` (every name of ``_BUFFERS``, float64 [T]) and their CPU
+        float32 copies as attributes: how ``__init__`` and a respaced schedule
+        (:class:`~oasis_lib.diffusion.respacing.RespacedSchedule`) set their tables."""
+        if set(tables) != set(_BUFFERS):
+            raise ValueError(f"schedule tables must be exactly {_BUFFERS}, got {tuple(tables)}")
+        self._f64 = {name: tables[name].to(torch.float64) for name in _BUFFERS}
+        for name in _BUFFERS:
+            setattr(self, name, self._f64[name].to(torch.float32))
 
     def alpha_bar_at(self, t: int) -> float:
         """alpha_bar at integer step ``t`` in float64; ``t < 0`` means clean data (returns 1)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .objectives import model_output_to_x0_eps, predict_eps_from_x0
+from .parameterization import model_output_to_x0_eps, predict_eps_from_x0
 from .schedule import NoiseSchedule
 
 DDPM_VARIANCES = ("beta", "posterior")
@@ -117,7 +117,7 @@ def dpmpp_2m_step(
     if x0_last is not None and t_last is not None and ab > 0 and sigma_prev > 0:
         ab_last = schedule.alpha_bar_at(t_last)
         if ab_last > 0:
-            lam = schedule._f64["log_snr"] / 2  # lambda = log(alpha / sigma) = log_snr / 2
+            lam = schedule.f64("log_snr") / 2  # lambda = log(alpha / sigma) = log_snr / 2
             h = float(lam[t_prev] - lam[t])
             r = float(lam[t] - lam[t_last]) / h
             d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * x0_last

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import EXTERNAL_ARCH, TrainConfig
 from ..diffusion.pipeline import DiffusionPipeline
+from ..diffusion.processes import get_noise_process
 from ..diffusion.schedule import NoiseSchedule
 from ..pretrained_autoencoder import load_autoencoder
 from .conditioning import condition_fields
@@ -59,10 +60,12 @@ def build_pipeline(config: TrainConfig, *, model: nn.Module | None = None, autoe
     """The :class:`DiffusionPipeline` of ``config``: a new network (or ``model``), its schedule,
     prediction type, loss and sample shape: ``(1, image_size, image_size)`` in pixel space; the
     autoencoder's latent shape and ``config.latent_scale_factor`` when ``config.autoencoder``
-    names one (or ``autoencoder`` passes it, already loaded)."""
+    names one (or ``autoencoder`` passes it, already loaded); the noise process
+    ``config.diffusion.noise_process`` names (VP: on :func:`build_schedule`'s schedule)."""
     d = config.diffusion
     if autoencoder is None and config.autoencoder is not None:
         autoencoder = load_autoencoder(config.autoencoder)
+    process = get_noise_process(d.noise_process).from_config(d, warn=warn)
     shape = (1, config.image_size, config.image_size)
     scale = 1.0
     if autoencoder is not None:
@@ -71,7 +74,7 @@ def build_pipeline(config: TrainConfig, *, model: nn.Module | None = None, autoe
     return DiffusionPipeline(
         model=build_model(config, latent_shape=shape if autoencoder is not None else None)
         if model is None else model,
-        schedule=build_schedule(config, warn=warn), prediction_type=d.prediction_type,
+        schedule=process.schedule, noise_process=process, prediction_type=d.prediction_type,
         sample_shape=shape, loss_type=d.loss_type, min_snr_gamma=d.min_snr_gamma,
         autoencoder=autoencoder, scale_factor=scale, config=config,
         condition=None if config.condition == "none" else config.condition)

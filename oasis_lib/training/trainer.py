@@ -30,7 +30,6 @@ from torchvision.utils import save_image
 
 from ..config import EXTERNAL_ARCH, TrainConfig
 from ..data.conditional import ConditionalSlices, condition_tensors
-from ..diffusion.objectives import validation_draws
 from ..models.conditioning import Condition, condition_fields, training_condition
 from ..models.factory import build_pipeline
 from ..pretrained_autoencoder import autoencoder_sha256, load_autoencoder, run_autoencoder
@@ -114,13 +113,14 @@ class Trainer(TrainingLoop):
                          slice_index=slice_index.long().reshape(-1) if uses_slice else None)
 
     def compute_loss(self, x0: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
-        """The training loss of one batch (on the device): each image's t ~ U{0..T-1} and
-        noise come from ``self.draws`` (keyed per image, :mod:`.draws`); a conditional batch's
+        """The training loss of one batch (on the device): each image's t (the noise process's
+        draw from a keyed uniform: VP t ~ U{0..T-1}) and noise come from ``self.draws`` (keyed
+        per image, :mod:`.draws`); a conditional batch's
         condition is ablated and dropped out first (module docstring)."""
         cond, n = None, x0.shape[0]
         if self.conditional:
             cond = self.keyed_condition(self.condition_of(*extra)).to(self.device)
-        t = self.draws.timesteps(n, self.schedule.T)
+        t = self.pipeline.process.time_from_uniform(self.draws.uniform(n, "timestep"))
         noise = self.draws.normal(x0.shape)
         return self.pipeline.loss(x0, model=self.model, t=t, noise=noise,
                                   encoded=self.encoded, condition=cond)
@@ -150,7 +150,7 @@ class Trainer(TrainingLoop):
 
     def _fixed_validation_batch(self) -> None:
         """Fixed validate slices (spread over all cases), timesteps and noise
-        (:func:`~oasis_lib.diffusion.objectives.validation_draws`), and their conditions."""
+        (the noise process's ``validation_draws``), and their conditions."""
         if self.conditional:
             self._conditional_sets()
         n = min(self.cfg.val_size, len(self.val_set))
@@ -161,8 +161,8 @@ class Trainer(TrainingLoop):
         if self.conditional:
             self.val_cond = self.condition_of(torch.stack([torch.as_tensor(it[1]) for it in items]),
                                               torch.stack([torch.as_tensor(it[2]) for it in items]))
-        self.val_t, self.val_noise = validation_draws(
-            self.schedule, (n, *self.pipeline.sample_shape), seed=self.cfg.seed + 1)
+        self.val_t, self.val_noise = self.pipeline.process.validation_draws(
+            (n, *self.pipeline.sample_shape), seed=self.cfg.seed + 1)
 
     def _val_condition(self, index) -> Condition | None:
         return None if self.val_cond is None else self.val_cond.select(index).to(self.device)

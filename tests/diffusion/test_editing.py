@@ -15,7 +15,7 @@ MU, SIGMA = 0.3, 0.5  # data x0 ~ N(MU, SIGMA^2) per pixel
 def gaussian_eps(schedule: NoiseSchedule):
     """The exact E[eps | x_t] for x0 ~ N(MU, SIGMA^2 I): sqrt(1 - ab) (x_t - sqrt(ab) MU) /
     (ab SIGMA^2 + 1 - ab), a linear function of x_t (float64)."""
-    ab_all = schedule._f64["alpha_bar"]
+    ab_all = schedule.f64("alpha_bar")
 
     def eps(x, t):
         ab = ab_all[t].reshape(-1, 1, 1, 1).to(x.dtype)

@@ -45,7 +45,7 @@ class ConstantPrior(nn.Module):
         self.s = schedule
 
     def forward(self, x, t):
-        ab = self.s._f64["alpha_bar"][t.cpu()].to(x.dtype).view(-1, 1, 1, 1)
+        ab = self.s.f64("alpha_bar")[t.cpu()].to(x.dtype).view(-1, 1, 1, 1)
         precision = 1 / self.SIGMA**2 + x[0].numel() * ab / (1 - ab)
         a = (ab.sqrt() / (1 - ab)) * x.sum(dim=(1, 2, 3), keepdim=True) / precision
         return a.expand_as(x)

@@ -36,7 +36,7 @@ def gaussian_x0(schedule, mu, c):
     """Exact E[x0 | x_t] for x0 ~ N(mu, c^2) per pixel: mu + sqrt(ab) c^2 (x_t - sqrt(ab) mu) /
     (ab c^2 + 1 - ab). An x0-prediction network that is exactly right."""
     def net(x, t):
-        ab = schedule._f64["alpha_bar"][t.cpu()].view(-1, 1, 1, 1).to(x.dtype)
+        ab = schedule.f64("alpha_bar")[t.cpu()].view(-1, 1, 1, 1).to(x.dtype)
         return mu + ab.sqrt() * c * c / (ab * c * c + 1 - ab) * (x - ab.sqrt() * mu)
     return net
 
@@ -58,7 +58,7 @@ def test_karras_sigmas_is_edm_eq5():
 
 def test_karras_timesteps_nearest_in_log_sigma():
     s = NoiseSchedule("cosine", 1000)
-    ab = s._f64["alpha_bar"]
+    ab = s.f64("alpha_bar")
     log_sigma = 0.5 * (torch.log1p(-ab) - torch.log(ab))
     ts = karras_timesteps(s, 20)
     assert ts == sampling_timesteps(1000, 20, "karras", schedule=s)
@@ -98,7 +98,7 @@ def test_karras_timesteps_equal_diffusers(kind, n):
     timesteps coincide: on the linear schedule)."""
     diffusers = pytest.importorskip("diffusers")
     s = NoiseSchedule(kind, 1000)
-    common = {"num_train_timesteps": 1000, "trained_betas": s._f64["betas"].tolist(),
+    common = {"num_train_timesteps": 1000, "trained_betas": s.f64("betas").tolist(),
               "use_karras_sigmas": True}
     euler = diffusers.EulerDiscreteScheduler(**common, sigma_max=80.0)
     euler.set_timesteps(n)
@@ -116,7 +116,7 @@ def _lambda_uniform_run(sampler, n, *, order=None, d2="taylor", start=8000, end=
     is x_t = sqrt(ab_t c^2 + 1 - ab_t) z. The first two steps (the multistep warm-up, of lower
     order) are reset to the exact solution, so the error measures the solver's own order."""
     s = NoiseSchedule("cosine", 10000)
-    ab = s._f64["alpha_bar"]
+    ab = s.f64("alpha_bar")
     lam = 0.5 * (ab.log() - torch.log1p(-ab))
     grid = torch.linspace(float(lam[start]), float(lam[end]), n + 1, dtype=torch.float64)
     ts = (grid[:, None] - lam[None]).abs().argmin(dim=1).tolist()
@@ -246,7 +246,7 @@ class Oracle:
         self.s, self.x0, self.pt = s, x0, pt
 
     def __call__(self, x_t, t):
-        ab = self.s._f64["alpha_bar"][t.cpu()].to(x_t.dtype).view(-1, 1, 1, 1)
+        ab = self.s.f64("alpha_bar")[t.cpu()].to(x_t.dtype).view(-1, 1, 1, 1)
         eps = (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
         if self.pt == "eps":
             return eps
@@ -358,7 +358,7 @@ def test_equals_diffusers(n):
     midpoint) and UniPCMultistepScheduler (bh2, order 3), on our betas and trailing spacing."""
     diffusers = pytest.importorskip("diffusers")
     T, s = 1000, NoiseSchedule("cosine", 1000)
-    common = {"num_train_timesteps": T, "trained_betas": s._f64["betas"].tolist(),
+    common = {"num_train_timesteps": T, "trained_betas": s.f64("betas").tolist(),
               "prediction_type": "v_prediction", "timestep_spacing": "trailing",
               "final_sigmas_type": "zero", "lower_order_final": True}
 
@@ -388,7 +388,7 @@ def test_dpmpp_3m_lu2022_equals_diffusers(monkeypatch):
     diffusers = pytest.importorskip("diffusers")
     T, s, n = 1000, NoiseSchedule("cosine", 1000), 10
     sched = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=T, trained_betas=s._f64["betas"].tolist(),
+        num_train_timesteps=T, trained_betas=s.f64("betas").tolist(),
         prediction_type="v_prediction", timestep_spacing="trailing", solver_order=3,
         algorithm_type="dpmsolver++", lower_order_final=True, final_sigmas_type="zero")
     x, _ = _diffusers_run(sched, T, n)

@@ -52,8 +52,8 @@ def test_individual_conversions_and_v_identities():
     t = torch.tensor([0, 25, 50, 98, 99])
     x_t = s.q_sample(x0, t, eps)
     v = v_target(s, x0, eps, t)
-    a = s._f64["sqrt_alpha_bar"][t].view(-1, 1, 1, 1)
-    sig = s._f64["sqrt_one_minus_alpha_bar"][t].view(-1, 1, 1, 1)
+    a = s.f64("sqrt_alpha_bar")[t].view(-1, 1, 1, 1)
+    sig = s.f64("sqrt_one_minus_alpha_bar")[t].view(-1, 1, 1, 1)
     torch.testing.assert_close(v, a * eps - sig * x0, **TIGHT)  # Salimans & Ho definition
     torch.testing.assert_close(predict_x0_from_v(s, x_t, t, v), x0, **TIGHT)
     torch.testing.assert_close(predict_eps_from_v(s, x_t, t, v), eps, **TIGHT)
@@ -81,7 +81,7 @@ def test_min_snr_weights(prediction_type):
     s = NoiseSchedule("cosine", 1000)
     t = torch.tensor([0, 100, 400, 500, 700, 999])
     gamma = 5.0
-    ab = s._f64["alpha_bar"][t]
+    ab = s.f64("alpha_bar")[t]
     snr = ab / (1 - ab)
     clipped = torch.minimum(snr, torch.tensor(gamma, dtype=torch.float64))
     expect = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}[prediction_type]

@@ -18,9 +18,9 @@ def test_all_steps_reproduce_every_buffer(kind, zero):
     base = NoiseSchedule(kind, 100, zero_terminal_snr=zero, warn=False)
     full = RespacedSchedule(base, list(range(100)))
     for name in _BUFFERS:
-        torch.testing.assert_close(full._f64[name], base._f64[name], rtol=1e-9, atol=1e-12,
+        torch.testing.assert_close(full.f64(name), base.f64(name), rtol=1e-9, atol=1e-12,
                                    msg=name)
-    assert set(_buffers(base._f64["betas"])) == set(_BUFFERS)
+    assert set(_buffers(base.f64("betas"))) == set(_BUFFERS)
 
 
 def test_marginals_are_the_training_marginals_at_the_chosen_steps():
@@ -29,7 +29,7 @@ def test_marginals_are_the_training_marginals_at_the_chosen_steps():
     assert s.T == 20
     assert s.timestep_map.tolist()[-1] == 999
     assert s.timestep_map[0] == 49
-    torch.testing.assert_close(s._f64["alpha_bar"], base._f64["alpha_bar"][s.timestep_map],
+    torch.testing.assert_close(s.f64("alpha_bar"), base.f64("alpha_bar")[s.timestep_map],
                                rtol=1e-9, atol=0)
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn((20, 1, 4, 4), generator=g), torch.randn((20, 1, 4, 4), generator=g)
@@ -37,8 +37,8 @@ def test_marginals_are_the_training_marginals_at_the_chosen_steps():
     torch.testing.assert_close(s.q_sample(x0, k, noise),
                                base.q_sample(x0, s.timestep_map[k], noise))
     # one respaced forward step from k-1 to k is the jump of the base process between them
-    ab = base._f64["alpha_bar"]
-    torch.testing.assert_close(s._f64["alphas"][5], ab[s.timestep_map[5]] / ab[s.timestep_map[4]])
+    ab = base.f64("alpha_bar")
+    torch.testing.assert_close(s.f64("alphas")[5], ab[s.timestep_map[5]] / ab[s.timestep_map[4]])
 
 
 def test_respaced_schedule_is_not_its_base():

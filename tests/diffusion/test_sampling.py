@@ -39,7 +39,7 @@ class Oracle(nn.Module):
         self.s, self.x0, self.pt = schedule, x0, prediction_type
 
     def forward(self, x_t, t):
-        ab = self.s._f64["alpha_bar"][t.cpu()].to(x_t.dtype).view(-1, 1, 1, 1)
+        ab = self.s.f64("alpha_bar")[t.cpu()].to(x_t.dtype).view(-1, 1, 1, 1)
         x0 = self.x0.to(x_t.dtype)
         eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
         if self.pt == "eps":
@@ -71,7 +71,7 @@ def test_ddim_sigma_eta1_is_posterior_std():
     s = NoiseSchedule("cosine", 100)
     for t in (1, 50, 99):
         assert ddim_sigma(s, t, t - 1, 1.0) ** 2 == pytest.approx(
-            float(s._f64["posterior_variance"][t]), rel=1e-12)
+            float(s.f64("posterior_variance")[t]), rel=1e-12)
     assert ddim_sigma(s, 0, -1, 1.0) == 0.0
 
 
@@ -122,7 +122,7 @@ def test_dpmpp_2m_is_more_accurate_than_ddim_on_gaussian_ode():
     s, c = NoiseSchedule("cosine", 1000), 0.5
 
     def gauss(x, t):
-        ab = s._f64["alpha_bar"][t].view(-1, 1, 1, 1)
+        ab = s.f64("alpha_bar")[t].view(-1, 1, 1, 1)
         return (1 - ab).sqrt() / (ab * c * c + 1 - ab) * x
 
     x_T = torch.randn(SHAPE, generator=_gen(), dtype=torch.float64)
@@ -248,8 +248,8 @@ def test_p_mean_variance_variances():
     out = torch.zeros(SHAPE)
     _, var_post, _, x0 = p_mean_variance(out, x_t, 10, s, "eps", False)
     _, var_beta, log_beta, _ = p_mean_variance(out, x_t, 10, s, "eps", False, variance="beta")
-    assert var_post.item() == pytest.approx(float(s._f64["posterior_variance"][10]), rel=1e-6)
-    assert var_beta.item() == pytest.approx(float(s._f64["betas"][10]), rel=1e-6)
+    assert var_post.item() == pytest.approx(float(s.f64("posterior_variance")[10]), rel=1e-6)
+    assert var_beta.item() == pytest.approx(float(s.f64("betas")[10]), rel=1e-6)
     assert log_beta.exp().item() == pytest.approx(var_beta.item(), rel=1e-6)
     torch.testing.assert_close(x0, x_t / s.sqrt_alpha_bar[10])
 

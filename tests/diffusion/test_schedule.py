@@ -44,7 +44,7 @@ def test_continuous_alpha_bar_closed_form_with_clipping(kind, f, T):
     s = _quiet(kind, T)
     t = np.arange(T)
     expected = f((t + 1) / T) / f(0.0)
-    ab = s._f64["alpha_bar"].numpy()
+    ab = s.f64("alpha_bar").numpy()
     # Every step but the last follows f(t/T)/f(0); f(1) ~ 0 so the last beta is clipped at 0.999.
     np.testing.assert_allclose(ab[:-1], expected[:-1], rtol=1e-9)
     np.testing.assert_allclose(s.alpha_bar.numpy()[:-1], expected[:-1], rtol=1e-5)
@@ -62,13 +62,13 @@ def test_buffers_consistent_and_monotone(kind):
         assert buf.dtype == torch.float32
         assert buf.device.type == "cpu"
         assert buf.shape == (200,)
-    ab = s._f64["alpha_bar"]
+    ab = s.f64("alpha_bar")
     assert (ab[1:] < ab[:-1]).all()
     assert 0 < ab[-1]
     assert ab[0] < 1
     assert s.alpha_bar_prev[0].item() == 1.0
     torch.testing.assert_close(s.alpha_bar_prev[1:], s.alpha_bar[:-1])
-    ab64 = s._f64["alpha_bar"]
+    ab64 = s.f64("alpha_bar")
     torch.testing.assert_close(s.snr, (ab64 / (1 - ab64)).float(), rtol=1e-6, atol=0)
     torch.testing.assert_close(s.log_snr, (ab64 / (1 - ab64)).log().float(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(s.sqrt_alpha_bar ** 2 + s.sqrt_one_minus_alpha_bar ** 2,
@@ -103,13 +103,13 @@ def test_zero_terminal_snr(kind):
     base, z = _quiet(kind, 300), _quiet(kind, 300, zero_terminal_snr=True)
     assert z.alpha_bar_T == 0.0
     assert z.alpha_bar[-1].item() == 0.0
-    assert z._f64["alpha_bar"][0].item() == pytest.approx(base._f64["alpha_bar"][0].item(),
+    assert z.f64("alpha_bar")[0].item() == pytest.approx(base.f64("alpha_bar")[0].item(),
                                                          rel=1e-12)
     # Lin et al. 2024 Alg. 1: sqrt(alpha_bar) is shifted and scaled (an affine map).
-    old, new = base._f64["sqrt_alpha_bar"], z._f64["sqrt_alpha_bar"]
+    old, new = base.f64("sqrt_alpha_bar"), z.f64("sqrt_alpha_bar")
     expect = (old - old[-1]) * old[0] / (old[0] - old[-1])
     torch.testing.assert_close(new, expect, rtol=1e-10, atol=1e-12)
-    assert (z._f64["alpha_bar"][1:] < z._f64["alpha_bar"][:-1]).all()
+    assert (z.f64("alpha_bar")[1:] < z.f64("alpha_bar")[:-1]).all()
     assert z.betas[-1].item() == 1.0
     assert z.snr[-1].item() == 0.0
     assert z.log_snr[-1].item() == -math.inf
@@ -164,10 +164,10 @@ def test_q_sample_equals_iterated_q_step_exactly_when_noise_composed():
     for t in range(s.T):
         e = torch.randn(x0.shape, generator=g, dtype=torch.float64)
         x = s.q_step(x, t, e)
-        a, b = float(s._f64["alphas"][t]), float(s._f64["betas"][t])
+        a, b = float(s.f64("alphas")[t]), float(s.f64("betas")[t])
         n = a**0.5 * n + b**0.5 * e
         var = a * var + b
-        assert var == pytest.approx(1 - float(s._f64["alpha_bar"][t]), rel=1e-12)
+        assert var == pytest.approx(1 - float(s.f64("alpha_bar")[t]), rel=1e-12)
         if t in (0, 10, 99):
             eps = n / var**0.5
             tt = torch.full((4,), t, dtype=torch.long)
@@ -197,7 +197,7 @@ def test_q_posterior_matches_bayes_rule_for_scalars():
     x0, xt = torch.tensor([0.3, -0.8, 0.1], dtype=torch.float64), torch.tensor(
         [1.2, 0.4, -2.0], dtype=torch.float64)
     for t in (1, 7, 50, 99):
-        ab_prev, a, b = (float(s._f64[k][t]) for k in ("alpha_bar_prev", "alphas", "betas"))
+        ab_prev, a, b = (float(s.f64(k)[t]) for k in ("alpha_bar_prev", "alphas", "betas"))
         prec = 1 / (1 - ab_prev) + a / b
         var = 1 / prec
         mean = var * (ab_prev**0.5 * x0 / (1 - ab_prev) + a**0.5 * xt / b)

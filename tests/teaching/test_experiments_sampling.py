@@ -16,7 +16,7 @@ class Oracle(torch.nn.Module):
 
     def __init__(self, schedule: NoiseSchedule, c: float = 0.5) -> None:
         super().__init__()
-        self.ab, self.c = schedule._f64["alpha_bar"].float(), c
+        self.ab, self.c = schedule.f64("alpha_bar").float(), c
 
     def forward(self, x, t):
         ab = self.ab[t].view(-1, 1, 1, 1)

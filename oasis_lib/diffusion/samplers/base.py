@@ -9,9 +9,10 @@ attributes (``stochastic``, ``uses_eta``, ``order``, ``needs_every_step``, ``can
 ``display_name``), which the loop of :func:`oasis_lib.diffusion.sampling.sample`, the CLI's
 checks and the benchmark tables read instead of comparing names.
 
-Timesteps: :func:`sampling_timesteps` (trailing, leading or Karras spacing; see
-:mod:`oasis_lib.diffusion.sampling`). Random draws: :func:`draw_noise`, the one documented
-draw (CPU float32 from the generator, then moved), made inside ``step`` when the step needs it.
+Timesteps: :func:`~oasis_lib.diffusion.processes.vp.sampling_timesteps` (trailing, leading or
+Karras spacing: the VP process's time grid, importable from here too). Random draws:
+:func:`draw_noise`, the one documented draw (CPU float32 from the generator, then moved), made
+inside ``step`` when the step needs it.
 """
 
 from __future__ import annotations
@@ -21,35 +22,15 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..multistep import karras_timesteps
-from ..objectives import check_prediction_type
+from ..parameterization import check_prediction_type
+from ..processes.vp import SPACINGS, VPProcess, sampling_timesteps
 from ..schedule import NoiseSchedule
 from ..steps import DDPM_VARIANCES, _x0_eps
 
-SPACINGS = ("trailing", "leading", "karras")
+__all__ = ["DEFAULT_FAST_STEPS", "SPACINGS", "Sampler", "draw_noise", "sampling_timesteps"]
+
 #: Number of steps a sampler runs when ``steps=None`` (capped at T), unless it needs every step.
 DEFAULT_FAST_STEPS = 50
-
-
-def sampling_timesteps(T: int, steps: int, spacing: str = "trailing", *,
-                       schedule: NoiseSchedule | None = None) -> list[int]:
-    """Descending 0-based timesteps for a ``steps``-step sampler (see the module docstring).
-
-    trailing: t_i = round(T (steps - i) / steps) - 1; leading: t_i = (steps - 1 - i) * (T // steps);
-    karras: EDM eq. 5 sigmas mapped to the nearest timesteps of ``schedule`` (needed), see
-    :func:`oasis_lib.diffusion.multistep.karras_timesteps`.
-    """
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
-    if spacing == "karras":
-        if schedule is None or schedule.T != T:
-            raise ValueError(f"spacing='karras' needs the schedule (schedule=...) with T = {T}")
-        return karras_timesteps(schedule, steps)
-    if int(steps) != steps or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an integer in [1, T={T}], got {steps!r}")
-    if spacing == "trailing":  # round half up, in integers
-        return [(2 * T * (steps - i) + steps) // (2 * steps) - 1 for i in range(steps)]
-    return [(steps - 1 - i) * (T // steps) for i in range(steps)]
 
 
 def draw_noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -128,11 +109,11 @@ class Sampler:
 
     # ------------------------------------------------------------------ the contract
     def set_timesteps(self, steps: int | None = None, *, spacing: str = "trailing") -> list[int]:
-        """Choose the run's descending timesteps (:func:`sampling_timesteps`), forget any
-        history, and return them; after the last one the chain goes to t = -1 (clean data)."""
+        """Choose the run's descending timesteps (the VP process's ``sampling_times``:
+        :func:`sampling_timesteps`), forget any history, and return them; after the last one
+        the chain goes to t = -1 (clean data)."""
         steps = self.resolve_steps(steps, self.schedule.T)
-        self.timesteps = sampling_timesteps(self.schedule.T, steps, spacing,
-                                            schedule=self.schedule)
+        self.timesteps = VPProcess(self.schedule).sampling_times(steps, spacing=spacing)
         self.reset()
         return list(self.timesteps)
 
