@@ -59,7 +59,9 @@ ARROWS: dict[str, set[str]] = {
     "run_config": {"data.layout"},
     "diffusion.pipeline": {"diffusion", "file_layout", "models.conditioning"},
     "diffusion": set(),
-    "models": {"data.layout"},
+    "models": {"data.layout", "models.fields"},
+    # a field reads its values from a dataset; the slice embedding's sinusoid
+    "models.fields": {"data.conditional", "data.layout", "models.embeddings"},
     "data": {"paths"},
     "file_layout": {"checkpoint"},
     "paths": {"checkpoint"},  # the error of a missing shipped file (imported when raised)
