@@ -32,7 +32,8 @@ def test_shipped_conditional_samples_unchanged(name):
     x = pipe.sample(2, sampler="ddim", steps=4, generator=torch.Generator().manual_seed(0),
                     condition=cond, guidance_scale=2.0, progress=False)
     h = x.shape[-1]
-    points = [(0, h // 2, h // 2), (0, h // 3, h // 4), (1, h // 2, h // 3), (1, 2 * h // 3, h // 2)]
+    points = [(0, h // 2, h // 2), (0, h // 3, h // 4), (1, h // 2, h // 3),
+              (1, 2 * h // 3, h // 2)]
     got = [float(x[b, 0, i, j]) for b, i, j in points]
     assert got == pytest.approx(pixels, abs=2e-5)
     assert float(x.double().sum()) == pytest.approx(total, abs=0.05)

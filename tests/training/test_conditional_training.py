@@ -148,7 +148,8 @@ def test_latent_conditional_run_keeps_pixel_masks_next_to_cached_latents(latent_
     assert latents.shape[-2:] == (8, 8)
     assert masks.shape == (len(latents), 32, 32)
     item = trainer.train_set[0]
-    assert torch.equal(item["image"], latents[0]) and torch.equal(item["mask"], masks[0])
+    assert torch.equal(item["image"], latents[0])
+    assert torch.equal(item["mask"], masks[0])
     trainer.fit()
     again = Trainer(cfg.__class__.from_dict({**cfg.to_dict(), "max_steps": 3}), resume=True)
     assert torch.equal(again.train_set.column("mask"), masks)  # the same masks on resume
