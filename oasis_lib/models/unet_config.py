@@ -136,7 +136,8 @@ class UNetConfig:
     def condition_encodings(self) -> dict[str, str]:
         """Field name -> encoding of every condition field the network takes, in registry
         order (the mask, the slice, then ``extra_conditions``)."""
-        chosen = {"mask": self.mask_encoding, "slice": self.slice_embedding}
+        chosen = {f.name: getattr(self, f.unet_option) for f in CONDITION_FIELDS.values()
+                  if f.unet_option is not None}
         chosen.update(entry.split(":", 1) for entry in self.extra_conditions)
         return {name: chosen[name] for name in CONDITION_FIELDS
                 if chosen.get(name, "none") != "none"}
