@@ -27,7 +27,7 @@ from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from .diffusion.processes import NOISE_PROCESSES
 from .diffusion.samplers import SAMPLERS, get_sampler
 from .diffusion.schedule import SCHEDULE_KINDS
-from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, condition_fields
+from .models.conditioning import DEFAULT_P_UNCOND, DROPOUT_MODES, parse_condition
 from .models.unet_config import UNET_PRESETS
 from .run_config import (  # noqa: F401 (re-exported)
     BUDGET_CLOCKS,
@@ -147,7 +147,7 @@ class TrainConfig(RunConfig):
         self._validate_condition()
 
     def _validate_condition(self) -> None:
-        _choice("condition", self.condition, CONDITIONS)
+        fields = parse_condition(self.condition)  # split on "+", names from the registry
         _choice("condition_dropout", self.condition_dropout, DROPOUT_MODES)
         for name in ("p_uncond", "mask_ablation_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -156,8 +156,8 @@ class TrainConfig(RunConfig):
         if self.condition != "none" and self.arch != "unet":
             raise ValueError("conditional training needs arch 'unet' (the seed's SimpleUNet "
                              "and external networks take (x, t) only)")
-        uses = dict(zip(("mask_encoding", "slice_embedding"), condition_fields(self.condition),
-                        strict=True))
+        uses = {"mask_encoding": False, "slice_embedding": False}
+        uses.update({f.unet_option: True for f in fields if f.unet_option is not None})
         for key, used in uses.items():
             value = self.unet_overrides.get(key)
             if value is not None and (value != "none") != used:

@@ -29,7 +29,7 @@ class BlobSlices(Dataset):
 
 class CondBlobs(Dataset):
     """BlobSlices with a mask (the blob's brightness in 4 classes) and a slice index: the
-    ``(image, mask, slice index)`` items of a conditional run."""
+    named items ``{"image", "mask", "slice_index"}`` of a conditional run."""
 
     def __init__(self, n: int, size: int = 16, seed: int = 0):
         self.images = BlobSlices(n, size, seed=seed).images
@@ -39,8 +39,8 @@ class CondBlobs(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i):
-        return self.images[i], self.masks[i], self.slices[i]
+    def __getitem__(self, i) -> dict:
+        return {"image": self.images[i], "mask": self.masks[i], "slice_index": self.slices[i]}
 
 
 def perturbed_export(path, condition: str, size: int = 16):

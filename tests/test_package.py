@@ -63,7 +63,9 @@ ARROWS: dict[str, set[str]] = {
     "diffusion": {"diffusion.processes"},
     "diffusion.processes": {"diffusion.flow_matching", "diffusion.multistep",
                             "diffusion.parameterization", "diffusion.schedule"},
-    "models": {"data.layout"},
+    "models": {"data.layout", "models.fields"},
+    # a field reads its values from a dataset; the slice embedding's sinusoid
+    "models.fields": {"data.conditional", "data.layout", "models.embeddings"},
     "data": {"paths"},
     "file_layout": {"checkpoint"},
     "paths": {"checkpoint"},  # the error of a missing shipped file (imported when raised)

@@ -1,19 +1,29 @@
-"""What a conditional run reads besides the slices: each slice's tissue mask and slice index.
+"""What a conditional run reads besides the slices, as named fields.
 
-The slice index is the ``N`` of ``case_XXX_slice_N.nii.png`` (0..31, the position in the
-OASIS stack; :data:`~oasis_lib.data.layout.SLICES_PER_CASE`), parsed when the folder is scanned
-(``OASISDataset.items``); the mask is the dataset's own (loaded ``with_masks=True``).
-:class:`ConditionalSlices` yields ``(image, mask, slice index)`` for the Trainer, and
-:func:`condition_tensors` stacks the masks and indices of a whole dataset (latent runs keep
-them next to the cached latents, so the latent cache itself stays images-only).
+An item of a conditional run is a dict: ``{"image": float32 [1, H, W], "mask": long [H, W],
+"slice_index": long [], ...}``, one key per condition field (the field's ``key``,
+:mod:`oasis_lib.models.fields`); the default collate batches it into a dict of ``[B, ...]``.
+
+For OASIS slices: the mask is the dataset's own (loaded ``with_masks=True``); the slice index
+is the ``N`` of ``case_XXX_slice_N.nii.png`` (0..31, the position in the OASIS stack;
+:data:`~oasis_lib.data.layout.SLICES_PER_CASE`), parsed when the folder is scanned
+(``OASISDataset.items``). :class:`ConditionalSlices` names the items of a dataset and adds the
+columns its items lack (read once per dataset); :func:`condition_tensors` reads a whole
+dataset's columns (latent runs keep them next to the cached latents, so the latent cache itself
+stays images-only) and :class:`NamedTensors` serves them with the latents.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from .layout import SLICES_PER_CASE, DataError
+
+#: A column reader: a dataset -> its values ``[N, ...]``.
+Reader = Callable[[Dataset], torch.Tensor]
 
 
 def _parts(dataset: Dataset) -> list:
@@ -44,7 +54,8 @@ def _check_masks(part) -> None:
                         "with_masks=True (the seg_* folders)")
 
 
-def _masks(dataset: Dataset) -> torch.Tensor:
+def dataset_masks(dataset: Dataset) -> torch.Tensor:
+    """uint8 ``[N, H, W]``: the untransformed masks of an OASISDataset (or a ConcatDataset)."""
     stacks = []
     for part in _parts(dataset):
         _check_masks(part)
@@ -55,44 +66,114 @@ def _masks(dataset: Dataset) -> torch.Tensor:
     return torch.cat(stacks)
 
 
+#: The columns an OASIS dataset provides (by field key).
+OASIS_COLUMNS: dict[str, Reader] = {"mask": dataset_masks, "slice_index": slice_indices}
+#: The keys of a positional item ``(image, mask, slice index)`` (synthetic data in tests).
+POSITIONAL_KEYS = ("image", "mask", "slice_index")
+
+
+def named_item(item) -> dict:
+    """A data item as a dict: a dict as it is, a tuple ``(image, mask[, slice index])`` by
+    position (``POSITIONAL_KEYS``), a tensor as ``{"image": item}``."""
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, list | tuple):
+        if len(item) > len(POSITIONAL_KEYS):
+            raise DataError(f"a positional item has at most {len(POSITIONAL_KEYS)} parts "
+                            f"{POSITIONAL_KEYS}; got {len(item)}: give dict items")
+        return dict(zip(POSITIONAL_KEYS, item, strict=False))
+    return {"image": item}
+
+
+def read_column(dataset: Dataset, key: str) -> torch.Tensor:
+    """The values under ``key`` of every item of ``dataset``, stacked ``[N, ...]``: an OASIS
+    dataset's masks or file-name slice indices (``OASIS_COLUMNS``; untransformed), else its
+    items' ``key``. DataError when the items have no such key."""
+    if isinstance(dataset, ConditionalSlices):
+        dataset = dataset.dataset
+    if _is_oasis(dataset) and key in OASIS_COLUMNS:
+        return OASIS_COLUMNS[key](dataset)
+    values = []
+    for i in range(len(dataset)):
+        item = named_item(dataset[i])
+        if key not in item:
+            raise DataError(f"the items of {type(dataset).__name__} have no {key!r} (they "
+                            f"have {sorted(item)}); a conditional run needs it")
+        values.append(torch.as_tensor(item[key]))
+    return torch.stack(values)
+
+
+def read_masks(dataset: Dataset) -> torch.Tensor:
+    """uint8 ``[N, H, W]``: every item's mask (:func:`read_column`)."""
+    return read_column(dataset, "mask").to(torch.uint8)
+
+
+def read_slice_indices(dataset: Dataset) -> torch.Tensor:
+    """long ``[N]``: every item's slice index (:func:`read_column`)."""
+    return read_column(dataset, "slice_index").long().reshape(-1)
+
+
+#: The built-in fields' columns (``mask``, ``slice_index``): what ``columns=None`` reads.
+BUILTIN_COLUMNS: dict[str, Reader] = {"mask": read_masks, "slice_index": read_slice_indices}
+
+
 class ConditionalSlices(Dataset):
-    """``(image float32 [1, H, W], mask long [H, W], slice index long [])`` items.
+    """Named items ``{"image": float32 [1, H, W], key: value, ...}`` for the condition
+    fields ``columns`` names (key -> a reader of the whole dataset's column).
 
-    ``dataset`` is an OASISDataset (or a ConcatDataset of them) loaded with masks, or any
-    dataset whose items already are such triples (synthetic data in tests)."""
+    A key the items carry themselves is taken from the item (an OASIS item's transformed mask;
+    a dict item's values); the others are read once by their reader (an OASIS dataset's
+    slice indices from the file names). ``columns=None``: the built-in ``mask`` and
+    ``slice_index``. ``dataset`` is an OASISDataset (or a ConcatDataset of them) loaded with
+    masks, or any dataset of dict items or ``(image, mask, slice index)`` tuples."""
 
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: Dataset, columns: Mapping[str, Reader] | None = None):
         self.dataset = dataset
-        self.oasis = _is_oasis(dataset)
-        if self.oasis:
-            self.slices = slice_indices(dataset)
+        columns = dict(BUILTIN_COLUMNS if columns is None else columns)
+        if _is_oasis(dataset):
             for part in _parts(dataset):
                 _check_masks(part)
-        else:
-            item = dataset[0]
-            if not (isinstance(item, list | tuple) and len(item) == 3):
-                raise DataError(f"a conditional run needs (image, mask, slice index) items or an "
-                                f"OASISDataset with masks; {type(dataset).__name__} items are "
-                                f"{type(item).__name__}")
+        first = named_item(dataset[0])
+        if "image" not in first:
+            raise DataError(f"a conditional run needs items with an image; "
+                            f"{type(dataset).__name__} items are {type(dataset[0]).__name__}")
+        self.keys = tuple(columns)
+        self.columns = {k: read(dataset) for k, read in columns.items() if k not in first}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
-        if not self.oasis:
-            image, mask, slice_index = self.dataset[i]
-            return image, torch.as_tensor(mask).long(), torch.as_tensor(slice_index).long()
-        image, mask = self.dataset[i]
-        return image, mask, self.slices[i]
+    def __getitem__(self, i: int) -> dict:
+        item = named_item(self.dataset[i])
+        out = {"image": item["image"]}
+        for key in self.keys:
+            value = self.columns[key][i] if key in self.columns else item[key]
+            value = torch.as_tensor(value)
+            out[key] = value.long() if key in BUILTIN_COLUMNS else value
+        return out
 
 
-def condition_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(masks uint8 [N, H, W], slice indices long [N])`` of a whole dataset (untransformed,
-    as the latent cache encodes it)."""
+class NamedTensors(TensorDataset):
+    """A TensorDataset of named columns whose items are dicts (``image`` first): a latent
+    run's cached latents with their condition columns. ``tensors`` keeps the order given."""
+
+    def __init__(self, **columns: torch.Tensor):
+        super().__init__(*columns.values())
+        self.names = tuple(columns)
+
+    def __getitem__(self, i: int) -> dict:
+        return dict(zip(self.names, super().__getitem__(i), strict=True))
+
+    def column(self, name: str) -> torch.Tensor:
+        return self.tensors[self.names.index(name)]
+
+
+def condition_tensors(dataset: Dataset, columns: Mapping[str, Reader] | None = None
+                      ) -> dict[str, torch.Tensor]:
+    """The columns of a whole dataset by key (untransformed, as the latent cache encodes it);
+    ``columns=None``: the built-in ``mask`` (uint8 ``[N, H, W]``) and ``slice_index`` (long
+    ``[N]``)."""
     if isinstance(dataset, ConditionalSlices):
         dataset = dataset.dataset
-    if _is_oasis(dataset):
-        return _masks(dataset), slice_indices(dataset)
-    items = [dataset[i] for i in range(len(dataset))]
-    return (torch.stack([torch.as_tensor(m) for _, m, _ in items]).to(torch.uint8),
-            torch.stack([torch.as_tensor(s) for _, _, s in items]).long())
+    columns = dict(BUILTIN_COLUMNS if columns is None else columns)
+    return {key: read(dataset) for key, read in columns.items()}

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..file_layout import write_model_export
-from ..models.conditioning import Condition, condition_fields
+from ..models.conditioning import Condition, get_condition_field, parse_condition
 from .guidance import ClassifierFreeGuidance
 from .inpainting import repaint, repaint_latent
 from .objectives import LOSS_TYPES, diffusion_loss
@@ -99,14 +99,14 @@ class DiffusionPipeline:
         self.sample_shape = shape
         if self.condition == "none":
             self.condition = None
-        uses = condition_fields(self.condition)  # ValueError for an unknown spec
+        self.fields = parse_condition(self.condition)  # ValueError for an unknown spec
         cfg = getattr(self.model, "config", None)
-        if hasattr(cfg, "mask_encoding"):  # our UNet: its inputs must be the spec's
-            takes = (cfg.mask_encoding != "none", cfg.slice_embedding != "none")
-            if takes != uses:
+        if hasattr(cfg, "condition_encodings"):  # our UNet: its inputs must be the spec's
+            if set(cfg.condition_encodings) != {f.name for f in self.fields}:
                 raise ValueError(f"condition {self.condition!r} does not match the network "
                                  f"(mask_encoding={cfg.mask_encoding!r}, slice_embedding="
-                                 f"{cfg.slice_embedding!r})")
+                                 f"{cfg.slice_embedding!r}, extra_conditions="
+                                 f"{cfg.extra_conditions!r})")
         if not self.scale_factor > 0:
             raise ValueError(f"scale_factor must be > 0, got {self.scale_factor!r}")
 
@@ -173,28 +173,19 @@ class DiffusionPipeline:
         if not isinstance(condition, Condition):
             raise ValueError("condition must be an oasis_lib.models.conditioning.Condition, got "
                              f"{type(condition).__name__}")
-        uses_mask, uses_slice = condition_fields(self.condition)
-        for given, used, what in ((condition.mask, uses_mask, "a mask"),
-                                  (condition.slice_index, uses_slice, "a slice index")):
-            if given is not None and not used:
+        for name in condition.fields:
+            field = get_condition_field(name)
+            if field not in self.fields:
                 raise ValueError(f"this model is conditioned on {self.condition!r}: it takes no "
-                                 f"{what[2:]}; drop it")
-        if condition.mask is not None:
-            want = tuple(self.image_shape[-2:])
-            if tuple(condition.mask.shape[-2:]) != want:
-                h, w = condition.mask.shape[-2:]
-                raise ValueError(f"the mask is {h}x{w} but this model generates {want[0]}x"
-                                 f"{want[1]} images; resize it (nearest) to {want[0]}x{want[1]}")
+                                 f"{field.noun}; drop it")
+            field.check_size(condition.values[name], tuple(self.image_shape[-2:]))
         b = condition.batch_size
         if n is not None and b is not None and b != n:
             if b != 1:
                 raise ValueError(f"the condition has batch size {b} but {n} images were asked "
                                  "for; give 1 (used for all) or n")
-            grow = {k: None if v is None else v.expand(n, *v.shape[1:]) for k, v in (
-                ("mask", condition.mask), ("slice_index", condition.slice_index),
-                ("mask_present", condition.mask_present),
-                ("slice_present", condition.slice_present))}
-            condition = Condition(**grow)
+            condition = Condition(**{k: v.expand(n, *v.shape[1:])
+                                     for k, v in condition.keywords().items()})
         return condition
 
     def denoiser(self, model: nn.Module | None = None, *, condition: Condition | None = None,
@@ -210,8 +201,7 @@ class DiffusionPipeline:
         inpainting default) or ``condition=Condition()`` (the null condition) is given."""
         net = self.model if model is None else model
         if self.condition is None:
-            if condition is not None and (condition.mask is not None
-                                          or condition.slice_index is not None):
+            if condition is not None and condition.fields:
                 raise ValueError("this model is unconditional (trained without a condition): it "
                                  "takes no mask or slice; drop the condition, or load a model "
                                  "trained with --condition")

@@ -25,7 +25,7 @@ from torch import Tensor
 from ..data.conditional import slice_indices
 from ..data.layout import CLASS_LABELS, TISSUE_NAMES
 from ..data.oasis import load_split
-from ..models.conditioning import Condition, condition_fields
+from ..models.conditioning import Condition, parse_condition
 from .faithfulness import mask_faithfulness
 from .sample_metrics import _entry
 
@@ -43,10 +43,14 @@ class ValidateConditions:
     slice_index: Tensor  # long [n]
 
     def condition(self, spec: str | None = "mask+slice") -> Condition:
-        """The Condition of these slices with the fields ``spec`` uses (a ``CONDITIONS``)."""
-        uses_mask, uses_slice = condition_fields(spec)
-        return Condition(mask=self.masks if uses_mask else None,
-                         slice_index=self.slice_index if uses_slice else None)
+        """The Condition of these slices with the fields ``spec`` names (read by field key)."""
+        values = {"mask": self.masks, "slice_index": self.slice_index}
+        fields = parse_condition(spec)
+        for field in fields:
+            if field.key not in values:
+                raise ValueError(f"the validate slices carry no {field.noun} (condition "
+                                 f"{spec!r}); pass a Condition instead of 'validate'")
+        return Condition(**{f.key: values[f.key] for f in fields})
 
 
 def spread_indices(n: int, total: int, seed: int) -> Tensor:
@@ -91,8 +95,7 @@ def resolve_condition(pipeline, condition, n: int, *, data_root=None, seed: int 
     if not isinstance(condition, Condition):
         raise ValueError(f"condition must be None, a Condition or one of {CONDITION_SOURCES}, "
                          f"got {type(condition).__name__}")
-    if not pipeline.conditional and (condition.mask is not None
-                                     or condition.slice_index is not None):
+    if not pipeline.conditional and condition.fields:
         raise ValueError("this model is unconditional (trained without --condition): it takes "
                          "no mask or slice; drop the condition")
     return pipeline.check_condition(condition, n), None

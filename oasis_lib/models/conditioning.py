@@ -1,121 +1,79 @@
-"""The condition of a conditional diffusion model, as data: a tissue mask and/or a slice index.
+"""The condition of a conditional diffusion model, as data: a container of named fields.
 
-Two conditions exist for OASIS slices (issue 12):
+Each field (the tissue **mask**, the **slice** index, or one a user registers) is described by
+its :class:`~oasis_lib.models.fields.base.ConditionField` in the registry
+(:mod:`oasis_lib.models.fields`): how it is checked, encoded for the network, resized to a
+latent grid, read from the data, and what its null value is. A :class:`Condition` holds a
+batch of values by field name and, per field, optional presence flags. Built-in fields:
 
-- the tissue **mask**, long ``[B, H, W]`` in {0, 1, 2, 3} (background, CSF, grey, white matter),
-  fed to the U-Net as extra input channels concatenated to x_t (Konz et al. 2024,
-  "Anatomically-Controllable Medical Image Generation with Segmentation-Guided Diffusion
-  Models"); see :func:`~oasis_lib.models.condition_encoding.encode_mask` for the encodings;
+- the tissue **mask**, long ``[B, H, W]`` in {0, 1, 2, 3} (background, CSF, grey, white
+  matter), concatenated to x_t as extra channels (Konz et al. 2024;
+  :mod:`oasis_lib.models.fields.mask`);
 - the **slice index**, long ``[B]`` in 0..31 (the position of the slice in the OASIS stack),
-  embedded by :class:`~oasis_lib.models.condition_encoding.SliceEmbedding` into a vector that
-  is added to the time embedding.
+  embedded into a vector added to the time embedding (:mod:`oasis_lib.models.fields.slice_level`).
 
 Null condition (classifier-free guidance, Ho & Salimans 2022). One network learns p(x | c) and
 p(x) when the condition is dropped at random in training (:func:`drop_condition`); the dropped
-condition must be told apart from every real one:
+condition must be told apart from every real one, which each field's encoding does (the mask's
+presence channel, the slice's null token ``NULL_SLICE = 32``). Per-sample absence is stored as
+the boolean flags ``<name>_present`` (``mask_present``, ``slice_present``); a field left
+``None`` means "absent for the whole batch".
 
-- mask: the encoding carries one extra **presence channel**, 1 where a mask is given and 0 for
-  the null mask, whose class channels are all zero too. A one-hot of zeros alone would read as
-  "all background", a legal mask (the top slices of a stack are nearly empty);
-- slice: the extra index ``NULL_SLICE = 32`` with its own learned embedding.
-
-Per-sample absence is stored as the boolean flags ``mask_present`` / ``slice_present`` of
-:class:`Condition`; a field left ``None`` means "absent for the whole batch".
+Condition specs (``TrainConfig.condition``, ``DiffusionPipeline.condition``): ``"none"`` or field
+names joined by ``"+"`` (``CONDITIONS`` for the built-in fields), parsed by splitting on ``"+"``
+and looking each name up in the registry (:func:`~oasis_lib.models.fields.parse_condition`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import torch
 from torch import Tensor
 
-from ..data.layout import CLASS_LABELS, SLICES_PER_CASE
+from .fields.base import check_choice, check_flags, check_probability, values_checkable
+from .fields.mask import (
+    DEFAULT_ABLATION_P,
+    NUM_CLASSES,
+    TISSUE_CLASSES,
+    ablate_classes,
+    check_mask,
+)
+from .fields.registry import (
+    CONDITION_FIELDS,
+    condition_specs,
+    field_of_keyword,
+    get_condition_field,
+    parse_condition,
+)
+from .fields.slice_level import NULL_SLICE, check_slice_index
+from .fields.slice_level import slice_tokens as _field_tokens
 
-NUM_CLASSES = len(CLASS_LABELS)  # background, CSF, grey matter, white matter
-#: The classes that ablation may drop (background is never "dropped": it is what remains).
-TISSUE_CLASSES = (1, 2, 3)
-#: Slice token of the null (dropped) slice condition (the real ones: 0..SLICES_PER_CASE-1).
-NULL_SLICE = SLICES_PER_CASE
+__all__ = ["CONDITIONS", "DEFAULT_ABLATION_P", "DEFAULT_P_UNCOND", "DROPOUT_MODES", "NULL_SLICE",
+           "NUM_CLASSES", "TISSUE_CLASSES", "Condition", "ablate_classes", "check_mask",
+           "check_slice_index", "condition_fields", "drop_condition", "get_condition_field",
+           "parse_condition",
+           "slice_tokens", "training_condition", "values_checkable"]
+
 DROPOUT_MODES = ("joint", "independent")
-#: Default per-class ablation probability: Konz et al. 2024 remove each class with p = 0.5.
-DEFAULT_ABLATION_P = 0.5
 #: Default condition-dropout probability for classifier-free guidance (Ho & Salimans use 0.1-0.2).
 DEFAULT_P_UNCOND = 0.1
-#: What a model can be conditioned on (``TrainConfig.condition``, ``DiffusionPipeline.condition``).
-CONDITIONS = ("none", "mask", "slice", "mask+slice")
+#: The specs of the built-in fields (``--condition``'s choices): none, mask, slice, mask+slice.
+CONDITIONS = condition_specs()
+_check_choice, _check_flags = check_choice, check_flags  # (the names before issue 22)
 
 
 def condition_fields(spec: str | None) -> tuple[bool, bool]:
-    """``(uses mask, uses slice)`` of a condition spec (one of ``CONDITIONS``; None = "none")."""
-    spec = "none" if spec is None else spec
-    _check_choice("condition", spec, CONDITIONS)
-    return "mask" in spec, "slice" in spec
+    """``(uses mask, uses slice)`` of a condition spec (None = "none"). For any field:
+    ``parse_condition(spec)``."""
+    names = {f.name for f in parse_condition(spec)}
+    return "mask" in names, "slice" in names
 
 
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {valid}")
-
-
-def _check_probability(name: str, p: float) -> None:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-
-
-def _check_flags(name: str, flags: Tensor | None, batch: int) -> None:
-    if flags is not None and (flags.dtype != torch.bool or tuple(flags.shape) != (batch,)):
-        raise ValueError(f"{name} must be a bool tensor of shape [B]=[{batch}], got "
-                         f"{flags.dtype} {tuple(flags.shape)}")
-
-
-def values_checkable(x: Tensor) -> bool:
-    """Whether a check may read ``x``'s values: not on the meta device (the memory probe has
-    none) and not while ``torch.compile`` traces (a data-dependent shape would break the graph;
-    a Condition's values were checked when it was built, outside the compiled network)."""
-    return x.device.type != "meta" and not torch.compiler.is_compiling()
-
-
-def check_mask(mask: Tensor) -> None:
-    """Raise ValueError unless ``mask`` is an integer tensor ``[B, H, W]`` with values 0..3."""
-    if not isinstance(mask, Tensor):
-        raise ValueError(f"mask must be a torch.Tensor [B, H, W], got {type(mask).__name__}")
-    if mask.dtype.is_floating_point or mask.dtype.is_complex or mask.dtype == torch.bool:
-        raise ValueError(f"mask must be an integer (long) tensor of classes 0..3, got {mask.dtype}")
-    if mask.ndim != 3:
-        raise ValueError(f"expected mask of shape [B, H, W], got {tuple(mask.shape)}")
-    if not values_checkable(mask):
-        return
-    bad = torch.unique(mask[(mask < 0) | (mask >= NUM_CLASSES)])
-    if bad.numel():
-        values = bad[:8].tolist()
-        hint = ""
-        if set(torch.unique(mask).tolist()) <= {0, 85, 170, 255}:
-            hint = " (these are PNG grey levels 0/85/170/255: divide by 85)"
-        raise ValueError(f"mask values must be classes in {{0, 1, 2, 3}} "
-                         f"({', '.join(CLASS_LABELS)}); found {values}{hint}")
-
-
-def check_slice_index(slice_index: Tensor) -> None:
-    """Raise ValueError unless ``slice_index`` is an integer tensor ``[B]`` with values 0..31."""
-    if not isinstance(slice_index, Tensor):
-        raise ValueError("slice_index must be a torch.Tensor [B], got "
-                         f"{type(slice_index).__name__}")
-    if slice_index.dtype.is_floating_point or slice_index.dtype == torch.bool:
-        raise ValueError(f"slice_index must be an integer (long) tensor, got {slice_index.dtype}")
-    if slice_index.ndim != 1:
-        raise ValueError(f"expected slice_index of shape [B], got {tuple(slice_index.shape)}")
-    if not values_checkable(slice_index):
-        return
-    bad = slice_index[(slice_index < 0) | (slice_index >= SLICES_PER_CASE)]
-    if bad.numel():
-        raise ValueError(f"slice_index must be in 0..{SLICES_PER_CASE - 1}; "
-                         f"found {bad[:8].tolist()}")
-
-
-@dataclass(frozen=True, eq=False)
 class Condition:
-    """What a conditional model is asked for, validated on construction.
+    """What a conditional model is asked for: a batch of values by field, validated on
+    construction and immutable.
+
+    ``Condition(mask=..., slice_index=..., mask_present=..., slice_present=...)``, or any
+    registered field by its ``key`` and ``<name>_present`` keyword (``Condition(age=...)``).
 
     Args:
         mask (long Tensor [B, H, W] or None): tissue classes 0..3; None: no mask (null).
@@ -123,67 +81,112 @@ class Condition:
         mask_present (bool Tensor [B] or None): False where this sample's mask is dropped (the
             null mask); None: all present. Only allowed together with ``mask``.
         slice_present (bool Tensor [B] or None): the same for the slice.
+        **fields: the values and flags of other registered fields.
+
+    ``values`` and ``flags`` map field names to tensors, in registry order; ``cond.<key>`` and
+    ``cond.<name>_present`` read them (None when absent).
     """
 
-    mask: Tensor | None = None
-    slice_index: Tensor | None = None
-    mask_present: Tensor | None = None
-    slice_present: Tensor | None = None
+    __slots__ = ("flags", "values")
 
-    def __post_init__(self) -> None:
-        if self.mask is not None:
-            check_mask(self.mask)
-        if self.slice_index is not None:
-            check_slice_index(self.slice_index)
-        if self.mask is not None and self.slice_index is not None \
-                and self.mask.shape[0] != self.slice_index.shape[0]:
-            raise ValueError(f"mask has batch size {self.mask.shape[0]} but slice_index has "
-                             f"{self.slice_index.shape[0]}")
-        for name, value, flags in (("mask", self.mask, self.mask_present),
-                                   ("slice_index", self.slice_index, self.slice_present)):
-            if flags is not None and value is None:
-                raise ValueError(f"{name.split('_')[0]}_present given without {name}")
-            _check_flags(f"{name.split('_')[0]}_present", flags,
-                         0 if value is None else value.shape[0])
+    def __init__(self, mask: Tensor | None = None, slice_index: Tensor | None = None,
+                 mask_present: Tensor | None = None, slice_present: Tensor | None = None,
+                 **fields: Tensor | None) -> None:
+        given = {"mask": mask, "slice_index": slice_index, "mask_present": mask_present,
+                 "slice_present": slice_present, **fields}
+        values, flags = {}, {}
+        for keyword, value in given.items():
+            field, is_flag = field_of_keyword(keyword)
+            if value is not None:
+                (flags if is_flag else values)[field.name] = value
+        order = list(CONDITION_FIELDS)
+        values = dict(sorted(values.items(), key=lambda kv: order.index(kv[0])))
+        for name, value in values.items():
+            CONDITION_FIELDS[name].check(value)
+        sizes = {name: int(v.shape[0]) for name, v in values.items()}
+        if len(set(sizes.values())) > 1:
+            first, n = next(iter(sizes.items()))
+            other, m = next((k, v) for k, v in sizes.items() if v != n)
+            raise ValueError(f"{CONDITION_FIELDS[first].key} has batch size {n} but "
+                             f"{CONDITION_FIELDS[other].key} has {m}")
+        for name, value in flags.items():
+            field = CONDITION_FIELDS[name]
+            if name not in values:
+                raise ValueError(f"{field.present_key} given without {field.key}")
+            check_flags(field.present_key, value, sizes[name])
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "flags", flags)
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        try:
+            field, is_flag = field_of_keyword(attr)
+        except ValueError:
+            raise AttributeError(f"Condition has no attribute {attr!r}") from None
+        return (self.flags if is_flag else self.values).get(field.name)
+
+    def __setattr__(self, attr: str, value) -> None:
+        raise AttributeError("a Condition is immutable: use replace(...)")
+
+    def __reduce__(self):
+        return _rebuild, (self.keywords(),)
+
+    def __repr__(self) -> str:
+        parts = [f"{CONDITION_FIELDS[n].key}={tuple(v.shape)}" for n, v in self.values.items()]
+        return f"Condition({', '.join(parts)})"
+
+    def keywords(self) -> dict[str, Tensor]:
+        """The keywords that rebuild this condition (``Condition(**c.keywords())``)."""
+        out = {CONDITION_FIELDS[n].key: v for n, v in self.values.items()}
+        out.update({CONDITION_FIELDS[n].present_key: f for n, f in self.flags.items()})
+        return out
+
+    def replace(self, **keywords: Tensor | None) -> Condition:
+        """A copy with some values or flags replaced (validated again)."""
+        return Condition(**{**self.keywords(), **keywords})
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of the fields set, in registry order."""
+        return tuple(self.values)
 
     @property
     def batch_size(self) -> int | None:
-        """B, or None when neither field is set (the null condition of any batch)."""
-        for value in (self.mask, self.slice_index):
-            if value is not None:
-                return int(value.shape[0])
+        """B, or None when no field is set (the null condition of any batch)."""
+        for value in self.values.values():
+            return int(value.shape[0])
         return None
 
     def present(self, field: str) -> Tensor | None:
-        """Bool [B] presence of ``"mask"`` or ``"slice"`` (None when that field is None)."""
-        _check_choice("condition field", field, ("mask", "slice"))
-        value = self.mask if field == "mask" else self.slice_index
-        flags = self.mask_present if field == "mask" else self.slice_present
+        """Bool [B] presence of field ``field`` (by name: ``"mask"``, ``"slice"``; None when
+        that field is not set)."""
+        check_choice("condition field", field, tuple(CONDITION_FIELDS))
+        value = self.values.get(field)
         if value is None:
             return None
+        flags = self.flags.get(field)
         return flags if flags is not None else torch.ones(value.shape[0], dtype=torch.bool,
                                                           device=value.device)
 
     def null_like(self) -> Condition:
-        """The same shapes with every sample marked absent: the unconditional twin for CFG."""
-        return Condition(
-            mask=None if self.mask is None else torch.zeros_like(self.mask),
-            slice_index=None if self.slice_index is None else torch.zeros_like(self.slice_index),
-            mask_present=None if self.mask is None else torch.zeros(
-                self.mask.shape[0], dtype=torch.bool, device=self.mask.device),
-            slice_present=None if self.slice_index is None else torch.zeros(
-                self.slice_index.shape[0], dtype=torch.bool, device=self.slice_index.device),
-        )
+        """The same shapes with every sample marked absent: the unconditional twin for CFG
+        (each field's ``null_value`` under False flags)."""
+        kw = {}
+        for name, value in self.values.items():
+            field = CONDITION_FIELDS[name]
+            kw[field.key] = field.null_value(value)
+            kw[field.present_key] = torch.zeros(value.shape[0], dtype=torch.bool,
+                                                device=value.device)
+        return Condition(**kw)
 
     def select(self, index) -> Condition:
         """The condition of ``x[index]`` (a slice or an index tensor over the batch)."""
-        return Condition(*(None if v is None else v[index] for v in
-                           (self.mask, self.slice_index, self.mask_present, self.slice_present)))
+        return Condition(**{k: v[index] for k, v in self.keywords().items()})
 
     def to(self, device: torch.device | str) -> Condition:
         """A copy with every tensor on ``device``."""
-        return Condition(*(None if v is None else v.to(device) for v in
-                           (self.mask, self.slice_index, self.mask_present, self.slice_present)))
+        return Condition(**{k: v.to(device) for k, v in self.keywords().items()})
 
     @classmethod
     def cat(cls, conditions: list[Condition]) -> Condition:
@@ -191,42 +194,21 @@ class Condition:
         same fields."""
         first = conditions[0]
         for c in conditions[1:]:
-            if (c.mask is None) != (first.mask is None) or \
-                    (c.slice_index is None) != (first.slice_index is None):
+            if c.fields != first.fields:
                 raise ValueError("Condition.cat needs conditions that set the same fields")
-        kwargs = {}
-        for name, field in (("mask", "mask"), ("slice_index", "slice")):
-            if getattr(first, name) is not None:
-                kwargs[name] = torch.cat([getattr(c, name) for c in conditions])
-                kwargs[f"{field}_present"] = torch.cat([c.present(field) for c in conditions])
-        return cls(**kwargs)
+        kw = {}
+        for name in first.fields:
+            field = CONDITION_FIELDS[name]
+            kw[field.key] = torch.cat([c.values[name] for c in conditions])
+            kw[field.present_key] = torch.cat([c.present(name) for c in conditions])
+        return cls(**kw)
+
+
+def _rebuild(keywords: dict) -> Condition:
+    return Condition(**keywords)
 
 
 # --------------------------------------------------------------------------- training-time
-def ablate_classes(
-    mask: Tensor, p: float = DEFAULT_ABLATION_P, *, generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Random per-class mask ablation (Konz et al. 2024, "mask-ablated training"): each tissue
-    class (CSF, grey, white) of each sample is removed, i.e. its pixels set to background,
-    independently with probability ``p``, so the model also learns from partial masks.
-
-    Draws: one ``torch.rand((B, 3), generator=generator)`` on the CPU (column k: class k + 1).
-    Konz et al.'s code draws once per batch; we draw per sample, which gives the same marginal
-    rate with more varied batches. Note that an ablated class reads as background: the network
-    learns that a "background" label inside the head may hide any tissue.
-
-    Returns ``(ablated mask, dropped)`` with ``dropped`` bool ``[B, 3]``.
-    """
-    check_mask(mask)
-    _check_probability("ablation probability", p)
-    dropped = torch.rand((mask.shape[0], len(TISSUE_CLASSES)), generator=generator) < p
-    dropped = dropped.to(mask.device)
-    # remove[b, h, w] = dropped[b, mask[b, h, w] - 1] for tissue pixels; background stays
-    table = torch.cat([torch.zeros_like(dropped[:, :1]), dropped], dim=1)  # [B, 4], class 0 kept
-    remove = torch.gather(table, 1, mask.long().flatten(1)).view_as(mask)
-    return mask.masked_fill(remove, 0), dropped
-
-
 def drop_condition(
     cond: Condition, p_uncond: float = DEFAULT_P_UNCOND, *, mode: str = "joint",
     generator: torch.Generator | None = None,
@@ -235,31 +217,33 @@ def drop_condition(
 
     ``mode`` (``DROPOUT_MODES``):
 
-    - ``"joint"`` (default): one draw ``torch.rand(B)``; where it is < ``p_uncond`` both the mask
-      and the slice become null. Exactly the single-condition scheme of the paper: a fraction
-      p_uncond of the batch trains the unconditional model used by the guidance.
-    - ``"independent"``: one draw ``torch.rand((B, 2))``, column 0 for the mask, 1 for the
-      slice, each dropped with ``p_uncond``. The network also learns p(x | mask) and
-      p(x | slice), so the two could be guided separately, but only p_uncond^2 of the batch is
-      fully unconditional (1% at 0.1): raise p_uncond if you guide on both at once.
+    - ``"joint"`` (default): one draw ``torch.rand(B)``; where it is < ``p_uncond`` every field
+      becomes null. Exactly the single-condition scheme of the paper: a fraction p_uncond of
+      the batch trains the unconditional model used by the guidance.
+    - ``"independent"``: one draw ``torch.rand((B, F))``, a column per registered field in
+      registry order (F = 2 with the built-ins: column 0 the mask, 1 the slice), each dropped
+      with ``p_uncond``. The network also learns p(x | mask) and p(x | slice), so the two could
+      be guided separately, but only p_uncond^2 of the batch is fully unconditional (1% at
+      0.1): raise p_uncond if you guide on both at once.
 
     Draws are on the CPU with ``generator``; samples already absent stay absent.
     """
-    _check_choice("dropout mode", mode, DROPOUT_MODES)
-    _check_probability("p_uncond", p_uncond)
+    check_choice("dropout mode", mode, DROPOUT_MODES)
+    check_probability("p_uncond", p_uncond)
     b = cond.batch_size
     if b is None:
         return cond
+    names = tuple(CONDITION_FIELDS)
     if mode == "joint":
-        keep = (torch.rand(b, generator=generator) >= p_uncond)[:, None].expand(b, 2)
+        keep = (torch.rand(b, generator=generator) >= p_uncond)[:, None].expand(b, len(names))
     else:
-        keep = torch.rand((b, 2), generator=generator) >= p_uncond
+        keep = torch.rand((b, len(names)), generator=generator) >= p_uncond
     out = {}
-    for k, field in enumerate(("mask", "slice")):
-        present = cond.present(field)
-        if present is not None:
-            out[f"{field}_present"] = present & keep[:, k].to(present.device)
-    return replace(cond, **out)
+    for name in cond.fields:
+        present = cond.present(name)
+        out[CONDITION_FIELDS[name].present_key] = present & keep[:, names.index(name)].to(
+            present.device)
+    return cond.replace(**out)
 
 
 def training_condition(
@@ -267,22 +251,18 @@ def training_condition(
     p_uncond: float = DEFAULT_P_UNCOND, mode: str = "joint",
     generator: torch.Generator | None = None,
 ) -> Condition:
-    """The condition a training step sees: class ablation of the mask first (one [B, 3] draw,
-    made when a mask is set and ``ablation_p > 0``), then condition dropout (the draws of
-    :func:`drop_condition`, always made)."""
-    if cond.mask is not None and ablation_p > 0:
-        cond = replace(cond, mask=ablate_classes(cond.mask, ablation_p, generator=generator)[0])
-    return drop_condition(cond, p_uncond, mode=mode, generator=generator)
+    """The condition a training step sees: each field's augmentation in registry order (the
+    mask's class ablation: one [B, 3] draw, made when a mask is set and ``ablation_p > 0``),
+    then condition dropout (the draws of :func:`drop_condition`, always made)."""
+    augmented = {CONDITION_FIELDS[name].key: CONDITION_FIELDS[name].augment(
+        value, generator=generator, ablation_p=ablation_p) for name, value in cond.values.items()}
+    return drop_condition(cond.replace(**augmented), p_uncond, mode=mode, generator=generator)
 
 
 def slice_tokens(cond: Condition, batch_size: int | None = None) -> Tensor:
-    """Long [B] tokens for :class:`~oasis_lib.models.condition_encoding.SliceEmbedding`: the
+    """Long [B] tokens for :class:`~oasis_lib.models.fields.slice_level.SliceEmbedding`: the
     slice index, or ``NULL_SLICE`` (32) where the slice is absent (all of them when
     ``cond.slice_index`` is None)."""
-    if cond.slice_index is None:
-        b = cond.batch_size if cond.batch_size is not None else batch_size
-        if b is None:
-            raise ValueError("slice_tokens of an empty Condition needs batch_size")
-        return torch.full((b,), NULL_SLICE, dtype=torch.long)
-    return torch.where(cond.present("slice"), cond.slice_index.long(),
-                       torch.full_like(cond.slice_index.long(), NULL_SLICE))
+    b = cond.batch_size if cond.batch_size is not None else batch_size
+    return _field_tokens(cond.slice_index, cond.present("slice"), batch_size=b)
+

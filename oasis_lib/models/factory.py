@@ -13,7 +13,7 @@ from ..diffusion.pipeline import DiffusionPipeline
 from ..diffusion.processes import get_noise_process
 from ..diffusion.schedule import NoiseSchedule
 from ..pretrained_autoencoder import load_autoencoder
-from .conditioning import condition_fields
+from .conditioning import parse_condition
 from .simple_unet import SimpleUNet
 from .unet import UNet, UNetConfig
 
@@ -39,13 +39,21 @@ def build_model(config: TrainConfig, *, latent_shape: tuple[int, int, int] | Non
     return UNet(ucfg)
 
 
-def condition_overrides(config: TrainConfig) -> dict[str, str]:
-    """The U-Net fields ``config.condition`` sets: one-hot mask channels (``"onehot"``: the
-    classes are categories, so no false CSF < grey < white order; 4 channels with the presence
-    flag) and a learned slice table (``"learned"``); ``unet_overrides`` may choose others."""
-    uses_mask, uses_slice = condition_fields(config.condition)
-    return {"mask_encoding": "onehot" if uses_mask else "none",
-            "slice_embedding": "learned" if uses_slice else "none"}
+def condition_overrides(config: TrainConfig) -> dict:
+    """The U-Net fields ``config.condition`` sets: each field's ``default_encoding`` (the mask:
+    one-hot, ``"onehot"``: the classes are categories, so no false CSF < grey < white order; 4
+    channels with the presence flag; the slice: a learned table, ``"learned"``), under its
+    ``unet_option`` or in ``extra_conditions``; ``unet_overrides`` may choose others."""
+    out: dict = {"mask_encoding": "none", "slice_embedding": "none"}
+    extra = []
+    for field in parse_condition(config.condition):
+        if field.unet_option is not None:
+            out[field.unet_option] = field.default_encoding
+        else:
+            extra.append(f"{field.name}:{field.default_encoding}")
+    if extra:
+        out["extra_conditions"] = tuple(extra)
+    return out
 
 
 def build_schedule(config: TrainConfig, *, warn: bool = True) -> NoiseSchedule:

@@ -57,9 +57,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .condition_encoding import SliceEmbedding, condition_inputs
+from .condition_encoding import field_inputs
 from .conditioning import Condition
 from .embeddings import sinusoidal_embedding
+from .fields.registry import get_condition_field
 from .unet_config import UNET_PRESETS, UNetConfig
 
 __all__ = ["UNET_PRESETS", "UNet", "UNetConfig", "count_parameters"]
@@ -178,9 +179,16 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(cfg.base_channels, temb), nn.SiLU(), nn.Linear(temb, temb)
         )
-        if cfg.slice_embedding != "none":  # only then: unconditional state dicts are unchanged
-            self.slice_embed = SliceEmbedding(temb, kind=cfg.slice_embedding)
-        extra = cfg.cond_channels + cfg.mask_input_channels
+        # Condition fields: an embedding field's module (e.g. slice_embed) is added to the time
+        # embedding; only when the field is used, so unconditional state dicts are unchanged.
+        self.embedded_fields = tuple(
+            name for name in cfg.condition_encodings
+            if get_condition_field(name).kind == "embedding")
+        for name in self.embedded_fields:
+            field = get_condition_field(name)
+            self.add_module(field.module_name,
+                            field.embedding(temb, cfg.condition_encodings[name]))
+        extra = cfg.cond_channels + cfg.condition_channels
         self.conv_in = nn.Conv2d(cfg.in_channels + extra, cfg.base_channels, 3, padding=1)
 
         # Down path: remember the channels of every pushed skip.
@@ -232,20 +240,19 @@ class UNet(nn.Module):
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(f"H and W must be divisible by {factor} ({cfg.num_levels} levels), "
                              f"got {tuple(x.shape[-2:])}")
-        tokens = None
+        inputs = {}
         if cfg.conditional:  # a Condition; None or absent fields: the null condition
             if cond is not None and not isinstance(cond, Condition):
-                raise ValueError("this UNet takes a Condition (mask_encoding="
-                                 f"{cfg.mask_encoding!r}, slice_embedding="
-                                 f"{cfg.slice_embedding!r}), got {type(cond).__name__}")
-            channels, tokens = condition_inputs(
-                cond, x, use_mask=cfg.mask_encoding != "none",
-                use_slice=cfg.slice_embedding != "none", mask_encoding=cfg.mask_encoding)
-            if channels is not None:
-                x = torch.cat([x, channels], dim=1)
+                raise ValueError(f"this UNet takes a Condition ({cfg.condition_encodings}), "
+                                 f"got {type(cond).__name__}")
+            inputs = field_inputs(cond, x, cfg.condition_encodings)
+            channels = [inputs[n] for n in inputs if n not in self.embedded_fields]
+            if channels:
+                x = torch.cat([x, *channels], dim=1)
         elif isinstance(cond, Condition):
             raise ValueError("a Condition was given, but this UNet is unconditional "
-                             "(mask_encoding and slice_embedding are 'none')")
+                             "(mask_encoding and slice_embedding are 'none', no "
+                             "extra_conditions)")
         elif cfg.cond_channels:
             if cond is None:
                 raise ValueError(f"this UNet has cond_channels={cfg.cond_channels}: pass cond")
@@ -261,22 +268,24 @@ class UNet(nn.Module):
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must have shape [B]=[{x.shape[0]}] or be a scalar, "
                              f"got {tuple(t.shape)}")
-        return x, t, tokens
+        return x, t, inputs
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int | float,
                 cond: torch.Tensor | Condition | None = None) -> torch.Tensor:
         """``x``: ``[B, in_channels, H, W]``; ``t``: ``[B]`` long or float (or a scalar);
         ``cond``: raw channels ``[B, cond_channels, H, W]`` iff ``cond_channels > 0``, or, for a
-        conditional network (``mask_encoding`` / ``slice_embedding`` set), a
-        :class:`~oasis_lib.models.conditioning.Condition` whose mask (pixel or latent grid) is
-        encoded and pooled to x's grid and concatenated to x (Konz et al. 2024), and whose slice
-        token's embedding is added to the time embedding (as class labels in Ho & Salimans
-        2022); None or an absent field is the null condition. Returns
+        conditional network (``mask_encoding`` / ``slice_embedding`` / ``extra_conditions``
+        set), a :class:`~oasis_lib.models.conditioning.Condition` whose channels fields (the
+        mask, pixel or latent grid) are encoded, pooled to x's grid and concatenated to x (Konz
+        et al. 2024), and whose embedding fields (the slice token) are embedded and added to
+        the time embedding (as class labels in Ho & Salimans 2022); None or an absent field is
+        the null condition (:func:`~oasis_lib.models.condition_encoding.field_inputs`). Returns
         ``[B, out_channels, H, W]``."""
-        x, t, tokens = self._check_inputs(x, t, cond)
+        x, t, inputs = self._check_inputs(x, t, cond)
         temb = self.time_mlp(sinusoidal_embedding(t, self.config.base_channels).to(x.dtype))
-        if tokens is not None:
-            temb = temb + self.slice_embed(tokens).to(temb.dtype)
+        for name in self.embedded_fields:  # e.g. the slice level's embedding
+            module = getattr(self, get_condition_field(name).module_name)
+            temb = temb + module(inputs[name]).to(temb.dtype)
 
         h = self.conv_in(x)
         skips = [h]

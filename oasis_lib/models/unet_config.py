@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .condition_encoding import MASK_ENCODINGS, SLICE_EMBEDDINGS, mask_channels
+from .fields.mask import MASK_ENCODINGS
+from .fields.registry import CONDITION_FIELDS, get_condition_field
+from .fields.slice_level import SLICE_EMBEDDINGS
 
 __all__ = ["UNET_MASK_ENCODINGS", "UNET_PRESETS", "UNET_SLICE_EMBEDDINGS", "UNetConfig"]
 
@@ -54,11 +56,14 @@ class UNetConfig:
     #   mask_channels(encoding) extra channels (classes + a presence channel for the null mask)
     slice_embedding: str = "none"  # none | learned | sinusoidal: a SliceEmbedding (null index
     #   32 = no slice) added to the time embedding
+    extra_conditions: tuple[str, ...] = ()  # other registered condition fields, "name:encoding"
+    #   (models.fields; e.g. ("age:linear",)): their channels or embeddings, as the field says
 
     def __post_init__(self) -> None:
         # accept lists (e.g. from JSON); frozen dataclass, hence object.__setattr__
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
+        object.__setattr__(self, "extra_conditions", tuple(self.extra_conditions))
         for name in ("image_size", "in_channels", "out_channels", "base_channels",
                      "num_res_blocks", "num_heads", "norm_groups"):
             _check_int(name, getattr(self, name))
@@ -77,6 +82,7 @@ class UNetConfig:
                             ("slice_embedding", UNET_SLICE_EMBEDDINGS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {valid}")
+        self._check_extra_conditions()
         if self.mask_encoding != "none" and self.cond_channels:
             raise ValueError("mask_encoding sets the mask's input channels itself; leave "
                              f"cond_channels at 0 (got {self.cond_channels})")
@@ -111,7 +117,38 @@ class UNetConfig:
         for c in sorted(attn_channels):
             self.heads_for(c)  # raises ValueError if heads do not divide c
 
+    def _check_extra_conditions(self) -> None:
+        seen = set()
+        for entry in self.extra_conditions:
+            name, sep, encoding = str(entry).partition(":")
+            field = get_condition_field(name)  # ValueError listing the registered fields
+            if field.unet_option is not None:
+                raise ValueError(f"condition field {name!r} is set by {field.unet_option}, not "
+                                 "extra_conditions")
+            if not sep or name in seen:
+                raise ValueError(f"extra_conditions entries are distinct 'name:encoding', got "
+                                 f"{entry!r}")
+            field.check_encoding(encoding)
+            seen.add(name)
+
     # --- derived quantities -------------------------------------------------------------------
+    @property
+    def condition_encodings(self) -> dict[str, str]:
+        """Field name -> encoding of every condition field the network takes, in registry
+        order (the mask, the slice, then ``extra_conditions``)."""
+        chosen = {f.name: getattr(self, f.unet_option) for f in CONDITION_FIELDS.values()
+                  if f.unet_option is not None}
+        chosen.update(entry.split(":", 1) for entry in self.extra_conditions)
+        return {name: chosen[name] for name in CONDITION_FIELDS
+                if chosen.get(name, "none") != "none"}
+
+    @property
+    def condition_channels(self) -> int:
+        """Input channels the condition fields add to x_t (0 without a channels field)."""
+        return sum(get_condition_field(name).channels(enc)
+                   for name, enc in self.condition_encodings.items()
+                   if get_condition_field(name).kind == "channels")
+
     @property
     def num_levels(self) -> int:
         return len(self.channel_mult)
@@ -132,12 +169,13 @@ class UNetConfig:
     @property
     def mask_input_channels(self) -> int:
         """Input channels of the mask encoding (0 without a mask)."""
-        return 0 if self.mask_encoding == "none" else mask_channels(self.mask_encoding)
+        return 0 if self.mask_encoding == "none" else get_condition_field("mask").channels(
+            self.mask_encoding)
 
     @property
     def conditional(self) -> bool:
-        """True when the network takes a mask or a slice (a ``Condition``)."""
-        return self.mask_encoding != "none" or self.slice_embedding != "none"
+        """True when the network takes a condition field (a ``Condition``)."""
+        return bool(self.condition_encodings)
 
     @property
     def temb_dim(self) -> int:

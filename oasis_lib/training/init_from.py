@@ -148,12 +148,12 @@ def check_init_fits(config, source: InitSource) -> None:
     """Refuse, in one short line, a FILE whose U-Net cannot start the run's: a conditional
     FILE for a run without its condition ("add --condition ..."), or another layout (the
     differing preset / arch / size named, with the counts of the keys that differ)."""
-    from ..models.conditioning import condition_fields
+    from ..models.conditioning import parse_condition
     from ..models.factory import build_model
 
     path, theirs = source.path, source.config
-    if any(t and not m for t, m in zip(condition_fields(theirs.condition),
-                                       condition_fields(config.condition), strict=True)):
+    if {f.name for f in parse_condition(theirs.condition)} - {
+            f.name for f in parse_condition(config.condition)}:
         raise InitFromError(
             f"init_from {path} is a conditional model (condition {theirs.condition!r}) and the "
             + ("run is not conditional" if config.condition == "none"

@@ -1,23 +1,24 @@
 """The diffusion trainer: a DDPM training loop a student can leave running overnight and trust.
 
-One optimiser step (Ho et al. 2020, Algorithm 1): draw x0 from the data, t ~ U{0..T-1} and
-eps ~ N(0, I); form x_t = q_sample(x0, t, eps); regress the network output on the target
-(eps, x0 or v). The loss and the sample grids are the run's
+One optimiser step (Ho et al. 2020, Algorithm 1): draw x0 from the data, t ~ U{0..T-1} and eps ~
+N(0, I); form x_t = q_sample(x0, t, eps); regress the network output on the target (eps, x0 or
+v). The loss and the sample grids are the run's
 :class:`~oasis_lib.diffusion.DiffusionPipeline`'s (``pipeline.loss``, ``pipeline.sample``);
 validation uses fixed slices, fixed timesteps and fixed noise, so the number is comparable
 between epochs; the grid is drawn by the EMA model from fixed seed noise.
 
-Conditional runs (``config.condition``, issue 12) read ``(slice, mask, slice index)`` batches
-(:class:`~oasis_lib.data.conditional.ConditionalSlices`; latent runs keep the pixel masks and
-indices next to the cached latents, and the U-Net pools the mask to the latent grid). Each step
-builds the batch's :class:`~oasis_lib.models.conditioning.Condition`, then draws per-class mask
-ablation and condition dropout for each image. Those draws, like the flip, t and the noise,
-are keyed by (seed, step, the image's slot in the global batch) (:mod:`.draws`), so a resumed
-run is exact and N ranks draw what one process draws. Validation and the
-grids use the fixed validate slices' own masks and indices, complete (no ablation, no
-dropout; guidance scale 1). Everything around
-the step (optimiser, EMA, checkpoints, exact resume, budget, signals, DDP) is the shared
-:class:`~oasis_lib.training.loop.TrainingLoop`.
+Conditional runs (``config.condition``, issue 12) read named batches ``{"image", "mask",
+"slice_index", ...}``, one key per condition field of the run
+(:class:`~oasis_lib.data.conditional.ConditionalSlices`, each field's column read by the field;
+latent runs keep the pixel masks and indices next to the cached latents, and the U-Net pools the
+mask to the latent grid). Each step builds the batch's
+:class:`~oasis_lib.models.conditioning.Condition` by field name, then draws each field's
+augmentation (the mask's per-class ablation) and condition dropout for each image. Those draws,
+like the flip, t and the noise, are keyed by (seed, step, the image's slot in the global batch)
+(:mod:`.draws`), so a resumed run is exact and N ranks draw what one process draws. Validation
+and the grids use the fixed validate slices' own masks and indices, complete (no ablation, no
+dropout; guidance scale 1). Everything around the step (optimiser, EMA, checkpoints, exact
+resume, budget, signals, DDP) is the shared :class:`~oasis_lib.training.loop.TrainingLoop`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import TensorDataset
 from torchvision.utils import save_image
 
 from ..config import EXTERNAL_ARCH, TrainConfig
-from ..data.conditional import ConditionalSlices, condition_tensors
-from ..models.conditioning import Condition, condition_fields, training_condition
+from ..data.conditional import ConditionalSlices, NamedTensors, condition_tensors
+from ..models.conditioning import Condition, parse_condition, training_condition
 from ..models.factory import build_pipeline
 from ..pretrained_autoencoder import autoencoder_sha256, load_autoencoder, run_autoencoder
 from ..seeding import cpu_generator
@@ -70,6 +70,11 @@ class Trainer(TrainingLoop):
     def needs_masks(self) -> bool:  # read by the loop when it loads the data
         return self.conditional
 
+    @property
+    def fields(self) -> tuple:
+        """The run's condition fields (``config.condition`` parsed by the registry)."""
+        return parse_condition(self.cfg.condition)
+
     # ------------------------------------------------------------------ what is trained
     def build(self) -> torch.nn.Module:
         """The network to optimise (here: the diffusion pipeline's), before moving it; a fresh
@@ -103,14 +108,16 @@ class Trainer(TrainingLoop):
         return autoencoder
 
     def step_inputs(self, batch):
-        """Images (or latents), and for a conditional run their masks and slice indices."""
-        return tuple(batch[:3]) if self.conditional else _images(batch)
+        """Images (or latents), and for a conditional run the values of its fields, in the
+        order of :attr:`fields` (the loop flips the >= 3-d ones with the images)."""
+        if not self.conditional:
+            return _images(batch)
+        return (batch["image"], *(batch[f.key] for f in self.fields))
 
-    def condition_of(self, mask: torch.Tensor, slice_index: torch.Tensor) -> Condition:
-        """The complete Condition of a batch: the fields ``config.condition`` names."""
-        uses_mask, uses_slice = condition_fields(self.cfg.condition)
-        return Condition(mask=mask.long() if uses_mask else None,
-                         slice_index=slice_index.long().reshape(-1) if uses_slice else None)
+    def condition_of(self, *values: torch.Tensor) -> Condition:
+        """The complete Condition of a batch: the values of the run's fields, in order."""
+        return Condition(**{f.key: f.collate(v) for f, v in zip(self.fields, values,
+                                                                   strict=True)})
 
     def compute_loss(self, x0: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch (on the device): each image's t (the noise process's
@@ -139,13 +146,15 @@ class Trainer(TrainingLoop):
             for i, g in enumerate(gens)])
 
     def _conditional_sets(self) -> None:
-        """(slice or latent, mask, slice index) datasets for a conditional run."""
+        """Named datasets ``{"image": slice or latent, <field key>: value, ...}`` for a
+        conditional run (each field's column read by the field)."""
         train, val = self._slice_sets
+        columns = {f.key: f.read for f in self.fields}
         if not self.encoded:
-            self.train_set, self.val_set = ConditionalSlices(train), ConditionalSlices(val)
+            self.train_set, self.val_set = (ConditionalSlices(d, columns) for d in (train, val))
             return
         self.train_set, self.val_set = (
-            TensorDataset(latents.tensors[0], *condition_tensors(raw))
+            NamedTensors(image=latents.tensors[0], **condition_tensors(raw, columns))
             for latents, raw in ((self.train_set, train), (self.val_set, val)))
 
     def _fixed_validation_batch(self) -> None:
@@ -156,11 +165,11 @@ class Trainer(TrainingLoop):
         n = min(self.cfg.val_size, len(self.val_set))
         idx = torch.linspace(0, len(self.val_set) - 1, n).round().long().tolist()
         items = [self.val_set[i] for i in idx]
-        self.val_x0 = torch.stack([_images(item) for item in items])
         self.val_cond = None
         if self.conditional:
-            self.val_cond = self.condition_of(torch.stack([torch.as_tensor(it[1]) for it in items]),
-                                              torch.stack([torch.as_tensor(it[2]) for it in items]))
+            self.val_cond = self.condition_of(*([it[f.key] for it in items] for f in self.fields))
+            items = [item["image"] for item in items]
+        self.val_x0 = torch.stack([_images(item) for item in items])
         self.val_t, self.val_noise = self.pipeline.process.validation_draws(
             (n, *self.pipeline.sample_shape), seed=self.cfg.seed + 1)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -299,3 +301,49 @@ def test_condition_inputs_errors():
                          use_slice=False)
     with pytest.raises(ValueError, match="batch size 3 but x_t has 2"):
         condition_inputs(Condition(mask=_mask(b=3)), x, use_mask=True, use_slice=False)
+
+
+# --------------------------------------------------------------------------- the field registry
+def test_specs_are_split_on_plus_and_looked_up_in_the_registry():
+    from oasis_lib.models.conditioning import CONDITIONS, parse_condition
+
+    assert CONDITIONS == ("none", "mask", "slice", "mask+slice")
+    assert [f.name for f in parse_condition("mask+slice")] == ["mask", "slice"]
+    assert parse_condition(None) == parse_condition("none") == ()
+    for bad in ("masks", "mask+mask", "slice+mask", "mask+", "tissue mask"):
+        with pytest.raises(ValueError, match=re.escape(f"unknown condition {bad!r}; choose one")):
+            parse_condition(bad)
+
+
+def test_condition_keywords_replace_and_pickle():
+    import pickle
+
+    c = Condition(mask=_mask(b=2), slice_index=torch.tensor([3, 4]),
+                  slice_present=torch.tensor([True, False]))
+    assert c.fields == ("mask", "slice")
+    assert sorted(c.keywords()) == ["mask", "slice_index", "slice_present"]
+    back = pickle.loads(pickle.dumps(c))
+    assert torch.equal(back.mask, c.mask)
+    assert back.slice_present.tolist() == [True, False]
+    moved = c.replace(slice_index=torch.tensor([5, 6]))
+    assert moved.slice_index.tolist() == [5, 6]
+    assert torch.equal(moved.mask, c.mask)
+    with pytest.raises(ValueError, match="unknown Condition keyword 'slice'; choose one of"):
+        Condition(slice=torch.tensor([1]))
+    with pytest.raises(AttributeError, match="immutable"):
+        c.mask = None
+
+
+def test_named_items_and_columns():
+    from oasis_lib.data.conditional import ConditionalSlices, condition_tensors, read_column
+    from oasis_lib.data.layout import DataError
+
+    items = [(torch.zeros(1, 4, 4), _mask(b=1, h=4, w=4)[0], torch.tensor(k)) for k in range(3)]
+    data = ConditionalSlices(items)  # positional (image, mask, slice index) tuples
+    assert sorted(data[1]) == ["image", "mask", "slice_index"]
+    assert int(data[2]["slice_index"]) == 2
+    columns = condition_tensors(items)
+    assert columns["mask"].dtype == torch.uint8
+    assert columns["slice_index"].tolist() == [0, 1, 2]
+    with pytest.raises(DataError, match="have no 'age'"):
+        read_column(items, "age")

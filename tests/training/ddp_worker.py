@@ -4,7 +4,7 @@ SPEC holds ``mode`` ("step": one optimiser step on the first global batch, then 
 gradients and weights go to ``results/rank{r}.pt``; "train": ``oasis_lib.training.train``),
 ``config`` (TrainConfig overrides of the tiny preset), ``results`` (a folder outside the run's
 out_dir) and ``step_sleep`` (seconds per step, to give a test time to kill a rank). A
-``condition`` in the config trains on ``CondBlobs`` (image, mask, slice index), and "step"
+``condition`` in the config trains on ``CondBlobs`` (named image, mask, slice index), and "step"
 mode also saves the conditions each micro-step saw (after ablation and dropout, recorded
 without changing them). ``steps``: how many steps "step" mode takes (default 1; the gradients
 saved are the last step's). The trainer's draws are its own (keyed by step and slot): nothing

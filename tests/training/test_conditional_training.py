@@ -143,13 +143,16 @@ def test_latent_conditional_run_keeps_pixel_masks_next_to_cached_latents(latent_
         val_size=4, sample_n=2, sample_steps=2, epochs=10, max_steps=2)
     trainer = Trainer(cfg)
     assert isinstance(trainer.train_set, TensorDataset)
-    latents, masks, slices = trainer.train_set.tensors
+    assert trainer.train_set.names == ("image", "mask")  # the run's fields, by name
+    latents, masks = trainer.train_set.tensors
     assert latents.shape[-2:] == (8, 8)
     assert masks.shape == (len(latents), 32, 32)
-    assert slices.tolist()[:6] == list(range(6))
+    item = trainer.train_set[0]
+    assert torch.equal(item["image"], latents[0])
+    assert torch.equal(item["mask"], masks[0])
     trainer.fit()
     again = Trainer(cfg.__class__.from_dict({**cfg.to_dict(), "max_steps": 3}), resume=True)
-    assert torch.equal(again.train_set.tensors[1], masks)  # the same masks on resume
+    assert torch.equal(again.train_set.column("mask"), masks)  # the same masks on resume
     images = trainer.pipeline.sample(2, steps=2, progress=False,
                                      condition=Condition(mask=masks[:2].long()))
     assert images.shape == (2, 1, 32, 32)
