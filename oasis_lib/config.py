@@ -27,7 +27,7 @@ from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
 from .diffusion.processes import NOISE_PROCESSES
 from .diffusion.samplers import SAMPLERS, get_sampler
 from .diffusion.schedule import SCHEDULE_KINDS
-from .models.conditioning import DEFAULT_P_UNCOND, DROPOUT_MODES, parse_condition
+from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, parse_condition
 from .models.unet_config import UNET_PRESETS
 from .run_config import (  # noqa: F401 (re-exported)
     BUDGET_CLOCKS,
