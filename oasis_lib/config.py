@@ -23,9 +23,10 @@ from .autoencoder_train_config import (  # noqa: F401 (re-exported: oasis_lib.co
     AutoencoderTrainConfig,
 )
 from .config_knobs import knob
-from .diffusion.objectives import LOSS_TYPES, PREDICTION_TYPES
-from .diffusion.processes import NOISE_PROCESSES
-from .diffusion.samplers import SAMPLERS, get_sampler
+from .diffusion.flow_matching import TIME_SAMPLINGS
+from .diffusion.objectives import LOSS_TYPES
+from .diffusion.processes import ALL_PREDICTION_TYPES, NOISE_PROCESSES, get_noise_process
+from .diffusion.samplers import get_sampler, samplers_for
 from .diffusion.schedule import SCHEDULE_KINDS
 from .models.conditioning import CONDITIONS, DEFAULT_P_UNCOND, DROPOUT_MODES, parse_condition
 from .models.unet_config import UNET_PRESETS
@@ -52,19 +53,43 @@ class DiffusionConfig:
         "cosine", flag=True, choices=SCHEDULE_KINDS, help="noise schedule of the betas")
     timesteps: int = knob(1000, flag=True, help="T, the noising steps")  # the seed used 500
     zero_terminal_snr: bool = False  # rescale so alpha_bar_T = 0 (use with prediction "v")
-    prediction_type: str = knob(  # eps | x0 | v; v trained cleanest on the CPU budget
-        "v", flag="--prediction", choices=PREDICTION_TYPES, help="what the network predicts")
+    prediction_type: str = knob(  # eps | x0 | v (vp; v trained cleanest on the CPU budget) |
+        #   velocity (rectified-flow)
+        "v", flag="--prediction", choices=ALL_PREDICTION_TYPES, help="what the network predicts")
     loss_type: str = knob(  # mse (Ho et al.) | l1 (the seed's)
         "mse", flag="--loss", choices=LOSS_TYPES, help="the loss on the prediction")
     min_snr_gamma: float | None = knob(  # e.g. 5.0 (Hang et al.)
         None, flag=True, help="min-SNR-gamma loss weighting (e.g. 5); off by default")
-    noise_process: str = "vp"  # the forward process (diffusion.processes registry): vp (DDPM)
+    noise_process: str = knob(  # vp (DDPM) | rectified-flow (SD3): diffusion.processes
+        "vp", flag=True, choices=NOISE_PROCESSES, help="the forward (noising) process")
+    # --- rectified flow only (Esser et al. 2024, sec. 3.1 and 5.3.2)
+    time_sampling: str = knob(  # uniform | logit-normal: how training draws t
+        "uniform", flag=True, choices=TIME_SAMPLINGS, help="rectified flow: training times")
+    logit_loc: float = knob(0.0, flag=True, help="rectified flow: logit-normal location m")
+    logit_scale: float = knob(1.0, flag=True, help="rectified flow: logit-normal scale s")
+    flow_shift: float = knob(  # s t / (1 + (s - 1) t) on training and sampling times; 1: none
+        1.0, flag=True, help="rectified flow: SD3's timestep shift s")
 
     def validate(self) -> None:
         _choice("schedule", self.schedule, SCHEDULE_KINDS)
-        _choice("prediction_type", self.prediction_type, PREDICTION_TYPES)
-        _choice("loss_type", self.loss_type, LOSS_TYPES)
         _choice("noise_process", self.noise_process, NOISE_PROCESSES)
+        process = get_noise_process(self.noise_process)
+        _choice("prediction_type", self.prediction_type, ALL_PREDICTION_TYPES)
+        if self.prediction_type not in process.prediction_types:
+            raise ValueError(f"prediction_type {self.prediction_type!r} is not one of the "
+                             f"{self.noise_process} process's {process.prediction_types}")
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
+        _choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
+        flow_knobs = {"time_sampling": "uniform", "logit_loc": 0.0, "logit_scale": 1.0,
+                      "flow_shift": 1.0}
+        if process.discrete_time:
+            changed = [k for k, v in flow_knobs.items() if getattr(self, k) != v]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} apply to noise_process='rectified-flow' "
+                                 f"only, not {self.noise_process!r}; leave them at their defaults")
+        elif self.min_snr_gamma is not None:
+            raise ValueError(f"min_snr_gamma is a VP weighting; set it to None for "
+                             f"noise_process={self.noise_process!r}")
         if self.timesteps < 2:
             raise ValueError(f"timesteps must be >= 2, got {self.timesteps}")
 
@@ -125,7 +150,9 @@ class TrainConfig(RunConfig):
         0.1, flag=True, metavar="P", help="per-class mask ablation probability")
     # --- progress grids (changing them changes no number of the run: resume="safe")
     sample_n: int = knob(16, resume="safe")
-    sampler: str = knob("ddim", resume="safe")  # sampler of the progress grids
+    sampler: str | None = knob(  # sampler of the progress grids; None: the noise process's
+        #   default_sampler (ddim for vp, flow-euler for rectified-flow)
+        None, resume="safe")
     sample_steps: int | None = knob(  # network calls of the grid; None: the sampler's default
         #   (all T for ddpm, which accepts no other value; 50 for the fast samplers)
         None, resume="safe")
@@ -134,11 +161,14 @@ class TrainConfig(RunConfig):
         super().validate()
         _choice("preset", self.preset, tuple(UNET_PRESETS))
         _choice("arch", self.arch, (*ARCHS, EXTERNAL_ARCH))
-        _choice("sampler", self.sampler, SAMPLERS)
-        if not get_sampler(self.sampler).accepts_steps(self.sample_steps, self.diffusion.timesteps):
-            raise ValueError(f"sampler {self.sampler!r} runs all T={self.diffusion.timesteps} "
-                             f"steps; sample_steps must be None, got {self.sample_steps}")
         self.diffusion.validate()
+        if self.sampler is not None:
+            _choice("sampler", self.sampler, samplers_for(self.diffusion.noise_process))
+            if not get_sampler(self.sampler).accepts_steps(self.sample_steps,
+                                                           self.diffusion.timesteps):
+                raise ValueError(f"sampler {self.sampler!r} runs all "
+                                 f"T={self.diffusion.timesteps} steps; sample_steps must be "
+                                 f"None, got {self.sample_steps}")
         if self.autoencoder is not None and self.arch != "unet":
             raise ValueError("latent diffusion needs arch 'unet' (the seed's SimpleUNet is "
                              "1-channel only; an external network is sized by its caller)")

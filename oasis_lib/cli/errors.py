@@ -138,14 +138,25 @@ def run(main: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> 
             # Said by rank 0; wait so that it exits first: torchrun stops the other ranks when
             # one ends, and would otherwise stop rank 0 before it prints.
             time.sleep(QUIET_RANK_GRACE_S)
+            _exit_if_in_process_group(code)
             return code
         print(f"{prefix}: {message}", file=sys.stderr, flush=True)
         if getattr(err, "broken_process_group", False):
-            # Everything was saved and said; skip the broken process group's C++ teardown,
-            # which may abort instead of exiting with our code (distributed.RankFailure).
             sys.stdout.flush()
             os._exit(code)
+        _exit_if_in_process_group(code)
         return code
+
+
+def _exit_if_in_process_group(code: int) -> None:
+    """Under torchrun, exit at once with ``code`` once the error is said: a process group
+    whose peers stop too (or have stopped, distributed.RankFailure) may abort in its C++
+    teardown (SIGABRT) instead of exiting with our code. Everything was saved before."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def other_rank() -> bool:

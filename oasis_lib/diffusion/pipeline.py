@@ -251,7 +251,7 @@ class DiffusionPipeline:
                               generator=generator)
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, n: int, *, sampler: str = "ddim", steps: int | None = None,
+    def sample(self, n: int, *, sampler: str | None = None, steps: int | None = None,
                eta: float = 0.0, generator: torch.Generator | None = None,
                return_intermediates: bool = False, every: int = 1, progress: bool = True,
                spacing: str = "trailing", clip_x0: bool = True, x_T: Tensor | None = None,
@@ -262,9 +262,12 @@ class DiffusionPipeline:
 
         Args:
             n (int): how many images (>= 1).
-            sampler (str, default ``"ddim"``): one of ``SAMPLERS``.
+            sampler (str or None): one of ``SAMPLERS`` that steps the pipeline's process;
+                None: the process's ``default_sampler`` (``"ddim"`` for VP, ``"flow-euler"``
+                for rectified flow).
             steps (int or None): network calls; ``None`` = the sampler's default (all T for
-                ddpm, which accepts no other value; 50 for the fast samplers).
+                ddpm, which accepts no other value; 50 for the fast VP samplers, 20 for the
+                flow samplers).
             eta (float, default 0): DDIM's stochasticity (only for ``"ddim"``).
             generator (torch.Generator or None): CPU generator of every draw.
             return_intermediates (bool): return the chain as a :class:`SampleResult` (its
@@ -288,6 +291,7 @@ class DiffusionPipeline:
                             guidance_rescale=guidance_rescale, batch_size=int(n))
         device = next(net.parameters()).device if isinstance(net, nn.Module) and any(
             True for _ in net.parameters()) else self.device
+        sampler = self.process.default_sampler if sampler is None else sampler
         out = sample(net, self.process, (int(n), *self.sample_shape), sampler=sampler,
                      steps=steps, eta=eta, prediction_type=self.prediction_type,
                      clip_x0=clip_x0 if self.autoencoder is None else False, spacing=spacing,
@@ -348,8 +352,10 @@ class DiffusionPipeline:
     def __repr__(self) -> str:
         space = "pixel" if self.autoencoder is None else f"latent (scale {self.scale_factor:.4g})"
         cond = f", conditioned on {self.condition}" if self.condition else ""
-        return (f"DiffusionPipeline({type(self.model).__name__}, {self.schedule.kind} "
-                f"T={self.schedule.T}, predicts {self.prediction_type}, sample shape "
+        process = (f"{self.schedule.kind} T={self.schedule.T}" if self.process.name == "vp"
+                   else self.process.name)
+        return (f"DiffusionPipeline({type(self.model).__name__}, {process}, "
+                f"predicts {self.prediction_type}, sample shape "
                 f"{self.sample_shape}, {space} space{cond})")
 
     # ------------------------------------------------------------------ saving

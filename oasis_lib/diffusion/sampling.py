@@ -82,7 +82,8 @@ class SampleResult:
 
     Record k < K-1 is step ``k * every`` of the loop: ``xs[k]`` is the x_t fed to the network at
     timestep ``timesteps[k]`` and ``x0s[k]`` its (clipped) x0 prediction; ``xs[0]`` is x_T. The last
-    record, k = K-1, is the result: ``xs[-1] = x0s[-1] = images`` and ``timesteps[-1] = -1``.
+    record, k = K-1, is the result: ``xs[-1] = x0s[-1] = images`` and ``timesteps[-1] = -1``
+    (a flow process: float times tau, the last 0).
     ``xs``/``x0s`` are CPU float32 [K, B, C, H, W]; ``timesteps`` long [K]; ``images`` [B, C, H, W]
     on the sampling device; ``nfe`` the number of network calls.
     """
@@ -125,7 +126,7 @@ def sample(
     sampler: str = "ddim",
     steps: int | None = None,
     eta: float = 0.0,
-    prediction_type: str = "eps",
+    prediction_type: str | None = None,
     ddpm_variance: str = "posterior",
     clip_x0: bool = True,
     spacing: str = "trailing",
@@ -145,13 +146,16 @@ def sample(
             also on error) and run under ``torch.inference_mode()``. It is not moved.
         schedule (NoiseSchedule or NoiseProcess): the schedule the model was trained with, or
             its noise process (the prior of x_T and the time tensor the network sees come from
-            the process; the samplers of the registry run on a VP process's schedule).
-        sampler (str, default ``"ddim"``): one of ``SAMPLERS``.
+            the process; a sampler steps the processes it declares: the VP samplers a VP
+            process's schedule, ``flow-euler`` and ``flow-heun`` the rectified flow).
+        sampler (str, default ``"ddim"``): one of ``SAMPLERS`` that steps the process.
         steps (int or None): network calls. ddpm (``needs_every_step``): must be None or T.
-            The others: any number in [1, T]; None means min(T, 50).
+            The others: any number in [1, T]; None means min(T, 50). The flow samplers: the
+            intervals of the grid (None: 20; ``flow-heun`` calls the network 2 steps - 1 times).
         eta (float, default 0): DDIM stochasticity in [0, 1]; must stay 0 for the samplers
             that do not read it (``uses_eta`` False).
-        prediction_type (str, default ``"eps"``): what the model outputs (``PREDICTION_TYPES``).
+        prediction_type (str or None): what the model outputs, one of the process's
+            ``prediction_types``; None: the first (``"eps"`` for VP, ``"velocity"`` for flow).
         ddpm_variance (str, default ``"posterior"``): ``"posterior"`` (beta tilde) or ``"beta"``.
         clip_x0 (bool or callable, default True): clip the predicted x0 to [-1, 1] (never
             x_t); a callable ``x0 -> x0`` is applied instead (e.g. dynamic thresholding,
@@ -172,10 +176,9 @@ def sample(
     if int(every) != every or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     process = as_process(schedule)
-    if not isinstance(getattr(process, "schedule", None), NoiseSchedule):
-        raise ValueError(f"the samplers {SAMPLERS} step a VP process on its NoiseSchedule; the "
-                         f"{process.name!r} process has none")
-    solver = make_sampler(sampler, process.schedule, prediction_type=prediction_type,
+    if prediction_type is None:
+        prediction_type = process.prediction_types[0]
+    solver = make_sampler(sampler, process, prediction_type=prediction_type,
                           clip_x0=clip_x0, eta=eta, ddpm_variance=ddpm_variance)
     ts = solver.set_timesteps(steps, spacing=spacing)
     shape = tuple(shape)
@@ -209,6 +212,7 @@ def sample(
         images=x,
         xs=torch.stack([*xs, final]),
         x0s=torch.stack([*x0s, final]),
-        timesteps=torch.tensor([*rec_t, -1], dtype=torch.long),
+        timesteps=torch.tensor([*rec_t, -1 if process.discrete_time else 0],
+                               dtype=torch.long if process.discrete_time else torch.float32),
         nfe=nfe,
     )

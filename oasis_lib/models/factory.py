@@ -82,7 +82,8 @@ def build_pipeline(config: TrainConfig, *, model: nn.Module | None = None, autoe
     return DiffusionPipeline(
         model=build_model(config, latent_shape=shape if autoencoder is not None else None)
         if model is None else model,
-        schedule=process.schedule, noise_process=process, prediction_type=d.prediction_type,
+        schedule=getattr(process, "schedule", None) or build_schedule(config, warn=False),
+        noise_process=process, prediction_type=d.prediction_type,
         sample_shape=shape, loss_type=d.loss_type, min_snr_gamma=d.min_snr_gamma,
         autoencoder=autoencoder, scale_factor=scale, config=config,
         condition=None if config.condition == "none" else config.condition)

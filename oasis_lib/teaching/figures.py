@@ -140,7 +140,8 @@ METRIC_AXES = {"frechet_segmenter": ("Fréchet distance", 1.0),
                "kid_segmenter": ("KID ×10³", 1e3)}  # title, scale of the plotted values
 
 #: The fast samplers' display names, from the registry (ddpm is the reference line instead).
-SAMPLER_LABELS = {name: display_name(name) for name in sampler_names(needs_every_step=False)}
+SAMPLER_LABELS = {name: display_name(name)  # the VP samplers the figures compare
+                  for name in sampler_names(needs_every_step=False, processes=("vp",))}
 
 
 def plot_steps_vs_quality(

@@ -43,7 +43,11 @@ TRAIN_TABLE = {
     "--sample-every": "sample_every", "--precision": "precision",
     "--channels-last": "channels_last", "--compile": "compile", "--device": "device",
     "--seed": "seed", "--checkpoint-every": "checkpoint_every", "--out": "out_dir",
-    "--no-progress": "progress"}
+    "--no-progress": "progress",
+    # added with rectified flow (issue 25): the noise process and its knobs
+    "--noise-process": "diffusion.noise_process", "--time-sampling": "diffusion.time_sampling",
+    "--logit-loc": "diffusion.logit_loc", "--logit-scale": "diffusion.logit_scale",
+    "--flow-shift": "diffusion.flow_shift"}
 AUTOENCODER_TABLE = {
     "--data-root": "data_root", "--train-splits": "train_splits", "--preset": "preset",
     "--image-size": "image_size", "--crop-size": "crop_size",

@@ -259,8 +259,9 @@ def test_flow_trains_through_the_unchanged_loss_and_pipeline():
         diffusion_loss(net, flow, x0, prediction_type="v")
     with pytest.raises(ValueError, match="min_snr_gamma is not defined"):
         diffusion_loss(net, flow, x0, prediction_type="velocity", min_snr_gamma=5.0)
-    with pytest.raises(ValueError, match="samplers .* step a VP process"):
-        pipe.sample(2, progress=False)
+    with pytest.raises(ValueError, match="sampler 'ddim' steps the vp process, not "
+                                         "'rectified-flow-test'"):
+        pipe.sample(2, sampler="ddim", progress=False)
     with pytest.raises(ValueError, match="RePaint runs DDPM steps"):
         pipe.inpaint(x0[:1], torch.ones(1, 1, 8, 8), progress=False)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from oasis_lib.diffusion.processes import RectifiedFlowProcess
 from oasis_lib.diffusion.samplers import (
     SAMPLER_REGISTRY,
     SAMPLERS,
@@ -16,9 +17,11 @@ from oasis_lib.diffusion.samplers import (
     make_sampler,
     register_sampler,
     sampler_names,
+    samplers_for,
     sampling_timesteps,
 )
 from oasis_lib.diffusion.samplers.euler import EulerODESampler
+from oasis_lib.diffusion.samplers.flow import FlowEulerSampler
 from oasis_lib.diffusion.sampling import SAMPLERS as SAMPLING_SAMPLERS
 from oasis_lib.diffusion.sampling import ddim_step, sample
 from oasis_lib.diffusion.schedule import NoiseSchedule
@@ -64,7 +67,9 @@ def test_declared_capabilities():
     assert sampler_names(stochastic=True) == ("ddpm", "dpm++2m-sde")
     orders = {name: get_sampler(name).order for name in SAMPLERS}
     assert orders == {"ddpm": 1, "ddim": 1, "dpm++2m": 2, "dpm++2m-sde": 2, "dpm++3m": 3,
-                      "unipc": 3, "euler-ode": 1}
+                      "unipc": 3, "euler-ode": 1, "flow-euler": 1, "flow-heun": 2}
+    assert samplers_for("rectified-flow") == ("flow-euler", "flow-heun")
+    assert samplers_for("vp") == SAMPLERS[:7]
 
 
 def test_display_names_are_the_registry_ones():
@@ -74,7 +79,7 @@ def test_display_names_are_the_registry_ones():
     names = [display_name(n) for n in SAMPLERS]
     assert len(set(names)) == len(names)
     assert all(names)
-    assert SAMPLER_LABELS == {n: display_name(n) for n in SAMPLERS if n != "ddpm"}
+    assert SAMPLER_LABELS == {n: display_name(n) for n in samplers_for("vp") if n != "ddpm"}
 
 
 def test_register_refuses_duplicates_and_non_samplers():
@@ -132,6 +137,7 @@ def test_set_timesteps_and_the_every_step_rule():
     assert get_sampler("ddpm").accepts_steps(None, 30)
     assert not get_sampler("ddpm").accepts_steps(10, 30)
     assert all(get_sampler(n).accepts_steps(10, 30) for n in SAMPLERS if n != "ddpm")
+    assert FlowEulerSampler.resolve_steps(None) == 20
     with pytest.raises(ValueError, match="'ddpm' uses all T=30 steps; got steps=10"):
         ddpm.set_timesteps(10)
 
@@ -150,7 +156,8 @@ def test_step_before_set_timesteps_and_eta_where_unread():
 def test_stochastic_means_the_generator_matters(sampler):
     """The declaration is true: with x_T fixed, a deterministic sampler ignores the generator and
     a stochastic one does not."""
-    s = NoiseSchedule("cosine", 12)
+    s = (NoiseSchedule("cosine", 12) if "vp" in get_sampler(sampler).processes
+         else RectifiedFlowProcess())
     x_T = torch.randn(SHAPE, generator=_gen(9))
     steps = None if get_sampler(sampler).needs_every_step else 5
     a, b = (sample(Dummy(12), s, SHAPE, sampler=sampler, steps=steps, x_T=x_T,

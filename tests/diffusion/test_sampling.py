@@ -7,6 +7,8 @@ import torch
 from torch import nn
 
 from oasis_lib.diffusion.objectives import PREDICTION_TYPES, v_target
+from oasis_lib.diffusion.processes import RectifiedFlowProcess
+from oasis_lib.diffusion.samplers import get_sampler
 from oasis_lib.diffusion.sampling import (
     SAMPLERS,
     SampleResult,
@@ -183,8 +185,9 @@ def test_eval_mode_during_sampling_and_restored(sampler):
     net = TrainModeNet().train()
     net.frozen.eval()
     stats = net.bn.running_mean.clone()
-    sample(net, NoiseSchedule("cosine", 10), SHAPE, sampler=sampler, generator=_gen(),
-           progress=False)
+    process = (NoiseSchedule("cosine", 10) if "vp" in get_sampler(sampler).processes
+               else RectifiedFlowProcess())
+    sample(net, process, SHAPE, sampler=sampler, generator=_gen(), progress=False)
     assert net.seen
     assert all(not any(modes) for modes in net.seen)
     assert net.training

@@ -1,4 +1,4 @@
-"""The noise processes: one class per process (VP today; flow matching next) behind one
+"""The noise processes: one class per process (VP diffusion and rectified flow) behind one
 interface (:class:`~oasis_lib.diffusion.processes.base.NoiseProcess`), found by name in a
 registry. The map for adding one: docs/INTERFACES.md."""
 
@@ -8,10 +8,14 @@ from ..._lazy import lazy_exports
 _EXPORTS = {
     "NoiseProcess": ".base",
     "VPProcess": ".vp",
+    "RectifiedFlowProcess": ".rectified_flow",
+    "FLOW_PREDICTION_TYPES": ".rectified_flow",
+    "FLOW_TIME_SCALE": ".rectified_flow",
     "SPACINGS": ".vp",
     "sampling_timesteps": ".vp",
     "BUILTIN_PROCESSES": ".registry",
     "NOISE_PROCESSES": ".registry",
+    "ALL_PREDICTION_TYPES": ".registry",
     "NOISE_PROCESS_REGISTRY": ".registry",
     "as_process": ".registry",
     "get_noise_process": ".registry",

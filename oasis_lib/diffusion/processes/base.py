@@ -40,6 +40,8 @@ class NoiseProcess:
         discrete_time (bool): t is a long index in ``0..T-1`` (True) or a float (False).
         supports_repaint (bool): RePaint's re-noising between DDPM steps applies
             (:mod:`~oasis_lib.diffusion.inpainting`).
+        default_sampler (str): the sampler ``pipe.sample`` and the training grids use when
+            none is named.
 
     A subclass implements :meth:`sample_time` / :meth:`time_from_uniform`, :meth:`forward`,
     :meth:`training_target`, :meth:`split_output`, :meth:`to_output` and
@@ -50,6 +52,7 @@ class NoiseProcess:
     prediction_types: ClassVar[tuple[str, ...]] = ()
     discrete_time: ClassVar[bool] = True
     supports_repaint: ClassVar[bool] = False
+    default_sampler: ClassVar[str] = ""
 
     @classmethod
     def from_config(cls, diffusion: Any, *, warn: bool = True) -> NoiseProcess:

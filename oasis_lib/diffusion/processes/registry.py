@@ -9,10 +9,11 @@ outside the library).
 from __future__ import annotations
 
 from .base import NoiseProcess
+from .rectified_flow import RectifiedFlowProcess
 from .vp import VPProcess
 
 #: The library's processes, in the order of ``NOISE_PROCESSES``.
-BUILTIN_PROCESSES: tuple[type[NoiseProcess], ...] = (VPProcess,)
+BUILTIN_PROCESSES: tuple[type[NoiseProcess], ...] = (VPProcess, RectifiedFlowProcess)
 
 NOISE_PROCESS_REGISTRY: dict[str, type[NoiseProcess]] = {}
 
@@ -35,6 +36,9 @@ for _cls in BUILTIN_PROCESSES:
 
 #: The names ``DiffusionConfig.noise_process`` accepts (the built-in processes).
 NOISE_PROCESSES: tuple[str, ...] = tuple(NOISE_PROCESS_REGISTRY)
+#: Every prediction type of the built-in processes (``--prediction``'s choices).
+ALL_PREDICTION_TYPES: tuple[str, ...] = tuple(dict.fromkeys(
+    p for cls in BUILTIN_PROCESSES for p in cls.prediction_types))
 
 
 def get_noise_process(name: str) -> type[NoiseProcess]:

@@ -64,6 +64,7 @@ class VPProcess(NoiseProcess):
     prediction_types = PREDICTION_TYPES
     discrete_time = True
     supports_repaint = True
+    default_sampler = "ddim"
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         if not isinstance(schedule, NoiseSchedule):

@@ -10,8 +10,9 @@ from .registry import (
     make_sampler,
     register_sampler,
     sampler_names,
+    samplers_for,
 )
 
 __all__ = ["DEFAULT_FAST_STEPS", "SAMPLERS", "SAMPLER_REGISTRY", "SPACINGS", "Sampler",
            "display_name", "draw_noise", "get_sampler", "make_sampler", "register_sampler",
-           "sampler_names", "sampling_timesteps"]
+           "sampler_names", "samplers_for", "sampling_timesteps"]

@@ -54,6 +54,9 @@ class Sampler:
         can_inpaint (bool): its steps are the ones RePaint (:mod:`~oasis_lib.diffusion.
             inpainting`) runs between the pastes.
         default_steps (int): network calls when ``steps=None`` (capped at T).
+        processes (tuple of str): the noise processes it steps (``"vp"``; the flow samplers
+            ``"rectified-flow"``); :func:`~oasis_lib.diffusion.samplers.registry.make_sampler`
+            refuses the others by name.
 
     Args:
         schedule (NoiseSchedule): the schedule the model was trained with.
@@ -74,6 +77,8 @@ class Sampler:
     needs_every_step: ClassVar[bool] = False
     can_inpaint: ClassVar[bool] = False
     default_steps: ClassVar[int] = DEFAULT_FAST_STEPS
+    #: The noise processes (their ``name``) this sampler steps: the VP ones a NoiseSchedule.
+    processes: ClassVar[tuple[str, ...]] = ("vp",)
 
     def __init__(self, schedule: NoiseSchedule, *, prediction_type: str = "eps",
                  clip_x0=True, eta: float = 0.0, ddpm_variance: str = "posterior") -> None:
@@ -88,6 +93,12 @@ class Sampler:
         self.schedule, self.prediction_type, self.clip_x0 = schedule, prediction_type, clip_x0
         self.eta, self.ddpm_variance = float(eta), ddpm_variance
         self.timesteps: list[int] | None = None
+
+    @classmethod
+    def build(cls, process, **options) -> Sampler:
+        """The sampler for ``process`` (one of :attr:`processes`): a VP sampler is built on
+        the process's schedule."""
+        return cls(process.schedule, **options)
 
     # ------------------------------------------------------------------ the number of steps
     @classmethod

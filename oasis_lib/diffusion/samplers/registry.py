@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schedule import NoiseSchedule
+from ..processes.registry import as_process
 from .base import Sampler
 from .ddim import DDIMSampler
 from .ddpm import DDPMSampler
 from .dpmpp_2m import DPMSolverPP2MSampler
 from .euler import EulerODESampler
+from .flow import FlowEulerSampler, FlowHeunSampler
 from .multistep import DPMSolverPP2MSDESampler, DPMSolverPP3MSampler, UniPCSampler
 
 #: The library's samplers, in the order of ``SAMPLERS`` (and of ``--sampler``'s choices).
@@ -27,6 +28,8 @@ BUILTIN_SAMPLERS: tuple[type[Sampler], ...] = (
     DPMSolverPP3MSampler,
     UniPCSampler,
     EulerODESampler,
+    FlowEulerSampler,
+    FlowHeunSampler,
 )
 
 SAMPLER_REGISTRY: dict[str, type[Sampler]] = {}
@@ -74,13 +77,23 @@ def display_name(name: str) -> str:
     return get_sampler(name).display_name
 
 
-def make_sampler(name: str, schedule: NoiseSchedule, **options: Any) -> Sampler:
-    """The sampler ``name`` built on ``schedule`` with ``options`` (those of
-    :class:`~oasis_lib.diffusion.samplers.base.Sampler`); eta != 0 is refused, with the
-    samplers that read it, unless the sampler ``uses_eta``."""
+def samplers_for(process_name: str) -> tuple[str, ...]:
+    """The samplers that step the noise process called ``process_name``, in registry order."""
+    return tuple(n for n, cls in SAMPLER_REGISTRY.items() if process_name in cls.processes)
+
+
+def make_sampler(name: str, process, **options: Any) -> Sampler:
+    """The sampler ``name`` built for ``process`` (a NoiseProcess, or a NoiseSchedule: its VP
+    process) with ``options`` (those of :class:`~oasis_lib.diffusion.samplers.base.Sampler`);
+    a sampler that does not step the process is refused with the ones that do; eta != 0 is
+    refused, with the samplers that read it, unless the sampler ``uses_eta``."""
     cls = get_sampler(name)
+    process = as_process(process)
+    if process.name not in cls.processes:
+        raise ValueError(f"sampler {name!r} steps the {' or '.join(cls.processes)} process, not "
+                         f"{process.name!r}; choose one of {samplers_for(process.name)}")
     eta = options.get("eta", 0.0)
     if 0.0 < eta <= 1.0 and not cls.uses_eta:  # out of [0, 1]: the constructor says so
         readers = " or ".join(f"sampler={n!r}" for n in sampler_names(uses_eta=True))
         raise ValueError(f"eta only applies to {readers}, not {name!r}")
-    return cls(schedule, **options)
+    return cls.build(process, **options)
