@@ -27,7 +27,8 @@ def test_every_command_has_help_with_its_options(command, option, capsys):
 
 def test_choices_come_from_the_library_constants():
     from oasis_lib.config import PRECISIONS, TRAIN_PRESETS
-    from oasis_lib.diffusion import PREDICTION_TYPES, SAMPLERS, SCHEDULE_KINDS
+    from oasis_lib.diffusion import SAMPLERS, SCHEDULE_KINDS
+    from oasis_lib.diffusion.processes import ALL_PREDICTION_TYPES
 
     sub = build_parser()._subparsers._group_actions[0].choices
     def choices(command, dest):
@@ -35,7 +36,7 @@ def test_choices_come_from_the_library_constants():
     assert tuple(choices("sample", "sampler")) == SAMPLERS
     assert tuple(choices("evaluate", "sampler")) == SAMPLERS
     assert tuple(choices("train", "schedule")) == SCHEDULE_KINDS
-    assert tuple(choices("train", "prediction")) == PREDICTION_TYPES
+    assert tuple(choices("train", "prediction")) == ALL_PREDICTION_TYPES  # VP's and the flow's
     assert tuple(choices("train", "precision")) == PRECISIONS
     assert tuple(choices("train", "preset")) == tuple(TRAIN_PRESETS)
 
