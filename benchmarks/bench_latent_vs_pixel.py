@@ -1,6 +1,7 @@
 """Pixel-space diffusion at 64x64 against latent diffusion at 256x256.
 
-Samples ``--n`` slices from each model with the same sampler (DPM-Solver++(2M), ``--steps``),
+Samples ``--n`` slices from each model with the same sampler (DPM-Solver++(2M), ``--steps``;
+a rectified-flow latent model: Euler on the flow ODE, its default, at the same steps),
 times them, and scores them with the evaluation of notebook 06 (each metric next to its
 real-vs-real reference, the "floor"). Both models are scored against the same held-out set,
 the validate slices, the one split neither model trained on (both learned from train; the
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from cpu_info import cpu_flags  # benchmarks/cpu_info.py (the script's folder)
 
+from oasis_lib.diffusion.samplers import display_name
 from oasis_lib.evaluation.report import evaluate_samples, generate_samples
 from oasis_lib.evaluation.segmenter import load_segmenter
 from oasis_lib.models.unet import count_parameters
@@ -84,12 +86,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     load = os.getloadavg()[0]
 
-    rows = {}
+    rows, row_sampler = {}, {}
     seg64 = load_segmenter(device="cpu")
     for name, path in (("pixel 64x64", args.pixel), ("latent 256x256", args.latent)):
         pipe = load_model(path, device="cpu")
         cpu0 = time.process_time()
-        samples, spi = generate_samples(pipe, args.n, sampler="dpm++2m", steps=args.steps,
+        # DPM-Solver++(2M) for a VP model; a model of another process with its own default
+        # sampler (rectified flow: Euler on the flow ODE), at the same number of steps
+        sampler = "dpm++2m" if pipe.process.name == "vp" else pipe.process.default_sampler
+        row_sampler[name] = sampler
+        samples, spi = generate_samples(pipe, args.n, sampler=sampler, steps=args.steps,
                                         seed=args.seed, batch_size=16, progress=False)
         cpu_spi = (time.process_time() - cpu0) / args.n
         params = count_parameters(pipe.model)
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         columns.append((f"{name}, scored at 64", name, "at64"))
         if "at128" in row:
             columns.append((f"{name}, scored at 128", name, "at128"))
-    lines = [f"# Pixel 64x64 against latent 256x256 (DPM-Solver++(2M), {args.steps} steps, "
+    samplers = ", ".join(dict.fromkeys(display_name(v) for v in row_sampler.values()))
+    lines = [f"# Pixel 64x64 against latent 256x256 ({samplers}, {args.steps} steps, "
              f"n = {args.n})", "",
              f"CPU: {platform.processor() or platform.machine()}; flags: {cpu_flags()}; torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads; load average at start "
@@ -157,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(
-        {"n": args.n, "steps": args.steps, "cpu_flags": cpu_flags(), "load_average": load,
+        {"n": args.n, "steps": args.steps, "samplers": row_sampler, "cpu_flags": cpu_flags(),
+         "load_average": load,
          "load_average_end": load_end,
          "rows": rows}, indent=1, default=float))
     print(f"\nwrote {out.with_suffix('.md')} and .json")
