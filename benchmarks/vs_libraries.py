@@ -50,20 +50,28 @@ def forward_flops(model: torch.nn.Module, size: int) -> int:
     return counter.get_total_flops()
 
 
-def interleaved_seconds(steps: dict, *, warmup: int, iters: int) -> dict[str, float]:
-    """Median seconds of each ``steps[name]()``: warm-up calls first, then ``iters`` rounds
-    that each call every step once, in an order rotated from round to round."""
+def interleaved_times(steps: dict, *, warmup: int, iters: int) -> dict[str, tuple[float, float]]:
+    """Median ``(wall, CPU)`` seconds of each ``steps[name]()``: warm-up calls first, then
+    ``iters`` rounds that each call every step once, in an order rotated from round to round.
+    CPU seconds are this process's (all threads: ``time.process_time``)."""
     names = list(steps)
     for name in names:
         for _ in range(warmup):
             steps[name]()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for i in range(iters):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             steps[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
+            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    return {n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+            for n, v in times.items()}
+
+
+def interleaved_seconds(steps: dict, *, warmup: int, iters: int) -> dict[str, float]:
+    """Median wall seconds of each ``steps[name]()`` (:func:`interleaved_times`)."""
+    return {n: wall for n, (wall, _) in
+            interleaved_times(steps, warmup=warmup, iters=iters).items()}
 
 
 def run_vs_diffusers(args) -> None:
@@ -102,7 +110,7 @@ def run_vs_diffusers(args) -> None:
             continue
         for cl in (False, True):
             rows = _interleaved_variant(size, batch, cl, use_bf16, args)
-            for name, (train_s, fwd_s) in rows.items():
+            for name, ((train_s, _), (fwd_s, _)) in rows.items():
                 gf = flops[name] / 1e9
                 tr_ips, fw_ips = batch / train_s, batch / fwd_s
                 tr_gfs, fw_gfs = 3 * gf * tr_ips, gf * fw_ips
@@ -115,8 +123,9 @@ def run_vs_diffusers(args) -> None:
 
 def _interleaved_variant(size: int, batch: int, cl: bool, use_bf16: bool, args, *,
                           make_models=None):
-    """``{name: (train seconds, forward seconds)}`` for one (channels_last, precision), of
-    ``make_models(size)`` (default :func:`vs_diffusers_models`), built afresh."""
+    """``{name: ((train wall, CPU seconds), (forward wall, CPU seconds))}`` for one
+    (channels_last, precision), of ``make_models(size)`` (default :func:`vs_diffusers_models`),
+    built afresh."""
     fmt = torch.channels_last if cl else torch.contiguous_format
     models = {n: m.to(memory_format=fmt)
               for n, m in (make_models or vs_diffusers_models)(size).items()}
@@ -145,13 +154,13 @@ def _interleaved_variant(size: int, batch: int, cl: bool, use_bf16: bool, args, 
 
     for m in models.values():
         m.train()
-    train = interleaved_seconds(
+    train = interleaved_times(
         {n: train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-4)) for n, m in models.items()},
         warmup=args.warmup, iters=args.iters)
     for m in models.values():
         m.eval()
-    fwd = interleaved_seconds({n: forward(m) for n, m in models.items()},
-                              warmup=args.warmup, iters=args.iters)
+    fwd = interleaved_times({n: forward(m) for n, m in models.items()},
+                            warmup=args.warmup, iters=args.iters)
     return {n: (train[n], fwd[n]) for n in models}
 
 
@@ -197,39 +206,45 @@ def run_vs_monai(args) -> None:
             raise SystemExit(f"{name} has {count:,} parameters, not within "
                              f"{MONAI_TOLERANCE:.0%} of the cpu preset's {CPU_PRESET_PARAMS:,}")
     flops = {n: forward_flops(m, size) for n, m in models.items()}
-    fp32, n32 = matmul_gflops(torch.float32)
-    print(f"monai {monai.__version__}; matmul in this process: fp32 {fp32:.1f} GFLOP/s "
-          f"({n32}x{n32}); load average at start {_load()}\n")
+    fp32, n32 = matmul_gflops(torch.float32, clock=time.process_time)
+    print(f"monai {monai.__version__}; matmul in this process: fp32 {fp32:.1f} GFLOP per "
+          f"CPU-second ({n32}x{n32}); load average at start {_load()}\n")
     print(f"Where the forward FLOPs go, GFLOP per {size}x{size} image (conv SxS: convolutions "
           "whose input is SxS; attention SxS: attention blocks over SxS pixels, projections "
           "included; other: time embedding and FiLM):\n")
     print(breakdown_table({n: flop_breakdown(m, size) for n, m in models.items()}))
-    print(f"\n{size}x{size}, batch {batch}, fp32, {args.warmup} warm-up + {args.iters} "
-          "interleaved timed rounds (median); train = forward + MSE + backward + AdamW; forward "
-          "= inference_mode; GFLOP/s = (3 x for train) forward FLOP x img/s; % matmul = of the "
-          "fp32 matmul above; ours / this = ours-cpu's training img/s over this model's\n")
-    print("| model | params | fwd GFLOP/img | channels_last | train img/s | train GFLOP/s "
-          "| % matmul | fwd img/s | fwd GFLOP/s | % matmul | ours / this (train) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    train_ips = {}
+    print(f"\n{size}x{size}, batch {batch}, fp32, {torch.get_num_threads()} thread(s), "
+          f"{args.warmup} warm-up + {args.iters} interleaved timed rounds (median); train = "
+          "forward + MSE + backward + AdamW; forward = inference_mode; img/s: per wall second, "
+          "img/CPU-s: per CPU-second of this process (on a shared machine, with one thread, "
+          "the rate of an idle core); GFLOP/CPU-s = (3 x for train) forward FLOP x img/CPU-s; "
+          "% matmul = of the matmul above; ours / this = ours-cpu's training img/CPU-s over "
+          "this model's\n")
+    print("| model | params | fwd GFLOP/img | channels_last | train img/s | train img/CPU-s "
+          "| train GFLOP/CPU-s | % matmul | fwd img/s | fwd img/CPU-s | fwd GFLOP/CPU-s "
+          "| % matmul | ours / this (train) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rate: dict[tuple[str, bool], tuple[float, float]] = {}  # (wall, CPU) training img/s
     for cl in (False, True):
         rows = _interleaved_variant(size, batch, cl, False, args, make_models=vs_monai_models)
-        ours = batch / rows["ours-cpu"][0]
-        for name, (train_s, fwd_s) in rows.items():
+        ours = batch / rows["ours-cpu"][0][1]
+        for name, ((tr_wall, tr_cpu), (fw_wall, fw_cpu)) in rows.items():
             gf = flops[name] / 1e9
-            tr_ips, fw_ips = batch / train_s, batch / fwd_s
-            train_ips[name, cl] = tr_ips
+            rate[name, cl] = (batch / tr_wall, batch / tr_cpu)
+            tr, fw = batch / tr_cpu, batch / fw_cpu
             print(f"| {name} | {params[name]:,} | {gf:.2f} | {'yes' if cl else 'no'} | "
-                  f"{tr_ips:.2f} | {3 * gf * tr_ips:.0f} | {300 * gf * tr_ips / fp32:.0f}% | "
-                  f"{fw_ips:.2f} | {gf * fw_ips:.0f} | {100 * gf * fw_ips / fp32:.0f}% | "
-                  f"{ours / tr_ips:.2f}x |", flush=True)
+                  f"{batch / tr_wall:.2f} | {tr:.2f} | {3 * gf * tr:.0f} | "
+                  f"{300 * gf * tr / fp32:.0f}% | {batch / fw_wall:.2f} | {fw:.2f} | "
+                  f"{gf * fw:.0f} | {100 * gf * fw / fp32:.0f}% | {ours / tr:.2f}x |", flush=True)
     print(f"\nload average at end {_load()}")
-    best = {n: max(train_ips[n, cl] for cl in (False, True)) for n in models}
-    ratio = best["ours-cpu"] / best["monai-scaled"]
-    print(f"Read-off: ours trains {ratio:.2f}x as fast as MONAI's network (fp32, each in its "
-          f"faster memory format: {best['ours-cpu']:.2f} against {best['monai-scaled']:.2f} "
-          f"img/s); goal >= {GOAL_SPEEDUP}x: {'met' if ratio >= GOAL_SPEEDUP else 'not met'}. "
-          f"Forward FLOPs: {flops['monai-scaled'] / flops['ours-cpu']:.2f}x ours.")
+    for i, clock in enumerate(("CPU-second", "wall second")):
+        best = {n: max(rate[n, cl][1 - i] for cl in (False, True)) for n in models}
+        ratio = best["ours-cpu"] / best["monai-scaled"]
+        print(f"Read-off (img per {clock}): ours trains {ratio:.2f}x as fast as MONAI's "
+              f"network (fp32, each in its faster memory format: {best['ours-cpu']:.2f} "
+              f"against {best['monai-scaled']:.2f}); goal >= {GOAL_SPEEDUP}x: "
+              f"{'met' if ratio >= GOAL_SPEEDUP else 'not met'}.")
+    print(f"Forward FLOPs: MONAI's {flops['monai-scaled'] / flops['ours-cpu']:.2f}x ours.")
 
 
 def _load() -> str:
