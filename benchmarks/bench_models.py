@@ -50,6 +50,18 @@ process. The CPU's flags are printed first. Run it on an idle machine:
 
     python benchmarks/bench_models.py --vs-diffusers                # the full table
     python benchmarks/bench_models.py --vs-diffusers --iters 2 --warmup 1 --no-bf16  # smoke
+
+**Against MONAI** (``--vs-monai``; MONAI is an optional, bench-only dependency: ``pip install
+'monai[einops]'``): our ``cpu`` preset, ``diffusers-example`` (when diffusers is installed) and
+``monai-scaled``, MONAI's ``DiffusionModelUNet`` in the layout of its 2D DDPM tutorial at half
+the tutorial's width (channels 64-128-128, attention at levels 2 and 3, one ResBlock per level:
+4,634,305 parameters, +14.3%; ``external_unets.py``), fp32 only, contiguous and
+``channels_last``, interleaved as above. It first prints where each network spends its forward
+FLOPs (``flop_breakdown.py``: per feature-map size, convolutions apart from attention), then the
+timing table with ours' training img/s over each model's, and a read-off of the issue's goal
+(ours trains >= 1.3x as fast as MONAI's at equal parameters):
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_models.py --vs-monai
 """
 
 from __future__ import annotations
@@ -63,8 +75,22 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# re-exported: they used to live here (bench_recipes.py and older scripts import them)
+from cpu_info import matmul_gflops  # noqa: E402
+from external_unets import DIFFUSERS_LAYOUTS, diffusers_unet  # noqa: E402, F401
+from vs_libraries import (  # noqa: E402, F401
+    CPU_PRESET_PARAMS,
+    forward_flops,
+    interleaved_seconds,
+    run_vs_diffusers,
+    run_vs_monai,
+    vs_diffusers_models,
+)
 
 MODELS = ("tiny", "cpu", "gpu", "simple")  # UNet presets, and "simple" for SimpleUNet
 VARIANTS = ((False, False), (True, False), (False, True), (True, True))  # (channels_last, bf16)
@@ -85,30 +111,6 @@ def current_rss_mb() -> float:
 def maxrss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, else KiB
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> tuple[float, int]:
-    """GFLOP/s of an ``n x n`` matmul (2 n^3 FLOP), best of repeated runs for ``seconds``.
-
-    A CPU without native bf16 can be 100x slower in bf16 (one 2048 matmul then takes a minute),
-    so a 512 matmul is timed first and ``n`` is only used when that one is fast.
-    Returns ``(GFLOP/s, matrix size used)``."""
-    if n > 512:
-        small = _time_matmul(dtype, 512, seconds)
-        if small < 10:
-            return small, 512
-    return _time_matmul(dtype, n, seconds), n
-
-
-def _time_matmul(dtype: torch.dtype, n: int, seconds: float) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < seconds or best == float("inf"):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def median_seconds(fn, *, warmup: int, iters: int, max_step: float) -> tuple[float, bool]:
@@ -178,173 +180,6 @@ def run_child(spec: dict) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- vs diffusers
-CPU_PRESET_PARAMS = 4_056_193  # UNet("cpu"); the diffusers layouts must stay within 10%
-DIFFUSERS_LAYOUTS = {
-    "diffusers-default": {"block_out_channels": (28, 56, 84, 112), "norm_num_groups": 4,
-                          "attention_head_dim": 4},
-    "diffusers-example": {
-        "block_out_channels": (24, 24, 48, 48, 96, 96), "norm_num_groups": 6,
-        "down_block_types": ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
-        "up_block_types": ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4},
-}
-
-
-class _Sample(torch.nn.Module):
-    """diffusers' UNet2DModel as a ``(x, t) -> tensor`` network, like ours."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, t):
-        return self.net(x, t).sample
-
-
-def diffusers_unet(layout: str, size: int) -> torch.nn.Module:
-    """diffusers' UNet2DModel in ``DIFFUSERS_LAYOUTS[layout]``, 1 channel in and out, as an
-    ``(x, t)`` network (bench_recipes.py trains the example's); ImportError saying how to get
-    diffusers when it is absent."""
-    try:
-        from diffusers import UNet2DModel
-    except ImportError as err:
-        raise ImportError("diffusers is not installed: pip install diffusers (a bench-only "
-                          "dependency; oasis_lib never needs it)") from err
-    return _Sample(UNet2DModel(sample_size=size, in_channels=1, out_channels=1,
-                               layers_per_block=2, **DIFFUSERS_LAYOUTS[layout]))
-
-
-def vs_diffusers_models(size: int) -> dict[str, torch.nn.Module] | None:
-    """Ours and the two diffusers layouts, freshly seeded; None when diffusers is absent."""
-    from oasis_lib.models.unet import UNet
-
-    torch.manual_seed(0)
-    models = {"ours-cpu": UNet("cpu")}
-    try:
-        for name in DIFFUSERS_LAYOUTS:
-            models[name] = diffusers_unet(name, size)
-    except ImportError:
-        return None
-    return models
-
-
-def forward_flops(model: torch.nn.Module, size: int) -> int:
-    """Forward FLOP of one image; attention through the math kernel so its matmuls count
-    (FlopCounterMode has no formula for the fused CPU attention kernel)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x, t = torch.randn(1, 1, size, size), torch.randint(0, 1000, (1,))
-    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(
-            SDPBackend.MATH):
-        model.eval()(x, t)
-    return counter.get_total_flops()
-
-
-def interleaved_seconds(steps: dict, *, warmup: int, iters: int) -> dict[str, float]:
-    """Median seconds of each ``steps[name]()``: warm-up calls first, then ``iters`` rounds
-    that each call every step once, in an order rotated from round to round."""
-    names = list(steps)
-    for name in names:
-        for _ in range(warmup):
-            steps[name]()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(iters):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            t0 = time.perf_counter()
-            steps[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
-
-
-def run_vs_diffusers(args) -> None:
-    from bench_autoencoder import cpu_flags
-
-    from oasis_lib.models.unet import count_parameters
-
-    size, batch = 64, args.batch
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, CPU flags: {cpu_flags()}, "
-          f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    models = vs_diffusers_models(size)
-    if models is None:
-        print("skipping the diffusers comparison: diffusers is not installed "
-              "(pip install diffusers; a bench-only dependency)")
-        return
-    import diffusers
-
-    params = {n: count_parameters(m) for n, m in models.items()}
-    for name, count in params.items():
-        if abs(count / CPU_PRESET_PARAMS - 1) > 0.10:
-            raise SystemExit(f"{name} has {count:,} parameters, not within 10% of the cpu "
-                             f"preset's {CPU_PRESET_PARAMS:,}")
-    flops = {n: forward_flops(m, size) for n, m in models.items()}
-    (fp32, n32), (bf16, n16) = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    peak = {False: fp32, True: bf16}
-    print(f"diffusers {diffusers.__version__}; matmul in this process: fp32 {fp32:.1f} GFLOP/s "
-          f"({n32}x{n32}), bf16 {bf16:.1f} GFLOP/s ({n16}x{n16})")
-    print(f"{size}x{size}, batch {batch}, {args.warmup} warm-up + {args.iters} interleaved "
-          "timed rounds (median); train = forward + MSE + backward + AdamW; forward = "
-          "inference_mode; GFLOP/s = (3 x for train) forward FLOP x img/s; % matmul = of the "
-          "same-precision matmul above\n")
-    print("| model | params | fwd GFLOP/img | precision | channels_last | train img/s "
-          "| train GFLOP/s | % matmul | fwd img/s | fwd GFLOP/s | % matmul |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for use_bf16 in (False, True):
-        if use_bf16 and args.no_bf16:
-            continue
-        for cl in (False, True):
-            rows = _vs_diffusers_variant(size, batch, cl, use_bf16, args)
-            for name, (train_s, fwd_s) in rows.items():
-                gf = flops[name] / 1e9
-                tr_ips, fw_ips = batch / train_s, batch / fwd_s
-                tr_gfs, fw_gfs = 3 * gf * tr_ips, gf * fw_ips
-                print(f"| {name} | {params[name]:,} | {gf:.2f} | "
-                      f"{'bf16' if use_bf16 else 'fp32'} | {'yes' if cl else 'no'} | "
-                      f"{tr_ips:.1f} | {tr_gfs:.0f} | {100 * tr_gfs / peak[use_bf16]:.0f}% | "
-                      f"{fw_ips:.1f} | {fw_gfs:.0f} | {100 * fw_gfs / peak[use_bf16]:.0f}% |",
-                      flush=True)
-
-
-def _vs_diffusers_variant(size: int, batch: int, cl: bool, use_bf16: bool, args):
-    """``{name: (train seconds, forward seconds)}`` for one (channels_last, precision)."""
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    models = {n: m.to(memory_format=fmt) for n, m in vs_diffusers_models(size).items()}
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, size, size, generator=g).contiguous(memory_format=fmt)
-    t = torch.randint(0, 1000, (batch,), generator=g)
-
-    def autocast():
-        return (torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16
-                else contextlib.nullcontext())
-
-    def train_step(model, opt):
-        def step():
-            with autocast():
-                loss = torch.nn.functional.mse_loss(model(x, t).float(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
-
-    def forward(model):
-        def step():
-            with torch.inference_mode(), autocast():
-                model(x, t)
-        return step
-
-    for m in models.values():
-        m.train()
-    train = interleaved_seconds(
-        {n: train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-4)) for n, m in models.items()},
-        warmup=args.warmup, iters=args.iters)
-    for m in models.values():
-        m.eval()
-    fwd = interleaved_seconds({n: forward(m) for n, m in models.items()},
-                              warmup=args.warmup, iters=args.iters)
-    return {n: (train[n], fwd[n]) for n in models}
-
-
 def spawn(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
     try:
@@ -378,6 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vs-diffusers", action="store_true",
                         help="ours (cpu preset) against diffusers' UNet2DModel in two layouts, "
                         "interleaved in one process (see the module docstring)")
+    parser.add_argument("--vs-monai", action="store_true",
+                        help="ours (cpu preset), diffusers' example layout and MONAI's "
+                        "DiffusionModelUNet at about our parameter count, fp32, interleaved in "
+                        "one process, with where each spends its FLOPs (vs_libraries.py)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -386,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.vs_diffusers:
         run_vs_diffusers(args)
+        return
+    if args.vs_monai:
+        run_vs_monai(args)
         return
     if args.quick:
         args.presets, args.sizes, args.large = ["tiny"], [64], False

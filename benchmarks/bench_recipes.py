@@ -1,4 +1,4 @@
-"""Our `cpu` recipe, the seed's, and diffusers' example at the same training budget (a benchmark).
+"""Our `cpu` recipe, the seed's, diffusers' example and MONAI's tutorial at equal budget (a bench).
 
 Each recipe trains from scratch on the same data for ``--minutes`` of CPU time in optimiser
 steps (``TrainConfig.max_minutes`` with ``budget_clock="cpu"``: the process's CPU seconds,
@@ -28,8 +28,26 @@ the real slices, next to the real-vs-real floor.
   so nothing changes); the slices are resized to 64 (no random crop); and it is sampled with
   our DDIM below, not the example's 1000-step DDPM. It needs diffusers (``pip install
   diffusers``, a bench-only dependency); without it the bench stops with that message.
+* ``monai``: :data:`MONAI_RECIPE`, the recipe of MONAI's 2D DDPM tutorial (Project-MONAI/
+  tutorials ``generation/2d_ddpm/2d_ddpm_tutorial.ipynb``): its ``DiffusionModelUNet`` layout
+  (attention at levels 2 and 3, one ResBlock per level) at the width of MONAI's own
+  ``2d_ddpm_compare_schedulers.ipynb``, channels (64, 128, 128), heads of 128
+  (``external_unets.monai_unet("monai-scaled")``: 4,634,305 parameters, +14.3% on ours; the
+  tutorial's (128, 256, 256) has 18.5M), trained through our Trainer as an
+  ``arch="external"`` network; ``DDPMScheduler(num_train_timesteps=1000)``'s defaults:
+  eps-prediction, linear betas 1e-4..0.02 (our ``"linear"`` schedule at T = 1000 is the same
+  ``linspace(1e-4, 0.02, 1000)``, in float64 where MONAI's is float32), MSE between the
+  predicted and the true noise; ``torch.optim.Adam`` lr 2.5e-5 (torch's betas and eps), no
+  weight decay, no gradient clipping, no LR schedule or warm-up, no EMA (``ema_decay=0``: our
+  EMA copy is then the live weights, which are scored); batch 64. What differs from the
+  tutorial: fp32 here, not fp16 autocast with a grad scaler (CUDA only there); images in our
+  [-1, 1], not its [0, 1]; our random flips, not its ``RandAffine`` (rotation +-5 degrees,
+  translation +-1 pixel, scale +-5%, probability 0.5); the network 4x narrower in parameters
+  (half the channels); and it is sampled with our DDIM below, not the tutorial's 1000-step
+  DDPM. It needs MONAI (``pip install 'monai[einops]'``, a bench-only dependency).
 
-All use batch 16 at 64x64 with random flips (the example's ``--random_flip``), fp32
+All use 64x64 slices with random flips (the example's ``--random_flip``) and batch 16 except
+MONAI's tutorial, batch 64 (one step then costs about 4 of the others' at equal FLOPs); fp32
 (pinned: ``precision="auto"`` would pick bf16 on a CPU with native bf16), and DDIM with 50
 steps for sampling (the seed itself ran all 500 ancestral steps, the example 1000 DDPM
 steps; one sampler keeps the comparison about training).
@@ -67,7 +85,8 @@ from oasis_lib.models.unet import count_parameters  # noqa: E402
 from oasis_lib.pretrained import load_model  # noqa: E402
 from oasis_lib.training import train  # noqa: E402
 
-DIFFUSERS_LAYOUT = "diffusers-example"  # bench_models.DIFFUSERS_LAYOUTS
+DIFFUSERS_LAYOUT = "diffusers-example"  # external_unets.DIFFUSERS_LAYOUTS
+MONAI_LAYOUT = "monai-scaled"  # external_unets.MONAI_LAYOUTS
 DIFFUSERS_EPOCHS = 100  # the example's --num_epochs: where its cosine LR schedule ends
 DIFFUSERS_RECIPE = {  # the example's defaults (module docstring), as TrainConfig overrides
     "arch": EXTERNAL_ARCH, "optimizer": "adamw", "lr": 1e-4, "adam_betas": (0.95, 0.999),
@@ -76,7 +95,15 @@ DIFFUSERS_RECIPE = {  # the example's defaults (module docstring), as TrainConfi
     "ema_inv_gamma": 1.0,
     "diffusion": {"schedule": "linear", "timesteps": 1000, "prediction_type": "eps",
                   "loss_type": "mse", "min_snr_gamma": None, "zero_terminal_snr": False}}
-RECIPES = {"cpu": DEMO_RECIPE, "seed": SEED_RECIPE, "diffusers": DIFFUSERS_RECIPE}
+MONAI_RECIPE = {  # the 2D DDPM tutorial's settings (module docstring), as TrainConfig overrides
+    "arch": EXTERNAL_ARCH, "optimizer": "adam", "lr": 2.5e-5, "adam_betas": (0.9, 0.999),
+    "adam_eps": 1e-8, "weight_decay": 0.0, "grad_clip": 0.0, "lr_schedule": "constant",
+    "warmup_steps": 0, "ema_decay": 0.0, "batch_size": 64,
+    "diffusion": {"schedule": "linear", "timesteps": 1000, "prediction_type": "eps",
+                  "loss_type": "mse", "min_snr_gamma": None, "zero_terminal_snr": False}}
+RECIPES = {"cpu": DEMO_RECIPE, "seed": SEED_RECIPE, "diffusers": DIFFUSERS_RECIPE,
+           "monai": MONAI_RECIPE}
+EXTERNAL_LAYOUTS = {"diffusers": DIFFUSERS_LAYOUT, "monai": MONAI_LAYOUT}  # arch="external"
 METRICS = (("frechet_segmenter", "Fréchet (segmenter features)", 1.0, 2),
            ("kid_segmenter", "KID x1e3", 1e3, 2),
            ("tissue_fractions", "tissue-fraction W1", 1.0, 4),
@@ -97,13 +124,14 @@ def recipe_config(name: str, out: Path, minutes: float, data_root, seed: int, *,
 
 
 def network(name: str, seed: int):
-    """The network a recipe trains when the library cannot build it (diffusers'), else None."""
+    """The network a recipe trains when the library cannot build it (diffusers', MONAI's), else
+    None."""
     if RECIPES[name].get("arch") != EXTERNAL_ARCH:
         return None
-    from bench_models import diffusers_unet
+    from external_unets import external_unet
 
     torch.manual_seed(seed)
-    return diffusers_unet(DIFFUSERS_LAYOUT, 64)
+    return external_unet(EXTERNAL_LAYOUTS[name], 64)
 
 
 def main(argv=None) -> None:
@@ -124,12 +152,15 @@ def main(argv=None) -> None:
     machine = machine_line()
     print(f"{machine}; {args.minutes} min per recipe; load average at start {load:.2f}")
 
-    if "diffusers" in args.recipes:
+    for name in EXTERNAL_LAYOUTS:
+        if name not in args.recipes:
+            continue
         try:
-            network("diffusers", args.seed)
+            network(name, args.seed)
         except ImportError as err:
-            raise SystemExit(f"error: the diffusers row needs diffusers: {err}; or leave it "
-                             "out (--recipes cpu seed)") from None
+            others = " ".join(k for k in args.recipes if k != name)
+            raise SystemExit(f"error: the {name} row needs {name}: {err}; or leave it "
+                             f"out (--recipes {others or 'cpu seed'})") from None
     datasets = dict(zip(("train_set", "val_set"),
                         load_splits(args.data, image_size=64, augment=False), strict=True))
     n_train = len(datasets["train_set"])
