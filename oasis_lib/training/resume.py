@@ -39,6 +39,10 @@ FREE = (*LENGTH, *resume_fields(RUN_CONFIGS, "free"))
 # training latents; its autoencoder's hash): a resume that leaves them None takes the
 # checkpoint's value (``resume="derived"``).
 DERIVED = resume_fields(RUN_CONFIGS, "derived")
+# A None in the caller's config keeps the checkpoint's value for these too: the progress
+# grids' sampler, None meaning the noise process's default ("ddim" for VP, which runs saved
+# before the default became None recorded).
+NONE_KEEPS_SAVED = (*DERIVED, "sampler")
 #: May differ when the user names them (``resume="safe"``, ``--override``).
 SAFE_OVERRIDES = resume_fields(RUN_CONFIGS, "safe")
 #: Nested configs compared field by field (``diffusion.timesteps``); others (``loss``) whole.
@@ -74,7 +78,7 @@ def differences(saved: dict, new: dict, *, fields: set[str] | None = None) -> di
     if fields is not None:
         keys = [k for k in keys if k in fields]
     return {k: (a.get(k), b.get(k)) for k in keys if k not in FREE and a.get(k) != b.get(k)
-            and not (k in DERIVED and b.get(k) is None)}
+            and not (k in NONE_KEEPS_SAVED and b.get(k) is None)}
 
 
 def merge_for_resume(saved: dict, new: dict, *, checkpoint: str, explicit: set[str] | None = None,
