@@ -25,6 +25,7 @@ from .validate import (
     check_positive_float,
     check_positive_int,
     check_sampler_flags,
+    check_sampler_for_model,
     check_writable_parent,
 )
 
@@ -46,9 +47,11 @@ def check_sample_args(args, pipe=None) -> None:
         if args.individual and folder.exists() and not folder.is_dir():
             raise UsageError(f"--individual writes into {folder}, which is a file; choose "
                              "another --out")
-        check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args))
+        check_sampler_flags(sampler=args.sampler or "ddim", steps=args.steps,
+                            eta=_eta_given(args))
         check_condition_flags(args)
         return
+    args.sampler = check_sampler_for_model(args.sampler, pipe)
     check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args),
                         timesteps=pipe.schedule.T)
     if pipe.device.type == "cpu":

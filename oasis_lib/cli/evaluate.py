@@ -29,6 +29,7 @@ from .validate import (
     check_input_checkpoint,
     check_positive_int,
     check_sampler_flags,
+    check_sampler_for_model,
     check_writable_parent,
 )
 
@@ -44,7 +45,9 @@ def add_evaluate_parser(sub) -> None:
     v.add_argument("--checkpoint", default=None,
                    help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
     v.add_argument("--n", type=int, default=500, help="number of samples (default 500)")
-    v.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    v.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="default: the model's (ddim for VP diffusion, flow-euler for "
+                        "rectified flow)")
     v.add_argument("--steps", type=int, default=None,
                    help="network calls (default: all T for ddpm; 50 for the others)")
     v.add_argument("--seed", type=int, default=0)
@@ -78,7 +81,7 @@ def check_evaluate_args(args) -> None:
     check_positive_int(args.n, flag="--n", minimum=2)
     check_positive_int(args.batch_size, flag="--batch-size")
     check_positive_int(args.n_subsets, flag="--n-subsets", minimum=2)
-    check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=None)
+    check_sampler_flags(sampler=args.sampler or "ddim", steps=args.steps, eta=None)
     check_guidance_flags(args)
     for flag, path in (("--segmenter", args.segmenter),
                        ("--slice-regressor", args.slice_regressor),
@@ -158,6 +161,7 @@ def run_evaluate(args) -> int:
 
     t0 = time.perf_counter()
     pipe = load_model(args.checkpoint, device=args.device)
+    args.sampler = check_sampler_for_model(args.sampler, pipe)
     condition, scale = evaluation_condition(args, pipe)
     segmenter, regressor = check_evaluation_inputs(args, pipe, condition)
     if condition is not None:  # --n against the validate split, before any sampling

@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("sample", help="sample a grid from a checkpoint")
     a.add_argument("--checkpoint", default=None,
                    help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
-    a.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    a.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="default: the model's (ddim for VP diffusion, flow-euler for "
+                        "rectified flow)")
     a.add_argument("--steps", type=int, default=None,
                    help="network calls (default: all T for ddpm, which takes no other value; "
                         "50 for the others)")

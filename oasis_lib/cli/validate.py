@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from ..diffusion.samplers import get_sampler, sampler_names
+from ..diffusion.samplers import get_sampler, sampler_names, samplers_for
 from .errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -118,6 +118,20 @@ def check_positive_float(value, *, flag: str, allow_zero: bool = False) -> None:
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise UsageError(f"{flag} must be a finite number {bound}, got {value}")
+
+
+def check_sampler_for_model(sampler: str | None, pipe) -> str:
+    """The sampler a loaded model runs: ``--sampler``, or its noise process's default; a
+    sampler that does not step the model's process is a usage error naming the ones that do."""
+    process = pipe.process
+    if sampler is None:
+        return process.default_sampler
+    if process.name not in get_sampler(sampler).processes:
+        choices = " or ".join(f"--sampler {n}" for n in samplers_for(process.name))
+        steps = " or ".join(get_sampler(sampler).processes)
+        raise UsageError(f"--sampler {sampler} steps the {steps} process, but this model is "
+                         f"{process.name}: use {choices}")
+    return sampler
 
 
 def check_sampler_flags(*, sampler: str, steps: int | None, eta: float | None,
