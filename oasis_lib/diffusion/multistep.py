@@ -188,8 +188,9 @@ def dpmpp_3m_step(x: Tensor, x0s: list[Tensor], ts: list[int], t_prev: int,
     and the quadratic term of (*) integrates to alpha_t x0'' (h^2/2 - h + 1 - e^{-h}) =
     -2 alpha_t phi_3 D2, hence c = 2 (``d2_coefficient="taylor"``, the default, third order).
     The authors' code and diffusers use c = 1 (``"lu2022"``), which makes the step second order
-    only (tests/diffusion/test_multistep.py measures both). Order 2 is DPM-Solver++(2M) (Lu et al. 2022,
-    Algorithm 2): x_t = (sigma_t / sigma_s) x - alpha_t phi_1 (m_0 + D1_0 / 2); order 1 is DDIM.
+    only (tests/diffusion/test_multistep.py measures both). Order 2 is DPM-Solver++(2M) (Lu et
+    al. 2022, Algorithm 2): x_t = (sigma_t / sigma_s) x - alpha_t phi_1 (m_0 + D1_0 / 2);
+    order 1 is DDIM.
     """
     if d2_coefficient not in D2_COEFFICIENTS:
         raise ValueError(f"unknown d2_coefficient {d2_coefficient!r}; "
