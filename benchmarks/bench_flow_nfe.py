@@ -13,7 +13,8 @@ distance and KID of the 64x64 segmenter's features, as ``bench_recipes.py`` and 
 
     python benchmarks/bench_flow_nfe.py --vp runs/vp64_eq/best.pt --rf runs/rf64_eq/best.pt
 
-The commands that trained the two models are in ``benchmarks/results/flow_nfe.md``.
+The commands that trained the two models and the table are in ``benchmarks/results/flow_nfe.md``
+(``--out`` writes ``flow_nfe_table.md`` and ``flow_nfe.json``).
 """
 
 from __future__ import annotations
