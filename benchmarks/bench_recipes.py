@@ -45,12 +45,17 @@ the real slices, next to the real-vs-real floor.
   translation +-1 pixel, scale +-5%, probability 0.5); the network 4x narrower in parameters
   (half the channels); and it is sampled with our DDIM below, not the tutorial's 1000-step
   DDPM. It needs MONAI (``pip install 'monai[einops]'``, a bench-only dependency).
+* ``rf``: :data:`RF_RECIPE`, ``DEMO_RECIPE`` with the rectified-flow objective of Stable
+  Diffusion 3 (Esser et al. 2024): x_t = (1 - t) x0 + t eps, velocity target, plain MSE (no
+  min-SNR weight), logit-normal t (m = 0, s = 1); the same U-Net, optimiser and EMA as ``cpu``.
+  Sampled with Euler on the flow ODE (``flow-euler``, ``--steps`` steps), the flow's own
+  sampler, where the others use DDIM.
 
 All use 64x64 slices with random flips (the example's ``--random_flip``) and batch 16 except
 MONAI's tutorial, batch 64 (one step then costs about 4 of the others' at equal FLOPs); fp32
 (pinned: ``precision="auto"`` would pick bf16 on a CPU with native bf16), and DDIM with 50
-steps for sampling (the seed itself ran all 500 ancestral steps, the example 1000 DDPM
-steps; one sampler keeps the comparison about training).
+steps for sampling, ``rf`` Euler with 50 (the seed itself ran all 500 ancestral steps, the
+example 1000 DDPM steps; one sampler per objective keeps the comparison about training).
 
     python benchmarks/bench_recipes.py                    # 15 CPU-minutes per recipe, n = 100
     python benchmarks/bench_recipes.py --minutes 2 --n 32 # a quick look
@@ -101,8 +106,13 @@ MONAI_RECIPE = {  # the 2D DDPM tutorial's settings (module docstring), as Train
     "warmup_steps": 0, "ema_decay": 0.0, "batch_size": 64,
     "diffusion": {"schedule": "linear", "timesteps": 1000, "prediction_type": "eps",
                   "loss_type": "mse", "min_snr_gamma": None, "zero_terminal_snr": False}}
+RF_RECIPE = {  # DEMO_RECIPE with the rectified-flow objective (module docstring)
+    "lr": 3e-4, "diffusion": {"noise_process": "rectified-flow", "prediction_type": "velocity",
+                              "min_snr_gamma": None, "time_sampling": "logit-normal"}}
 RECIPES = {"cpu": DEMO_RECIPE, "seed": SEED_RECIPE, "diffusers": DIFFUSERS_RECIPE,
-           "monai": MONAI_RECIPE}
+           "monai": MONAI_RECIPE, "rf": RF_RECIPE}
+#: The sampler of each recipe's samples (``--steps`` of it); DDIM unless named here.
+SAMPLERS = {"rf": "flow-euler"}
 EXTERNAL_LAYOUTS = {"diffusers": DIFFUSERS_LAYOUT, "monai": MONAI_LAYOUT}  # arch="external"
 METRICS = (("frechet_segmenter", "Fréchet (segmenter features)", 1.0, 2),
            ("kid_segmenter", "KID x1e3", 1e3, 2),
@@ -184,15 +194,17 @@ def main(argv=None) -> None:
         wall = time.perf_counter() - t0
         pipe = load_model(work / name / "last.pt", model=network(name, args.seed))  # EMA
         device = pipe.device
+        sampler = SAMPLERS.get(name, "ddim")
         samples, spi = evaluation.generate_samples(
-            pipe, args.n, sampler="ddim", steps=args.steps, seed=args.seed,
+            pipe, args.n, sampler=sampler, steps=args.steps, seed=args.seed,
             batch_size=args.batch_size)
         report = evaluation.evaluate_samples(
             samples, data_root=args.data, segmenter=load_segmenter(device=device),
             out=work / name / "eval", device=device, seed=args.seed, progress=False,
-            meta={"recipe": name, "sampler": "ddim", "steps": args.steps},
+            meta={"recipe": name, "sampler": sampler, "steps": args.steps},
             train_splits=pipe.config.train_splits)  # the run's own: test held out by default
         results[name] = {"params": count_parameters(pipe.model), "steps": result.step,
+                         "sampler": sampler,
                          "config": cfg.to_dict(),
                          "images_per_s": result.images_per_second, "train_wall_seconds": wall,
                          "seconds_per_image": spi, "metrics": report["metrics"]}
@@ -222,8 +234,9 @@ def write(out: Path, results: dict, args, machine: str, load: float) -> None:
                   [str(results[k]["steps"]) for k in names] + [""]),
              line("training images/s", [fmt(results[k]["images_per_s"], digits=1)
                                         for k in names] + [""]),
-             line(f"sampling s/img (DDIM {args.steps})",
-                  [fmt(results[k]["seconds_per_image"]) for k in names] + [""])]
+             line(f"sampling s/img ({args.steps} steps)",
+                  [fmt(results[k]["seconds_per_image"]) for k in names] + [""]),
+             line("sampler", [results[k].get("sampler", "ddim") for k in names] + [""])]
     for key, label, scale, digits in METRICS:
         cells = [results[k]["metrics"][key]["value"] for k in names]
         cells.append(results[names[0]]["metrics"][key]["floor"])

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion.editing import ddim_invert_step
+from ..diffusion.flow_matching import point_mixture_velocity
 from ..diffusion.objectives import min_snr_weight
 from ..diffusion.sampling import ddim_step
 from ..diffusion.schedule import NoiseSchedule
@@ -157,6 +158,22 @@ def _cases_ddim_invert():
 
 def _ref_ddim_invert_step(schedule, x, eps, t, t_next):
     return ddim_invert_step(eps, x, t, t_next, schedule)
+
+
+def _cases_point_velocity():
+    """t = 1 (every weight equal), the middle, near the data (one point dominates); one, two
+    and three points; points far apart (where a softmax without the max shift overflows)."""
+    settings = ((1, 1.0, 1.0), (2, 1.0, 2.0), (2, 0.5, 2.0), (3, 0.3, 1.5), (3, 0.05, 2.0),
+                (2, 0.01, 30.0))
+    for i, (k, t, spread) in enumerate(settings):
+        g = _gen(i)
+        points = spread * torch.randn(k, 2, generator=g, dtype=torch.float64)
+        x = torch.randn(7, 2, generator=g, dtype=torch.float64)
+        yield f"{k} point(s), t={t}, x [7, 2]", (x, t, points)
+
+
+def _ref_point_velocity(x, t, points):
+    return point_mixture_velocity(x, t, points)
 
 
 def _cases_cfg():

@@ -25,6 +25,7 @@ exercise               the reader writes                                        
 ``latent_kl``          KL(N(mu, diag(e^logvar)) || N(0, I)) per item (VAE, LDM)       08
 ``mask_onehot``        the mask as CSF/grey/white one-hot channels + a presence flag  09
 ``ddim_invert_step``   one DDIM step run forward, t -> t_next (Song et al. eq. 12)     10
+``point_velocity``     the exact flow velocity (x - E[x0 | x_t = x]) / t of point data 11
 =====================  ============================================================  ========
 
 Conventions as in the library: images ``[B, C, H, W]``, timesteps 0-based long ``[B]`` (``t = -1``
@@ -55,6 +56,7 @@ from .cases import (  # the cases and reference answers of each checker
     _cases_mask_onehot,
     _cases_min_snr_v,
     _cases_nearest,
+    _cases_point_velocity,
     _cases_posterior,
     _cases_q_sample,
     _cases_tissue_fractions,
@@ -68,6 +70,7 @@ from .cases import (  # the cases and reference answers of each checker
     _ref_mask_onehot,
     _ref_min_snr_v,
     _ref_nearest_rms,
+    _ref_point_velocity,
     _ref_posterior,
     _ref_q_sample,
 )
@@ -83,6 +86,7 @@ from .solutions import (  # noqa: F401 - re-exported: exercises.solution_<name>
     solution_mask_onehot,
     solution_min_snr_v,
     solution_nearest_rms,
+    solution_point_velocity,
     solution_posterior,
     solution_q_sample,
     solution_sinusoidal_embedding,
@@ -163,6 +167,9 @@ EXERCISES: dict[str, Exercise] = {e.name: e for e in (
     Exercise("ddim_invert_step", "fn(schedule, x, eps, t, t_next) -> x_{t_next} (DDIM run "
              "forward, eta = 0; t = -1 is the clean image)", _cases_ddim_invert,
              _ref_ddim_invert_step, solution_ddim_invert_step, atol=1e-4, rtol=1e-4),
+    Exercise("point_velocity", "fn(x, t, points) -> [N, D]: the exact velocity v(x, t) of the "
+             "straight path when the data are the equally likely points", _cases_point_velocity,
+             _ref_point_velocity, solution_point_velocity, atol=1e-6, rtol=1e-6),
 )}
 
 
@@ -259,3 +266,4 @@ check_nearest_rms = _checker("nearest_rms")
 check_latent_kl = _checker("latent_kl")
 check_mask_onehot = _checker("mask_onehot")
 check_ddim_invert_step = _checker("ddim_invert_step")
+check_point_velocity = _checker("point_velocity")

@@ -140,3 +140,13 @@ def solution_mask_onehot(mask: Tensor, present: Tensor) -> Tensor:
     flag = torch.ones_like(classes[:, :1])                                # [B, 1, H, W]
     keep = present.float()[:, None, None, None]                           # [B, 1, 1, 1]
     return torch.cat([classes, flag], dim=1) * keep
+
+
+def solution_point_velocity(x: Tensor, t: float, points: Tensor) -> Tensor:
+    """The exact velocity of the straight path when the data are the equally likely ``points``
+    [K, D]: each point's weight is its Gaussian likelihood N(x; (1 - t) mu_k, t^2 I), normalised
+    over the points (a softmax of -|x - (1 - t) mu_k|^2 / (2 t^2)); then
+    v = (x - sum_k w_k mu_k) / t."""
+    sq = ((x[:, None, :] - (1 - t) * points[None]) ** 2).sum(-1)  # [N, K]
+    w = torch.softmax(-sq / (2 * t**2), dim=1)
+    return (x - w @ points) / t

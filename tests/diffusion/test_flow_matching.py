@@ -13,7 +13,9 @@ from oasis_lib.diffusion.flow_matching import (
     flow_sigmas,
     flow_velocity,
     heun_flow_step,
+    integrate_flow,
     logit_normal_density,
+    point_mixture_velocity,
     sample_flow_time,
     shift_time,
 )
@@ -102,3 +104,74 @@ def test_euler_and_heun_converge_at_their_order(heun, order):
                                 heun=heun) - exact).abs().max()) for n in (8, 16, 32, 64)]
     rates = [float(np.log2(errors[i] / errors[i + 1])) for i in range(len(errors) - 1)]
     assert all(abs(r - order) < 0.25 for r in rates[1:]), (errors, rates)
+
+
+# ---------------------------------------------------------------------------- point data
+def test_point_velocity_of_one_point_is_the_straight_line_to_it():
+    """One data point mu: E[x0 | x_t] = mu, so v = (x - mu) / t, and Euler lands on mu in one
+    step from any start."""
+    mu = torch.tensor([[1.5, -0.5]], dtype=torch.float64)
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in (1.0, 0.4, 0.01):
+        torch.testing.assert_close(point_mixture_velocity(x, t, mu), (x - mu) / t)
+    end = integrate_flow(lambda z, t: point_mixture_velocity(z, t, mu), x, 1)[-1]
+    torch.testing.assert_close(end, mu.expand(5, 2))
+
+
+def test_point_velocity_at_t1_points_to_the_mean_so_one_step_lands_on_it():
+    points = torch.tensor([[-2.0, -1.0], [2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+    weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mean = weights @ points
+    torch.testing.assert_close(point_mixture_velocity(x, 1.0, points, weights), x - mean)
+    end = integrate_flow(lambda z, t: point_mixture_velocity(z, t, points, weights), x, 1)[-1]
+    torch.testing.assert_close(end, mean.expand(6, 2))
+
+
+def test_the_exact_field_carries_noise_to_the_data_in_proportion():
+    """The marginal field transports N(0, I) to the data distribution (Lipman et al. 2023,
+    Theorem 1): with many Euler steps every start ends on a data point, and the share ending on
+    each point is its weight (4,000 starts: binomial sd about 0.007)."""
+    points = torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    weights = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    x1 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    end = integrate_flow(lambda z, t: point_mixture_velocity(z, t, points, weights), x1, 400)[-1]
+    dist = torch.cdist(end, points)
+    assert float(dist.min(dim=1).values.max()) < 1e-3
+    share = (dist.argmin(dim=1) == 1).double().mean()
+    assert abs(float(share) - 0.75) < 0.03
+
+
+def test_point_velocity_refuses_bad_input():
+    x, pts = torch.zeros(3, 2), torch.zeros(2, 2)
+    with pytest.raises(ValueError, match=r"t must be in \(0, 1\]"):
+        point_mixture_velocity(x, 0.0, pts)
+    with pytest.raises(ValueError, match="must share D"):
+        point_mixture_velocity(x, 0.5, torch.zeros(2, 3))
+
+
+def test_blob_velocity_of_one_blob_is_the_gaussian_closed_form():
+    """One Gaussian blob N(mu, std^2 I): the field is linear in x (the closed form of the
+    samplers' order test, tests/diffusion/test_rectified_flow.py), an independent check of the
+    blob's posterior mean and of the weights' variance."""
+    mu, std = torch.tensor([[0.4, -0.7]], dtype=torch.float64), 0.3
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for t in (1.0, 0.6, 0.2, 0.01):
+        a, b = 1 - t, t
+        want = -mu + (b - a * std**2) / (a**2 * std**2 + b**2) * (x - a * mu)
+        torch.testing.assert_close(point_mixture_velocity(x, t, mu, std=std), want)
+
+
+def test_blobs_carry_noise_to_their_spread():
+    """Two blobs with std 0.3: many Euler steps end in the blobs with their spread; one step
+    and two steps (diffusers' grid: 1 -> 0.001 -> 0) end near the mean, between the blobs."""
+    points = torch.tensor([[-2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    x1 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    field = lambda z, t: point_mixture_velocity(z, t, points, std=0.3)  # noqa: E731
+    end = integrate_flow(field, x1, 400)[-1]
+    off = end - points[end[:, 0].gt(0).long()]  # from the nearer centre
+    assert abs(float(off.std()) - 0.3) < 0.02
+    assert abs(float(end[:, 0].gt(0).double().mean()) - 0.5) < 0.03
+    for steps in (1, 2):
+        few = integrate_flow(field, x1, steps)[-1]
+        assert float(few.norm(dim=1).mean()) < 0.05

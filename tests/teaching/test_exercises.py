@@ -63,6 +63,9 @@ WRONG = {
     "ddim_invert_step": lambda s, x, e, t, tn: s.alpha_bar[tn].sqrt()
     * ((x - (1 - s.alpha_bar[t]).sqrt() * e) / s.alpha_bar[t].sqrt())
     + (1 - s.alpha_bar[tn]).sqrt() * e,
+    # the weights of the noise-free data points, (x - mu_k) instead of (x - (1 - t) mu_k)
+    "point_velocity": lambda x, t, p: (x - torch.softmax(
+        -((x[:, None] - p[None]) ** 2).sum(-1) / (2 * t**2), dim=1) @ p) / t,
 }
 
 
