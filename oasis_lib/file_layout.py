@@ -9,6 +9,10 @@ export_safetensors`: weights, and a JSON config in the metadata) of one of three
 * a latent diffusion model: the same, plus its autoencoder carried inside (keys prefixed
   ``autoencoder.``, the autoencoder's config under ``autoencoder_config``; the run's
   ``autoencoder`` path set to None: the file needs no other);
+* either of those may carry its default sampler and step count under ``sampling_defaults``
+  (``{"sampler": NAME, "steps": K or null}``, issue 26; checked by
+  :class:`~oasis_lib.diffusion.sampling_defaults.SamplingDefaults` on export and on load); a
+  file without the key samples with its noise process's default sampler, as before;
 * an autoencoder: its weights, ``kind="autoencoder"``, its config under ``autoencoder`` and
   the training run's config under ``run``.
 
@@ -29,6 +33,7 @@ from .checkpoint import CheckpointError, export_safetensors, load_safetensors
 AUTOENCODER_KIND = "autoencoder"  # metadata "kind" of an exported autoencoder
 AUTOENCODER_PREFIX = "autoencoder."  # its keys inside a latent diffusion export
 BUNDLED_CONFIG = "autoencoder_config"  # the bundled autoencoder's config, in a latent export
+SAMPLING_DEFAULTS = "sampling_defaults"  # a diffusion export's default sampler and steps
 
 #: What each kind of run's config has that the other's lacks.
 RUN_MARKERS = {"diffusion": "diffusion", "autoencoder": "crop_size"}
@@ -43,11 +48,16 @@ def run_kind(config: dict) -> str | None:
 def write_model_export(path: str | os.PathLike, state: dict[str, torch.Tensor], config: dict,
                        *, autoencoder: torch.nn.Module | None = None,
                        scale_factor: float | None = None,
-                       dtype: torch.dtype = torch.float16) -> Path:
+                       dtype: torch.dtype = torch.float16,
+                       sampling_defaults: dict | None = None) -> Path:
     """A diffusion model's export: ``state`` (the U-Net's) and the run's ``config`` (a dict);
     a latent model's ``autoencoder`` goes inside the same file (and ``scale_factor``, when
-    given, replaces the config's ``latent_scale_factor``)."""
+    given, replaces the config's ``latent_scale_factor``); ``sampling_defaults`` (a checked
+    ``SamplingDefaults.to_dict()``), when given, beside the config."""
     state, config = dict(state), dict(config)
+    config.pop(SAMPLING_DEFAULTS, None)
+    if sampling_defaults is not None:
+        config[SAMPLING_DEFAULTS] = dict(sampling_defaults)
     if autoencoder is not None:  # one file carries both networks
         state |= {AUTOENCODER_PREFIX + k: v for k, v in autoencoder.state_dict().items()}
         config |= {"autoencoder": None, BUNDLED_CONFIG: autoencoder.config.to_dict()}
@@ -61,22 +71,25 @@ def _bundled(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[n:]: v for k, v in state.items() if k.startswith(AUTOENCODER_PREFIX)}
 
 
-def read_model_export(path: str | os.PathLike
-                      ) -> tuple[dict[str, torch.Tensor], dict, tuple[dict, dict] | None]:
-    """``(U-Net state, run config, bundled)`` of a diffusion model's export, ``bundled`` being
-    ``(autoencoder state, autoencoder config dict)`` for a latent model, else None. A file
-    without a config, or an autoencoder's, raises :class:`CheckpointError`."""
+def read_model_export(path: str | os.PathLike) -> tuple[
+        dict[str, torch.Tensor], dict, tuple[dict, dict] | None, dict | None]:
+    """``(U-Net state, run config, bundled, sampling defaults)`` of a diffusion model's
+    export, ``bundled`` being ``(autoencoder state, autoencoder config dict)`` for a latent
+    model, else None; ``sampling defaults`` the dict under ``sampling_defaults`` (None for a
+    file without). A file without a config, or an autoencoder's, raises
+    :class:`CheckpointError`."""
     state, config = load_safetensors(path)
     if not config:
         raise CheckpointError(f"{path} carries no oasis_lib config in its metadata")
     if config.get("kind") == AUTOENCODER_KIND:
         raise CheckpointError(f"{path} is an autoencoder, not a diffusion model: pass it as "
                               "`train --autoencoder` or to load_autoencoder()")
+    defaults = config.pop(SAMPLING_DEFAULTS, None)
     ae_config = config.pop(BUNDLED_CONFIG, None)
     if ae_config is None:
-        return state, config, None
+        return state, config, None, defaults
     unet = {k: v for k, v in state.items() if not k.startswith(AUTOENCODER_PREFIX)}
-    return unet, config, (_bundled(state), ae_config)
+    return unet, config, (_bundled(state), ae_config), defaults
 
 
 def write_autoencoder_export(path: str | os.PathLike, autoencoder: torch.nn.Module, *,

@@ -18,7 +18,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, load_state_strict
 from .config import EXTERNAL_ARCH, TrainConfig
 from .device import get_device
-from .diffusion.pipeline import DiffusionPipeline
+from .diffusion.pipeline import DiffusionPipeline, SamplingDefaults
 from .file_layout import read_model_export, run_kind
 from .models.autoencoder import AutoencoderKL
 from .models.factory import build_model, build_pipeline, build_schedule
@@ -51,13 +51,16 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
         autoencoder: for a latent run's ``.pt`` whose autoencoder moved, its new place;
             accepted only if it holds the weights the run trained with (:func:`run_autoencoder`).
 
-    The pipeline's ``config`` is the run's :class:`~oasis_lib.config.TrainConfig`.
+    The pipeline's ``config`` is the run's :class:`~oasis_lib.config.TrainConfig`; its
+    ``sampling_defaults`` are the export's default sampler and steps (issue 26; checked against
+    the model's noise process here: a bad value raises :class:`CheckpointError` naming them),
+    None for a file without them and for a ``.pt`` training checkpoint.
     """
     path = Path(path) if path is not None else shipped_checkpoint(DEMO_CHECKPOINT.name)
     dev = get_device(device)
-    moved, autoencoder = autoencoder, None
+    moved, autoencoder, defaults = autoencoder, None, None
     if path.suffix == ".safetensors":
-        state, cfg_dict, bundled = read_model_export(path)
+        state, cfg_dict, bundled, defaults = read_model_export(path)
         if bundled is not None:  # a latent model exported with its autoencoder
             autoencoder = AutoencoderKL(autoencoder_config(bundled[1]))
             load_state_strict(autoencoder, bundled[0], source=f"{path} (autoencoder)")
@@ -100,4 +103,10 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
             f"{path} holds an arch {config.arch!r} model, which the library builds: drop model=")
     pipe = build_pipeline(config, autoencoder=autoencoder, warn=False, model=model)
     load_state_strict(pipe.model, state, source=str(path))
+    if defaults is not None:
+        try:
+            pipe.sampling_defaults = SamplingDefaults.from_dict(defaults).check(pipe.process)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: its sampling defaults {defaults} cannot run: "
+                                  f"{err}") from err
     return pipe.to(dev).eval()

@@ -25,7 +25,7 @@ from .validate import (
     check_positive_float,
     check_positive_int,
     check_sampler_flags,
-    check_sampler_for_model,
+    check_sampling_for_model,
     check_writable_parent,
 )
 
@@ -35,8 +35,9 @@ def _eta_given(args) -> float | None:
     return None if eta in (None, 0.0) else eta
 
 
-def check_sample_args(args, pipe=None) -> None:
-    """``sample``: before loading (``pipe`` None), then against the loaded pipeline."""
+def check_sample_args(args, pipe=None):
+    """``sample``: before loading (``pipe`` None), then against the loaded pipeline (the
+    sampler and steps resolved with the file's defaults: the returned ``SamplingChoice``)."""
     if pipe is None:
         check_input_checkpoint(args.checkpoint)
         check_positive_int(args.n, flag="--n")
@@ -50,13 +51,14 @@ def check_sample_args(args, pipe=None) -> None:
         check_sampler_flags(sampler=args.sampler or "ddim", steps=args.steps,
                             eta=_eta_given(args))
         check_condition_flags(args)
-        return
-    args.sampler = check_sampler_for_model(args.sampler, pipe)
+        return None
+    choice = check_sampling_for_model(args, pipe)  # flags, else the file's defaults
     check_sampler_flags(sampler=args.sampler, steps=args.steps, eta=_eta_given(args),
                         timesteps=pipe.schedule.T)
     if pipe.device.type == "cpu":
         check_memory(pipe.model, shape=tuple(pipe.sample_shape), batch=args.n, training=False,
                      flag="--n")
+    return choice
 
 
 def check_segmenter_args(args) -> None:

@@ -29,7 +29,7 @@ from .validate import (
     check_input_checkpoint,
     check_positive_int,
     check_sampler_flags,
-    check_sampler_for_model,
+    check_sampling_for_model,
     check_writable_parent,
 )
 
@@ -46,10 +46,11 @@ def add_evaluate_parser(sub) -> None:
                    help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
     v.add_argument("--n", type=int, default=500, help="number of samples (default 500)")
     v.add_argument("--sampler", default=None, choices=SAMPLERS,
-                   help="default: the model's (ddim for VP diffusion, flow-euler for "
-                        "rectified flow)")
+                   help="default: the file's default sampler if it carries one, else the "
+                        "model's (ddim for VP diffusion, flow-euler for rectified flow)")
     v.add_argument("--steps", type=int, default=None,
-                   help="network calls (default: all T for ddpm; 50 for the others)")
+                   help="network calls (default: the file's default steps with its sampler; "
+                        "else all T for ddpm, 50 for the VP samplers, 20 for the flow ones)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--condition", default=None, choices=CONDITION_SOURCES,
                    help="conditional models: condition the samples on the masks and slice "
@@ -161,7 +162,8 @@ def run_evaluate(args) -> int:
 
     t0 = time.perf_counter()
     pipe = load_model(args.checkpoint, device=args.device)
-    args.sampler = check_sampler_for_model(args.sampler, pipe)
+    choice = check_sampling_for_model(args, pipe)  # the flags, else the file's defaults
+    print(f"sampling with {choice.describe(pipe.process)}")
     condition, scale = evaluation_condition(args, pipe)
     segmenter, regressor = check_evaluation_inputs(args, pipe, condition)
     if condition is not None:  # --n against the validate split, before any sampling

@@ -17,6 +17,12 @@ renamed to ``--out``: a file at ``--out`` is always one that can be read.
 
 A latent run bundles the autoencoder it trained with, found and checked by its content hash
 (:func:`oasis_lib.pretrained.run_autoencoder`; ``--autoencoder FILE`` if it moved).
+
+``--default-sampler NAME --default-steps K`` (issue 26) write the sampler and step count the
+file samples with when not told otherwise (``sampling_defaults`` in its metadata:
+:mod:`oasis_lib.diffusion.sampling_defaults`); ``--default-steps`` alone keeps the model's
+process's default sampler. Both are checked against the run's noise process before anything is
+written (an unknown sampler, one of another process, a step count it refuses).
 """
 
 from __future__ import annotations
@@ -28,11 +34,36 @@ from ..checkpoint import CheckpointError, load_checkpoint, writing
 from ..file_layout import run_kind, write_model_export
 from .errors import UsageError
 from .guard import check_no_replace
-from .validate import check_output_file
+from .validate import check_output_file, check_positive_int
+
+
+def export_sampling_defaults(args, config: dict, *, source: Path) -> dict | None:
+    """``--default-sampler``/``--default-steps`` as the ``sampling_defaults`` of the file
+    (None when neither is given), checked against the noise process of the run's ``config``;
+    a value it refuses is a :class:`UsageError` naming the flags."""
+    sampler, steps = args.default_sampler, args.default_steps
+    if sampler is None and steps is None:
+        return None
+    if run_kind(config) != "diffusion":
+        raise UsageError(f"--default-sampler/--default-steps given, but {source} is not a "
+                         "diffusion run (an autoencoder samples nothing); drop them")
+    from ..config import TrainConfig
+    from ..diffusion.processes import get_noise_process
+    from ..diffusion.sampling_defaults import SamplingDefaults
+
+    d = TrainConfig.from_dict(config).diffusion
+    process = get_noise_process(d.noise_process).from_config(d, warn=False)
+    try:
+        defaults = SamplingDefaults(sampler or process.default_sampler, steps).check(process)
+    except ValueError as err:
+        flags = " ".join(f"{f} {v}" for f, v in (("--default-sampler", sampler),
+                                                  ("--default-steps", steps)) if v is not None)
+        raise UsageError(f"{flags}: {err}") from err
+    return defaults.to_dict()
 
 
 def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool, source: Path,
-           moved: str | None = None) -> None:
+           moved: str | None = None, sampling_defaults: dict | None = None) -> None:
     from ..pretrained import export_autoencoder, load_autoencoder, load_model, run_autoencoder
 
     shared = {"out_dir": f"runs/{Path(config['out_dir']).name}"}  # not this machine's path
@@ -51,7 +82,8 @@ def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool, sourc
     if config.get("autoencoder"):  # a latent run: carry the autoencoder inside the file,
         # the one it trained with (found and checked by content), never another at its path
         autoencoder = run_autoencoder(config, run_path=source, override=moved, device="cpu")[0]
-    write_model_export(tmp, state, {**config, **shared}, autoencoder=autoencoder)
+    write_model_export(tmp, state, {**config, **shared}, autoencoder=autoencoder,
+                       sampling_defaults=sampling_defaults)
     load_model(tmp, device="cpu")  # what `sample --checkpoint OUT` will do
 
 
@@ -62,6 +94,7 @@ def run_export(args) -> int:
                          "reads a training checkpoint (last.pt or best.pt of a run)")
     check_output_file(out, flag="--out", suffixes=(".safetensors",), inputs=(source,))
     check_no_replace(out, overwrite=args.overwrite)
+    check_positive_int(args.default_steps, flag="--default-steps")
     ckpt = load_checkpoint(source)
     if args.autoencoder is not None and not ckpt["config"].get("autoencoder"):
         raise UsageError(f"--autoencoder {args.autoencoder} given, but {source} is not a latent "
@@ -79,11 +112,12 @@ def run_export(args) -> int:
     if config.get("latent_cache_dir"):  # (a speed knob: where this machine kept its latents)
         config["latent_cache_dir"] = f"runs/{Path(config['latent_cache_dir']).name}"
     autoencoder_run = run_kind(config) == "autoencoder"
+    defaults = export_sampling_defaults(args, config, source=source)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.export.safetensors")
     try:
         with writing(out):  # a full disk names OUT, not its temporary file
             _write(state, config, tmp, autoencoder_run=autoencoder_run, source=source,
-                   moved=args.autoencoder)
+                   moved=args.autoencoder, sampling_defaults=defaults)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -91,6 +125,9 @@ def run_export(args) -> int:
     what = ("autoencoder" if autoencoder_run
             else "latent diffusion + autoencoder" if ckpt["config"].get("autoencoder")
             else "diffusion")
+    said = ("" if defaults is None else f"; samples with {defaults['sampler']}, "
+            f"{'its default' if defaults['steps'] is None else defaults['steps']} steps "
+            "unless told otherwise")
     print(f"wrote {'live' if args.live else 'EMA'} {what} weights of step {ckpt['step']} to "
-          f"{out} (fp16, {size_mb:.1f} MB)")
+          f"{out} (fp16, {size_mb:.1f} MB){said}")
     return 0

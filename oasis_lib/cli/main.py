@@ -108,7 +108,7 @@ def _cmd_sample(args) -> int:
     from .conditional import condition_from_args
 
     pipe = load_model(args.checkpoint, device=args.device, autoencoder=args.autoencoder)
-    check_sample_args(args, pipe)  # steps against T, --n against memory, before sampling
+    choice = check_sample_args(args, pipe)  # flags or the file's defaults; --n against memory
     cond = condition_from_args(args, pipe)  # --mask/--slice read and checked against the model
     device = pipe.device
     t0 = time.perf_counter()
@@ -121,7 +121,7 @@ def _cmd_sample(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(x, out, nrow=args.nrow or int(args.n ** 0.5 + 0.5), padding=2, pad_value=1.0)
-    print(f"wrote {out} ({args.n} samples, {args.sampler}, "
+    print(f"wrote {out} ({args.n} samples; {choice.describe(pipe.process)}; "
           f"{time.perf_counter() - t0:.1f} s on {device.type})")
     if args.individual:
         folder = out.with_suffix("")
@@ -192,11 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--checkpoint", default=None,
                    help="a .pt or .safetensors file (default: the shipped demo checkpoint)")
     a.add_argument("--sampler", default=None, choices=SAMPLERS,
-                   help="default: the model's (ddim for VP diffusion, flow-euler for "
-                        "rectified flow)")
+                   help="default: the file's default sampler if it carries one, else the "
+                        "model's (ddim for VP diffusion, flow-euler for rectified flow)")
     a.add_argument("--steps", type=int, default=None,
-                   help="network calls (default: all T for ddpm, which takes no other value; "
-                        "50 for the others)")
+                   help="network calls (default: the file's default steps with its sampler; "
+                        "else all T for ddpm, which takes no other value, 50 for the VP "
+                        "samplers, 20 for the flow samplers)")
     a.add_argument("--spacing", default="trailing", choices=SPACINGS,
                    help="timestep spacing for steps < T (default trailing; karras, which the "
                         "multistep solvers accept, scores best in benchmarks/results/samplers.md)")
@@ -225,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--autoencoder", default=None, metavar="FILE",
                    help="a latent run whose autoencoder moved: its new place (accepted only if "
                         "it holds the weights the run trained with)")
+    e.add_argument("--default-sampler", default=None, choices=SAMPLERS, metavar="NAME",
+                   help="the sampler the file samples with unless told otherwise (sample, "
+                        "evaluate, load_model(FILE).sample); one of its process's")
+    e.add_argument("--default-steps", type=int, default=None, metavar="K",
+                   help="the file's default network calls (with --default-sampler, or the "
+                        "model's default sampler)")
     e.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="the whole pipeline in minutes on a CPU (make demo)")

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from ..diffusion.samplers import get_sampler, sampler_names, samplers_for
+from ..diffusion.sampling_defaults import SamplingChoice, resolve_sampling
 from .errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -132,6 +133,20 @@ def check_sampler_for_model(sampler: str | None, pipe) -> str:
         raise UsageError(f"--sampler {sampler} steps the {steps} process, but this model is "
                          f"{process.name}: use {choices}")
     return sampler
+
+
+def check_sampling_for_model(args, pipe) -> SamplingChoice:
+    """``--sampler``/``--steps`` of ``sample`` and ``evaluate`` against a loaded model: a given
+    sampler must step its process (:func:`check_sampler_for_model`); then the flags win, else
+    the file's ``sampling_defaults`` (its steps only with its own sampler), else the process's
+    default sampler (:func:`~oasis_lib.diffusion.sampling_defaults.resolve_sampling`). Sets
+    ``args.sampler`` and ``args.steps`` to the choice and returns it (``describe`` says where
+    each came from)."""
+    check_sampler_for_model(args.sampler, pipe)
+    choice = resolve_sampling(getattr(pipe, "sampling_defaults", None), pipe.process,
+                              args.sampler, args.steps)
+    args.sampler, args.steps = choice.sampler, choice.steps
+    return choice
 
 
 def check_sampler_flags(*, sampler: str, steps: int | None, eta: float | None,

@@ -46,6 +46,7 @@ from .processes.base import NoiseProcess
 from .processes.vp import VPProcess
 from .respacing import RespacedModel, respace
 from .sampling import SampleResult, sample
+from .sampling_defaults import SamplingDefaults, resolve_sampling
 from .schedule import NoiseSchedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -74,6 +75,9 @@ class DiffusionPipeline:
             None: ``VPProcess(schedule)`` (``models.factory.build_pipeline`` builds the one
             ``config`` names). A VP process always runs on ``schedule`` (also after
             ``pipe.schedule = ...``).
+        sampling_defaults (SamplingDefaults or None): the sampler and steps ``sample`` uses
+            when not told (:mod:`.sampling_defaults`; a model file's, read by ``load_model``
+            and written by :meth:`save`); None: the process's default sampler.
     """
 
     model: nn.Module
@@ -87,6 +91,7 @@ class DiffusionPipeline:
     condition: Any = None
     config: Any = None
     noise_process: NoiseProcess | None = None
+    sampling_defaults: SamplingDefaults | None = None
 
     def __post_init__(self) -> None:
         self.process.check_prediction_type(self.prediction_type)
@@ -109,6 +114,8 @@ class DiffusionPipeline:
                                  f"{cfg.extra_conditions!r})")
         if not self.scale_factor > 0:
             raise ValueError(f"scale_factor must be > 0, got {self.scale_factor!r}")
+        if self.sampling_defaults is not None:  # its sampler steps this process, its steps fit
+            self.sampling_defaults.check(self.process)
 
     @property
     def process(self) -> NoiseProcess:
@@ -263,11 +270,12 @@ class DiffusionPipeline:
         Args:
             n (int): how many images (>= 1).
             sampler (str or None): one of ``SAMPLERS`` that steps the pipeline's process;
-                None: the process's ``default_sampler`` (``"ddim"`` for VP, ``"flow-euler"``
-                for rectified flow).
-            steps (int or None): network calls; ``None`` = the sampler's default (all T for
-                ddpm, which accepts no other value; 50 for the fast VP samplers, 20 for the
-                flow samplers).
+                None: :attr:`sampling_defaults`' sampler (a model file's), else the process's
+                ``default_sampler`` (``"ddim"`` for VP, ``"flow-euler"`` for rectified flow).
+            steps (int or None): network calls; ``None`` = :attr:`sampling_defaults`' steps
+                if the sampler is the defaults' own (they never pass to another sampler),
+                else the sampler's default (all T for ddpm, which accepts no other value; 50
+                for the fast VP samplers, 20 for the flow samplers).
             eta (float, default 0): DDIM's stochasticity (only for ``"ddim"``).
             generator (torch.Generator or None): CPU generator of every draw.
             return_intermediates (bool): return the chain as a :class:`SampleResult` (its
@@ -291,7 +299,8 @@ class DiffusionPipeline:
                             guidance_rescale=guidance_rescale, batch_size=int(n))
         device = next(net.parameters()).device if isinstance(net, nn.Module) and any(
             True for _ in net.parameters()) else self.device
-        sampler = self.process.default_sampler if sampler is None else sampler
+        choice = resolve_sampling(self.sampling_defaults, self.process, sampler, steps)
+        sampler, steps = choice.sampler, choice.steps
         out = sample(net, self.process, (int(n), *self.sample_shape), sampler=sampler,
                      steps=steps, eta=eta, prediction_type=self.prediction_type,
                      clip_x0=clip_x0 if self.autoencoder is None else False, spacing=spacing,
@@ -362,13 +371,16 @@ class DiffusionPipeline:
     def save(self, path, *, dtype: torch.dtype = torch.float16):
         """Write the network's weights and the run's config to one safetensors file that
         :func:`oasis_lib.pretrained.load_model` reads (fp16 by default); a latent pipeline's
-        autoencoder goes inside the same file (:mod:`oasis_lib.file_layout`)."""
+        autoencoder goes inside the same file (:mod:`oasis_lib.file_layout`), and so do its
+        :attr:`sampling_defaults`."""
         if self.config is None:
             raise ValueError("this pipeline has no config to save with its weights; build it "
                              "with oasis_lib.models.factory.build_pipeline(config)")
+        defaults = self.sampling_defaults
         return write_model_export(path, self.model.state_dict(), self.config.to_dict(),
                                   autoencoder=self.autoencoder, scale_factor=self.scale_factor,
-                                  dtype=dtype)
+                                  dtype=dtype,
+                                  sampling_defaults=defaults and defaults.to_dict())
 
 
 def _with_condition(net: Callable[..., Tensor], condition: Condition) -> Denoiser:

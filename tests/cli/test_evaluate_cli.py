@@ -140,3 +140,19 @@ def test_misuse_is_refused_in_one_line_before_sampling(files, capsys, model, fla
     assert lines[0].startswith("error: ")
     assert re.search(expected, lines[0]), lines[0]
     assert not out.exists()
+
+
+def test_evaluate_uses_the_file_sampling_defaults(files, capsys):
+    from oasis_lib.diffusion.sampling_defaults import SamplingDefaults
+
+    pipe = load_model(files["plain"], device="cpu")
+    pipe.sampling_defaults = SamplingDefaults("dpm++2m", 2)
+    fast = pipe.save(files["dir"] / "fast.safetensors")
+    out = files["dir"] / "ev_defaults"
+    argv = [a for a in _argv(files, "plain", out) if a not in ("--steps", "2")]
+    argv[argv.index(str(files["plain"]))] = str(fast)
+    assert main(argv) == 0
+    assert ("sampling with sampler dpm++2m (the file's default), 2 steps (the file's default)"
+            in capsys.readouterr().out)
+    meta = json.loads((out / "report.json").read_text())["meta"]
+    assert (meta["sampler"], meta["steps"]) == ("dpm++2m", 2)
