@@ -10,7 +10,7 @@ export_safetensors`: weights, and a JSON config in the metadata) of one of three
   ``autoencoder.``, the autoencoder's config under ``autoencoder_config``; the run's
   ``autoencoder`` path set to None: the file needs no other);
 * either of those may carry its default sampler and step count under ``sampling_defaults``
-  (``{"sampler": NAME, "steps": K or null}``, issue 26; checked by
+  (``{"sampler": NAME, "steps": K or null}``; checked by
   :class:`~oasis_lib.diffusion.sampling_defaults.SamplingDefaults` on export and on load); a
   file without the key samples with its noise process's default sampler, as before;
 * an autoencoder: its weights, ``kind="autoencoder"``, its config under ``autoencoder`` and

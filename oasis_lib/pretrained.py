@@ -52,7 +52,7 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
             accepted only if it holds the weights the run trained with (:func:`run_autoencoder`).
 
     The pipeline's ``config`` is the run's :class:`~oasis_lib.config.TrainConfig`; its
-    ``sampling_defaults`` are the export's default sampler and steps (issue 26; checked against
+    ``sampling_defaults`` are the export's default sampler and steps (checked against
     the model's noise process here: a bad value raises :class:`CheckpointError` naming them),
     None for a file without them and for a ``.pt`` training checkpoint.
     """

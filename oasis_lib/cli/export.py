@@ -18,7 +18,7 @@ renamed to ``--out``: a file at ``--out`` is always one that can be read.
 A latent run bundles the autoencoder it trained with, found and checked by its content hash
 (:func:`oasis_lib.pretrained.run_autoencoder`; ``--autoencoder FILE`` if it moved).
 
-``--default-sampler NAME --default-steps K`` (issue 26) write the sampler and step count the
+``--default-sampler NAME --default-steps K`` write the sampler and step count the
 file samples with when not told otherwise (``sampling_defaults`` in its metadata:
 :mod:`oasis_lib.diffusion.sampling_defaults`); ``--default-steps`` alone keeps the model's
 process's default sampler. Both are checked against the run's noise process before anything is

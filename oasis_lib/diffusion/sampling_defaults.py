@@ -1,4 +1,4 @@
-"""The sampler and step count a model file carries (issue 26): ``load_model(FILE).sample(16)``
+"""The sampler and step count a model file carries: ``load_model(FILE).sample(16)``
 and ``sample --checkpoint FILE`` use them unless told otherwise.
 
 A :class:`SamplingDefaults` is what a model's author knows best: the sampler and the number of
@@ -7,8 +7,8 @@ is written into an export's metadata (``python -m oasis_lib export --default-sam
 --default-steps K``, or ``pipe.save`` of a pipeline holding one) and read back by
 :func:`oasis_lib.pretrained.load_model` as ``pipe.sampling_defaults``; both sides check it
 against the model's noise process (:meth:`SamplingDefaults.check`). A file without it (every
-file written before issue 26) samples as before: the process's ``default_sampler`` and that
-sampler's ``default_steps``.
+file written before this record existed) samples as before: the process's ``default_sampler``
+and that sampler's ``default_steps``.
 
 The rule of :func:`resolve_sampling` (what :meth:`DiffusionPipeline.sample` and the CLI run):
 

@@ -69,7 +69,8 @@ def test_few_step_slider_redraws(pipe):
     pytest.importorskip("ipywidgets")
     x_T = torch.randn(1, *pipe.sample_shape)
     slider = flow.few_step_slider(pipe, x_T, hi=4)
-    assert slider.children[0].max == 4 and slider.children[0].value == 1
+    assert slider.children[0].max == 4
+    assert slider.children[0].value == 1
 
 
 def test_toy_trajectories_start_at_the_starts_and_one_step_ends_on_the_mean():
@@ -91,5 +92,6 @@ def test_nfe_table_reads_the_benchmark_json(tmp_path):
     path.write_text(json.dumps({"argv": {"n": 128}, "results": rows}))
     table = flow.nfe_table(path).splitlines()
     assert table[0].split("|")[1].strip() == "NFE 4"
-    assert table[2].startswith("heun") and "0.580 /  4.00 ( 7)" in table[2]
+    assert table[2].startswith("heun")
+    assert "0.580 /  4.00 ( 7)" in table[2]
     assert table[-1].endswith("n = 128 per cell")

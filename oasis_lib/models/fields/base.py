@@ -1,4 +1,4 @@
-"""A condition field: one named thing a conditional model can be given (issue 22, item 3).
+"""A condition field: one named thing a conditional model can be given .
 
 A :class:`~oasis_lib.models.conditioning.Condition` is a container of fields by name; every
 question about one field is asked of its :class:`ConditionField`, found in the registry
