@@ -62,6 +62,15 @@ def median_s(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def show_and_write(text: str, out: str | None) -> None:
+    """Print the table, and write it to ``out`` (markdown) when given."""
+    print(text)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+        print(f"\nwrote {out}")
+
+
 def latent_pipeline(checkpoint: str | None):
     if checkpoint:
         return load_model(checkpoint, device="cpu")
@@ -124,12 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Latent sampling is {pixel_s / latent_s:.1f}x faster than pixel space at "
         f"{SIZE}x{SIZE}. Goal <= 10 s for the latent row: "
         f"{'met' if latent_s <= 10 else 'not met'} ({latent_s:.2f} s)."]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-        print(f"\nwrote {args.out}")
+    show_and_write("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -26,37 +26,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from pathlib import Path
 
 import torch
-from cpu_info import machine_line  # benchmarks/cpu_info.py (the script's folder)
-from torch.utils.flop_counter import FlopCounterMode
+from bench_latent_sampling import gflop, median_s, show_and_write  # the script's folder
+from cpu_info import machine_line
 
 from oasis_lib.diffusion.sampling_defaults import resolve_sampling
 from oasis_lib.pretrained import load_model
 from oasis_lib.training.precision import cpu_bf16_flags
 
 MODES = ("fp32", "bf16", "channels_last", "compile")
-
-
-def gflop(fn) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        fn()
-    return counter.get_total_flops() / 1e9
-
-
-def median_s(fn, repeats: int) -> float:
-    times = []
-    with torch.inference_mode():
-        fn()  # warm-up: allocator, oneDNN kernels
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def prepared(owner: torch.nn.Module, method: str, mode: str):
@@ -144,12 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{fp32.get('decode', 0.0):.2f} s, the rest (sampler arithmetic, noise, "
                   f"copies) {total - parts_s:.2f} s."]
     lines += [f"Skipped: {s}." for s in skipped]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-        print(f"\nwrote {args.out}")
+    show_and_write("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
