@@ -11,7 +11,7 @@ from ..diffusion.sampling import SAMPLERS
 from .errors import UsageError
 from .validate import check_input_checkpoint, check_positive_int
 
-__all__ = ["add_reflow_parser", "check_reflow_args", "run_reflow_pairs"]
+__all__ = ["add_reflow_parser", "check_reflow_args", "check_reflow_train", "run_reflow_pairs"]
 
 
 def add_reflow_parser(sub) -> None:
@@ -45,6 +45,17 @@ def check_reflow_args(args) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give the folder to write the pairs in")
+
+
+def check_reflow_train(cfg) -> None:
+    """``train --reflow-pairs DIR``: DIR holds a pair manifest (before any compute)."""
+    from ..training.reflow import MANIFEST_NAME
+
+    folder = getattr(cfg, "reflow_pairs", None)
+    if folder is not None and not (Path(folder) / MANIFEST_NAME).is_file():
+        raise UsageError(f"--reflow-pairs {folder}: no reflow pairs there ({MANIFEST_NAME} "
+                         "missing); write them first: python -m oasis_lib reflow-pairs "
+                         f"--checkpoint TEACHER.safetensors --n N --out {folder}")
 
 
 def run_reflow_pairs(args) -> int:

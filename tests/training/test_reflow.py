@@ -267,3 +267,10 @@ def test_cli_writes_pairs_and_trains_on_them(teacher, pairs, tmp_path, capsys):
                  "--prediction", "velocity", "--batch-size", "4", "--max-steps", "1",
                  "--precision", "fp32", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["reflow_pairs"] == str(out)
+    missing = tmp_path / "no_pairs"
+    assert main(["train", "--preset", "tiny", "--image-size", str(SIZE), "--init-from",
+                 str(teacher), "--reflow-pairs", str(missing), "--noise-process",
+                 "rectified-flow", "--prediction", "velocity", "--out", str(tmp_path / "run2"),
+                 "--no-progress"]) == 2  # refused before any compute
+    assert "write them first: python -m oasis_lib reflow-pairs" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()
