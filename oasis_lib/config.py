@@ -131,6 +131,14 @@ class TrainConfig(RunConfig):
              ".pt: its EMA); a conditional run from an unconditional file starts as that model "
              "(zero condition weights); a latent file brings its autoencoder and scale factor. "
              "Never re-applied on --resume")
+    # --- reflow (Liu et al. 2022 sec. 3; training.reflow): train on a teacher's pairs
+    reflow_pairs: str | None = knob(  # a directory of (noise, sample) pairs (reflow-pairs);
+        #   replaces the data: a pair's sample is x0, its noise eps (latent rectified flow,
+        #   unconditional; with init_from = the teacher); the last shard validates
+        None, flag=True, metavar="DIR",
+        help="train one reflow round on the (noise, teacher sample) pairs in DIR (written by "
+             "reflow-pairs) instead of the slices; latent rectified flow only, usually with "
+             "--init-from TEACHER.safetensors")
     # --- conditional generation (issue 12; models.conditioning): none keeps the run unconditional
     condition: str = knob(  # none | mask | slice | mask+slice: what the U-Net is given (the
         #   mask as one-hot channels, the slice 0..31 as an embedding; unet_overrides
@@ -175,6 +183,17 @@ class TrainConfig(RunConfig):
         if self.latent_scale_factor is not None and not self.latent_scale_factor > 0:
             raise ValueError(f"latent_scale_factor must be > 0, got {self.latent_scale_factor}")
         self._validate_condition()
+        if self.reflow_pairs is not None:
+            if self.condition != "none":
+                raise ValueError(f"reflow_pairs trains an unconditional model; condition is "
+                                 f"{self.condition!r} (drop --condition)")
+            if self.diffusion.noise_process != "rectified-flow":
+                raise ValueError(f"reflow_pairs straightens a rectified flow; noise_process is "
+                                 f"{self.diffusion.noise_process!r} (--noise-process "
+                                 "rectified-flow)")
+            if self.autoencoder is None and self.init_from is None:
+                raise ValueError("reflow_pairs trains a latent model: give init_from (the "
+                                 "teacher, --init-from FILE) or autoencoder")
 
     def _validate_condition(self) -> None:
         fields = parse_condition(self.condition)  # split on "+", names from the registry

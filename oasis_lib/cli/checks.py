@@ -16,6 +16,7 @@ from .conditional import check_condition_flags, check_inpaint_args
 from .errors import UsageError
 from .evaluate import check_evaluate_args
 from .guard import check_inputs_outputs, check_no_replace
+from .reflow import check_reflow_args
 from .slice_regressor import check_slice_regressor_args
 from .validate import (
     IMAGE_SUFFIXES,
@@ -96,6 +97,7 @@ def check_args(args) -> None:
               "inpaint": check_inpaint_args,
               "train-segmenter": check_segmenter_args, "make-demo": check_make_demo_args,
               "train-slice-regressor": check_slice_regressor_args,
+              "reflow-pairs": check_reflow_args,
               "summary": check_summary_args}
     check = checks.get(getattr(args, "command", None))
     if check is not None:

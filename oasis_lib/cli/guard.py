@@ -46,6 +46,7 @@ INPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "train-segmenter": (("--data", "data"),),
     "train-slice-regressor": (("--data", "data"),),
     "summary": (("--data-root", "data_root"),),
+    "reflow-pairs": (("--checkpoint", "checkpoint"),),
 }
 DATA_FLAGS = ("--data", "--data-root")
 RUN_FILES = re.compile(r"(last|best)\.pt|metrics\.jsonl|loss_curve\.png")

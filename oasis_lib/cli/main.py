@@ -17,6 +17,7 @@ from .conditional import add_condition_flags, add_inpaint_parser
 from .config_flags import config_from_args
 from .errors import DEBUG_ENV, DEBUG_FLAG, run
 from .evaluate import add_evaluate_parser
+from .reflow import add_reflow_parser
 from .slice_regressor import add_slice_regressor_parser
 from .train import add_train_flags
 from .validate import add_train_splits_flag
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=_cmd_train_segmenter)
     add_slice_regressor_parser(sub)
+    add_reflow_parser(sub)
 
     add_evaluate_parser(sub)
     return p

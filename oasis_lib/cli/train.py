@@ -22,6 +22,7 @@ from ..file_layout import run_kind
 from .config_flags import DEFAULT_PRESET, add_config_flags, config_from_args, flag_names
 from .config_flags import explicit_fields as config_explicit_fields
 from .errors import UsageError, usage_phase
+from .reflow import check_reflow_train
 from .validate import (
     check_input_checkpoint,
     check_memory,
@@ -156,6 +157,7 @@ def prepare_train(args, config_from_args: Callable):
         with usage_phase():  # (the Trainer resolves again: the same values, accepted)
             resolve_init_config(cfg, read_init_source(cfg.init_from))
     with usage_phase(TRAIN_FLAGS):
+        check_reflow_train(cfg)  # a pair directory, written by reflow-pairs
         check_rank_split(cfg)
         if getattr(cfg, "autoencoder", None) is not None:
             check_latent_size(cfg)  # (the Trainer would refuse it only after loading the data)

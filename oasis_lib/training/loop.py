@@ -2,7 +2,8 @@
 
 :class:`TrainingLoop` knows nothing of what it trains: a subclass says that with its hooks
 (``build``, ``step_inputs``, ``compute_loss``, ``_fixed_validation_batch``, ``validate``,
-``sample_grid``): ``training.trainer.Trainer`` (diffusion) and
+``sample_grid``; where the data come from: ``load_data``, ``encoded_sets``):
+``training.trainer.Trainer`` (diffusion) and
 ``training.autoencoder.AutoencoderTrainer``. The loop body is karpathy/nanoGPT's ``train.py``:
 lr, micro-steps, clip, step, EMA, log. Everything else sits at its edges, in small helpers.
 
@@ -147,8 +148,7 @@ class TrainingLoop(RunState):
         self.amp_dtype, self.precision_reason = resolve_precision(cfg.precision, self.device)
         logger.info("precision: %s", self.precision_reason)
         if train_set is None or val_set is None:
-            opts = {"with_masks": self.needs_masks, "train_splits": cfg.train_splits}
-            train_set, val_set = load_splits(cfg.data_root, cfg.image_size, augment=False, **opts)
+            train_set, val_set = self.load_data(cfg)
         check_batches(train_set, cfg.batch_size)
         self.train_set, self.val_set = train_set, val_set
         self.guard = DivergenceGuard()
@@ -156,9 +156,7 @@ class TrainingLoop(RunState):
         self.encoded = self.pipeline is not None and self.pipeline.autoencoder is not None
         if self.encoded:  # latent diffusion: train on cached, scaled latents
             self.pipeline.to(self.device)
-            self.train_set, self.val_set = rank_zero_latents(
-                self.pipeline, cfg, self.train_set, self.val_set, self.dist,
-                progress=cfg.progress)
+            self.train_set, self.val_set = self.encoded_sets()
         self._wrap()
         self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup,
                        power=cfg.ema_power, inv_gamma=cfg.ema_inv_gamma)
@@ -200,6 +198,17 @@ class TrainingLoop(RunState):
     def build(self) -> torch.nn.Module:
         """The network to optimise (set ``self.pipeline`` too, or None), before moving it."""
         raise NotImplementedError
+
+    def load_data(self, cfg: TrainConfig):
+        """``(train, validate)`` when the caller passed none: the run's slices from disk."""
+        opts = {"with_masks": self.needs_masks, "train_splits": cfg.train_splits}
+        return load_splits(cfg.data_root, cfg.image_size, augment=False, **opts)
+
+    def encoded_sets(self):
+        """A latent run's ``(train, validate)`` in model space (after :meth:`build`): the
+        slices' cached, scaled latents (rank 0 writes the cache: ``latents.rank_zero_latents``)."""
+        return rank_zero_latents(self.pipeline, self.cfg, self.train_set, self.val_set,
+                                 self.dist, progress=self.cfg.progress)
 
     def forward_module(self, net: torch.nn.Module) -> torch.nn.Module:
         """What ``self.model`` calls in training (compiled, DDP-wrapped): the network itself,

@@ -19,6 +19,11 @@ like the flip, t and the noise, are keyed by (seed, step, the image's slot in th
 and the grids use the fixed validate slices' own masks and indices, complete (no ablation, no
 dropout; guidance scale 1). Everything around the step (optimiser, EMA, checkpoints, exact
 resume, budget, signals, DDP) is the shared :class:`~oasis_lib.training.loop.TrainingLoop`.
+
+A reflow run (``config.reflow_pairs``, Liu et al. 2022 sec. 3; :mod:`.reflow`) reads a
+teacher's pairs instead of the slices: items ``{"image": sample, "noise": noise}``, the loss the
+same with the pair's noise as eps (t still keyed per image); validation on the held-out last
+shard with its own noise; the run's model space is the teacher's (``reflow.check_reflow_run``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..seeding import cpu_generator
 from .distributed import destroy
 from .init_from import read_init_source, resolve_init_config, warm_start_state
 from .loop import RESUME_OVERRIDES, NonFiniteLossError, TrainingLoop, TrainResult, _images
+from .reflow import check_reflow_run, reflow_datasets
 
 __all__ = ["RESUME_OVERRIDES", "NonFiniteLossError", "TrainResult", "Trainer", "train"]
 
@@ -58,6 +64,10 @@ class Trainer(TrainingLoop):
             raise ValueError(f"model= is for arch 'external'; arch {config.arch!r} builds its "
                              "own network (set arch='external' to train the one passed)")
         self._external_model = model
+        if config.reflow_pairs is not None and any(
+                kwargs.get(k) is not None for k in ("train_set", "val_set")):
+            raise ValueError("a reflow run reads its pairs (reflow_pairs); pass no train_set "
+                             "or val_set")
         # A resume keeps the run's own weights: init_from is not re-applied (build).
         self.resuming = bool(kwargs.get("resume", False))
         super().__init__(config, **kwargs)
@@ -65,6 +75,11 @@ class Trainer(TrainingLoop):
     @property
     def conditional(self) -> bool:
         return self.cfg.condition != "none"
+
+    @property
+    def reflow(self) -> bool:
+        """Training on a teacher's (noise, sample) pairs (``config.reflow_pairs``)."""
+        return self.cfg.reflow_pairs is not None
 
     @property
     def needs_masks(self) -> bool:  # read by the loop when it loads the data
@@ -88,6 +103,9 @@ class Trainer(TrainingLoop):
                                        autoencoder=self._run_autoencoder())
         if source is not None:
             warm_start_state(self.pipeline.model, source.state, source=str(source.path))
+        if self.reflow:  # the teacher's model space: its autoencoder and scale factor
+            check_reflow_run(self.cfg, self.pipeline, self.reflow_manifest,
+                             directory=self.cfg.reflow_pairs)
         self.schedule = self.pipeline.schedule
         self._slice_sets = (self.train_set, self.val_set)  # before a latent run replaces them
         return self.pipeline.model
@@ -107,9 +125,24 @@ class Trainer(TrainingLoop):
         c.autoencoder_sha256 = autoencoder_sha256(autoencoder)
         return autoencoder
 
+    def load_data(self, cfg: TrainConfig):
+        """The slices, or a reflow run's pairs (the last shard held out: :mod:`.reflow`)."""
+        if cfg.reflow_pairs is None:
+            return super().load_data(cfg)
+        train, val, self.reflow_manifest = reflow_datasets(cfg.reflow_pairs)
+        return train, val
+
+    def encoded_sets(self):
+        """A latent run's model-space data: the cached latents of the slices, or the pairs
+        as they are (already in the teacher's model space)."""
+        return (self.train_set, self.val_set) if self.reflow else super().encoded_sets()
+
     def step_inputs(self, batch):
         """Images (or latents), and for a conditional run the values of its fields, in the
-        order of :attr:`fields` (the loop flips the >= 3-d ones with the images)."""
+        order of :attr:`fields` (the loop flips the >= 3-d ones with the images); a reflow
+        run's samples and their noise."""
+        if self.reflow:
+            return batch["image"], batch["noise"]
         if not self.conditional:
             return _images(batch)
         return (batch["image"], *(batch[f.key] for f in self.fields))
@@ -122,13 +155,16 @@ class Trainer(TrainingLoop):
     def compute_loss(self, x0: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch (on the device): each image's t (the noise process's
         draw from a keyed uniform: VP t ~ U{0..T-1}) and noise come from ``self.draws`` (keyed
-        per image, :mod:`.draws`); a conditional batch's
-        condition is ablated and dropped out first (module docstring)."""
+        per image, :mod:`.draws`); a reflow batch brings its noise (the pairs'); a conditional
+        batch's condition is ablated and dropped out first (module docstring)."""
         cond, n = None, x0.shape[0]
         if self.conditional:
             cond = self.keyed_condition(self.condition_of(*extra)).to(self.device)
         t = self.pipeline.process.time_from_uniform(self.draws.uniform(n, "timestep"))
-        noise = self.draws.normal(x0.shape)
+        if self.reflow:
+            noise = extra[0].to(x0.device, x0.dtype)
+        else:
+            noise = self.draws.normal(x0.shape)
         return self.pipeline.loss(x0, model=self.model, t=t, noise=noise,
                                   encoded=self.encoded, condition=cond)
 
@@ -159,7 +195,8 @@ class Trainer(TrainingLoop):
 
     def _fixed_validation_batch(self) -> None:
         """Fixed validate slices (spread over all cases), timesteps and noise
-        (the noise process's ``validation_draws``), and their conditions."""
+        (the noise process's ``validation_draws``), and their conditions; a reflow run's
+        held-out pairs with their own noise."""
         if self.conditional:
             self._conditional_sets()
         n = min(self.cfg.val_size, len(self.val_set))
@@ -169,9 +206,15 @@ class Trainer(TrainingLoop):
         if self.conditional:
             self.val_cond = self.condition_of(*([it[f.key] for it in items] for f in self.fields))
             items = [item["image"] for item in items]
+        pair_noise = None
+        if self.reflow:
+            pair_noise = torch.stack([item["noise"] for item in items])
+            items = [item["image"] for item in items]
         self.val_x0 = torch.stack([_images(item) for item in items])
         self.val_t, self.val_noise = self.pipeline.process.validation_draws(
             (n, *self.pipeline.sample_shape), seed=self.cfg.seed + 1)
+        if pair_noise is not None:
+            self.val_noise = pair_noise
 
     def _val_condition(self, index) -> Condition | None:
         return None if self.val_cond is None else self.val_cond.select(index).to(self.device)

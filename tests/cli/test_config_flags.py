@@ -47,7 +47,9 @@ TRAIN_TABLE = {
     # added with rectified flow (issue 25): the noise process and its knobs
     "--noise-process": "diffusion.noise_process", "--time-sampling": "diffusion.time_sampling",
     "--logit-loc": "diffusion.logit_loc", "--logit-scale": "diffusion.logit_scale",
-    "--flow-shift": "diffusion.flow_shift"}
+    "--flow-shift": "diffusion.flow_shift",
+    # added with reflow (issue 26): train on a teacher's (noise, sample) pairs
+    "--reflow-pairs": "reflow_pairs"}
 AUTOENCODER_TABLE = {
     "--data-root": "data_root", "--train-splits": "train_splits", "--preset": "preset",
     "--image-size": "image_size", "--crop-size": "crop_size",
