@@ -162,7 +162,7 @@ def _ref_ddim_invert_step(schedule, x, eps, t, t_next):
 
 def _cases_point_velocity():
     """t = 1 (every weight equal), the middle, near the data (one point dominates); one, two
-    and three points; points far apart (where a softmax without the max shift overflows)."""
+    and three points; points far apart (where exp without the max shift underflows: 0/0)."""
     settings = ((1, 1.0, 1.0), (2, 1.0, 2.0), (2, 0.5, 2.0), (3, 0.3, 1.5), (3, 0.05, 2.0),
                 (2, 0.01, 30.0))
     for i, (k, t, spread) in enumerate(settings):
