@@ -96,7 +96,7 @@ def time_sampling_figure(draws: dict[str, Tensor], densities: dict[str, Any],
                          shifts=(1.0, 2.0, 3.0, 6.0)):
     """Left: a histogram of each set of training times in ``draws`` (label -> t in [0, 1]) with
     the density of the same label in ``densities`` (label -> callable of t) drawn over it.
-    Right: the shift t' = s t / (1 + (s - 1) t) for each s in ``shifts``."""
+    Right: the shift t' = α t / (1 + (α - 1) t) for each α in ``shifts``."""
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.6), dpi=DPI)
     grid = np.linspace(0.0, 1.0, 401)[1:-1]
     bins = np.linspace(0.0, 1.0, 41)
@@ -110,7 +110,7 @@ def time_sampling_figure(draws: dict[str, Tensor], densities: dict[str, Any],
     axes[0].set_ylabel("density")
     axes[0].legend(fontsize=8)
     for s in shifts:
-        axes[1].plot(grid, shift_time(grid, s), label=f"s = {s:g}")
+        axes[1].plot(grid, shift_time(grid, s), label=f"α = {s:g}")
     axes[1].plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
     axes[1].set_xlabel("t")
     axes[1].set_ylabel("shifted t'")
