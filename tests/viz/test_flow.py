@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
-import torch
+import matplotlib
 
-from oasis_lib.config import TrainConfig
-from oasis_lib.diffusion.flow_matching import flow_forward
-from oasis_lib.diffusion.schedule import NoiseSchedule
-from oasis_lib.models.factory import build_pipeline
-from oasis_lib.viz import flow
+matplotlib.use("Agg")
 
-# figures: Agg and closed after each test (tests/viz/conftest.py)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from oasis_lib.config import TrainConfig  # noqa: E402
+from oasis_lib.diffusion.flow_matching import flow_forward  # noqa: E402
+from oasis_lib.diffusion.schedule import NoiseSchedule  # noqa: E402
+from oasis_lib.models.factory import build_pipeline  # noqa: E402
+from oasis_lib.viz import flow  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():  # the figure tests' usual guard (tests/viz/test_latent.py)
+    yield
+    plt.close("all")
 
 
 @pytest.fixture(scope="module")
