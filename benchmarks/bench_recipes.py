@@ -111,8 +111,6 @@ RF_RECIPE = {  # DEMO_RECIPE with the rectified-flow objective (module docstring
                               "min_snr_gamma": None, "time_sampling": "logit-normal"}}
 RECIPES = {"cpu": DEMO_RECIPE, "seed": SEED_RECIPE, "diffusers": DIFFUSERS_RECIPE,
            "monai": MONAI_RECIPE, "rf": RF_RECIPE}
-#: The sampler of each recipe's samples (``--steps`` of it); DDIM unless named here.
-SAMPLERS = {"rf": "flow-euler"}
 EXTERNAL_LAYOUTS = {"diffusers": DIFFUSERS_LAYOUT, "monai": MONAI_LAYOUT}  # arch="external"
 METRICS = (("frechet_segmenter", "Fréchet (segmenter features)", 1.0, 2),
            ("kid_segmenter", "KID x1e3", 1e3, 2),
@@ -194,7 +192,7 @@ def main(argv=None) -> None:
         wall = time.perf_counter() - t0
         pipe = load_model(work / name / "last.pt", model=network(name, args.seed))  # EMA
         device = pipe.device
-        sampler = SAMPLERS.get(name, "ddim")
+        sampler = pipe.process.default_sampler  # ddim (VP), flow-euler (rectified flow)
         samples, spi = evaluation.generate_samples(
             pipe, args.n, sampler=sampler, steps=args.steps, seed=args.seed,
             batch_size=args.batch_size)
