@@ -63,7 +63,7 @@ class DiffusionConfig:
     noise_process: str = knob(  # vp (DDPM) | rectified-flow (SD3): diffusion.processes
         "vp", flag=True, choices=NOISE_PROCESSES, help="the forward (noising) process")
     # --- rectified flow only (Esser et al. 2024, sec. 3.1 and 5.3.2)
-    time_sampling: str = knob(  # uniform | logit-normal: how training draws t
+    time_sampling: str = knob(  # uniform | logit-normal | u-shaped: how training draws t
         "uniform", flag=True, choices=TIME_SAMPLINGS, help="rectified flow: training times")
     logit_loc: float = knob(0.0, flag=True, help="rectified flow: logit-normal location m")
     logit_scale: float = knob(1.0, flag=True, help="rectified flow: logit-normal scale s")

@@ -13,7 +13,11 @@ sample``) and Stable Diffusion 3's (Esser et al. 2024, sec. 3.1: their eps-to-da
 
 Training times (Esser et al. 2024, sec. 3.1): uniform, or logit-normal, t = sigmoid(m + s u)
 with u ~ N(0, 1) (location m, scale s; SD3 chose m = 0, s = 1), which puts more of the
-training on the middle of the path where the velocity is hardest to predict.
+training on the middle of the path where the velocity is hardest to predict. For a reflow
+round, Lee et al. 2024 ("Improving the Training of Rectified Flows", sec. 4.1) propose the
+opposite, a U-shaped density p(t) = a (e^(a t) + e^(a (1 - t))) / (2 (e^a - 1)) with a = 4:
+after reflow the velocity is hardest to learn near the two ends of the path, and one-step
+sampling lives at t = 1.
 
 The timestep shift (Esser et al. 2024, sec. 5.3.2, "resolution-dependent shifting"):
 t' = s t / (1 + (s - 1) t). With s > 1 a sampler spends more of its steps at high noise, where
@@ -28,8 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-#: How ``sample_flow_time`` draws t: ``uniform`` on [0, 1], or ``logit-normal`` (SD3 sec. 3.1).
-TIME_SAMPLINGS = ("uniform", "logit-normal")
+#: How ``sample_flow_time`` draws t: ``uniform`` on [0, 1], ``logit-normal`` (SD3 sec. 3.1), or
+#: ``u-shaped`` (Lee et al. 2024, for reflow).
+TIME_SAMPLINGS = ("uniform", "logit-normal", "u-shaped")
+#: The U-shaped density's a (Lee et al. 2024 use a = 4).
+U_SHAPED_A = 4.0
 
 
 def flow_forward(x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -54,13 +61,35 @@ def shift_time(t, shift: float):
     return shift * t / (1 + (shift - 1) * t)
 
 
+def u_shaped_quantile(u, a: float = U_SHAPED_A):
+    """t = F^-1(u) of the U-shaped density p(t) = a (e^(a t) + e^(a (1 - t))) / (2 (e^a - 1)).
+
+    Its CDF, F(t) = (e^(a t) - e^(a (1 - t)) + e^a - 1) / (2 (e^a - 1)), is a quadratic in
+    y = e^(a t): y^2 + b y - e^a = 0 with b = (e^a - 1)(1 - 2u), so
+    t = log((-b + sqrt(b^2 + 4 e^a)) / 2) / a (u = 0 gives 0, u = 1/2 gives 1/2, u = 1 gives 1).
+    Works on float64 tensors and numpy arrays.
+    """
+    lib = torch if isinstance(u, Tensor) else np
+    ea = math.exp(a)
+    b = (ea - 1.0) * (1.0 - 2.0 * u)
+    return lib.log((-b + lib.sqrt(b * b + 4.0 * ea)) / 2.0) / a
+
+
+def u_shaped_density(t, a: float = U_SHAPED_A):
+    """p(t) = a (e^(a t) + e^(a (1 - t))) / (2 (e^a - 1)) (Lee et al. 2024), for plots and
+    tests."""
+    t = np.asarray(t, dtype=np.float64)
+    return a * (np.exp(a * t) + np.exp(a * (1 - t))) / (2 * math.expm1(a))
+
+
 def sample_flow_time(n: int, *, sampling: str = "uniform", loc: float = 0.0,
                      scale: float = 1.0, shift: float = 1.0,
                      generator: torch.Generator | None = None) -> Tensor:
     """n training times in (0, 1), float32 on the CPU, drawn from ``generator``.
 
     ``uniform``: t ~ U(0, 1). ``logit-normal``: t = sigmoid(loc + scale u), u ~ N(0, 1)
-    (Esser et al. 2024, sec. 3.1, pi_ln(t; m, s)). Then the shift, if ``shift`` != 1.
+    (Esser et al. 2024, sec. 3.1, pi_ln(t; m, s)). ``u-shaped``: :func:`u_shaped_quantile` of
+    a uniform (Lee et al. 2024). Then the shift, if ``shift`` != 1.
     """
     if sampling not in TIME_SAMPLINGS:
         raise ValueError(f"unknown time sampling {sampling!r}; choose one of {TIME_SAMPLINGS}")
@@ -68,6 +97,9 @@ def sample_flow_time(n: int, *, sampling: str = "uniform", loc: float = 0.0,
         raise ValueError(f"scale must be > 0, got {scale!r}")
     if sampling == "uniform":
         t = torch.rand(n, generator=generator, dtype=torch.float32)
+    elif sampling == "u-shaped":
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        t = u_shaped_quantile(u).to(torch.float32)
     else:
         u = torch.randn(n, generator=generator, dtype=torch.float32)
         t = torch.sigmoid(loc + scale * u)

@@ -21,9 +21,9 @@ that noise as eps and that sample as x0: x_t = (1 - t) x0 + t eps, target v = ep
   autoencoder must be the teacher's and its scale factor the teacher's (the pairs live in that
   model space); the Trainer then trains through the same loop (``training.trainer``).
 
-The training times stay the run's noise process's (uniform or logit-normal; Lee et al. 2024,
-"Improving the Training of Rectified Flows", propose a U-shaped t distribution for reflow: not
-built here).
+The training times are the run's noise process's: uniform, logit-normal, or the U-shaped
+density that Lee et al. 2024 ("Improving the Training of Rectified Flows", sec. 4.1) propose for
+reflow (``--time-sampling u-shaped``).
 """
 
 from __future__ import annotations

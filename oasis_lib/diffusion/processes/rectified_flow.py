@@ -10,8 +10,9 @@ process's time is tau = 1000 t, a float in [0, 1000], so the U-Net's sinusoidal 
 embedding, made for 0..999, serves both processes unchanged. Every method takes and returns
 tau; the path uses t = tau / 1000.
 
-Training times: ``time_sampling`` ``"uniform"`` or ``"logit-normal"`` (location
-``logit_loc``, scale ``logit_scale``; Esser et al. 2024 sec. 3.1), then the shift ``shift``
+Training times: ``time_sampling`` ``"uniform"``, ``"u-shaped"`` (Lee et al. 2024) or
+``"logit-normal"`` (location ``logit_loc``, scale ``logit_scale``; Esser et al. 2024 sec. 3.1),
+then the shift ``shift``
 (sec. 5.3.2), which also shifts the sampling grid (diffusers' ``FlowMatchEulerDiscreteScheduler``
 grid, :func:`~oasis_lib.diffusion.flow_matching.flow_sigmas`).
 
@@ -27,7 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..flow_matching import TIME_SAMPLINGS, flow_sigmas, flow_velocity, shift_time
+from ..flow_matching import (TIME_SAMPLINGS, flow_sigmas, flow_velocity, shift_time,
+                             u_shaped_quantile)
 from .base import NoiseProcess
 
 #: The scale between the process's time tau (what the network sees) and the path's t.
@@ -46,7 +48,8 @@ class RectifiedFlowProcess(NoiseProcess):
     """The straight path x_t = (1 - t) x0 + t eps; the network predicts v = eps - x0.
 
     Args:
-        time_sampling (str): ``"uniform"`` or ``"logit-normal"`` (``TIME_SAMPLINGS``).
+        time_sampling (str): ``"uniform"``, ``"logit-normal"`` or ``"u-shaped"``
+            (``TIME_SAMPLINGS``).
         logit_loc, logit_scale (float): the logit-normal's m and s (SD3: 0 and 1).
         shift (float): SD3's shift s > 0 of training and sampling times (1: none).
     """
@@ -80,10 +83,13 @@ class RectifiedFlowProcess(NoiseProcess):
     # ------------------------------------------------------------------ time
     def time_from_uniform(self, u: Tensor) -> Tensor:
         """tau = 1000 shift(F^-1(u)), float32: F^-1(u) = u (uniform) or
-        sigmoid(m + s Phi^-1(u)) (logit-normal; Phi^-1 = ``torch.special.ndtri``)."""
+        sigmoid(m + s Phi^-1(u)) (logit-normal; Phi^-1 = ``torch.special.ndtri``) or the
+        U-shaped quantile (``flow_matching.u_shaped_quantile``, Lee et al. 2024)."""
         u = u.to(torch.float64)
         if self.time_sampling == "uniform":
             t = u
+        elif self.time_sampling == "u-shaped":
+            t = u_shaped_quantile(u)
         else:
             t = torch.sigmoid(self.logit_loc + self.logit_scale * torch.special.ndtri(u))
         if self.shift != 1.0:
