@@ -36,8 +36,8 @@ from oasis_lib.pretrained import load_model  # noqa: E402
 
 #: (row label, which model, sampler, spacing, calls for k steps)
 ROWS = (("VP, DPM-Solver++(2M) Karras", "vp", "dpm++2m", "karras", lambda k: k),
-        ("rectified flow, Euler", "rf", "flow-euler", "trailing", lambda k: k),
-        ("rectified flow, Heun", "rf", "flow-heun", "trailing", lambda k: 2 * k - 1))
+        ("rectified flow, Euler", "rf", "flow-euler", "linspace", lambda k: k),
+        ("rectified flow, Heun", "rf", "flow-heun", "linspace", lambda k: 2 * k - 1))
 
 
 def steps_within(calls, budget: int) -> int:

@@ -18,11 +18,12 @@ renamed to ``--out``: a file at ``--out`` is always one that can be read.
 A latent run bundles the autoencoder it trained with, found and checked by its content hash
 (:func:`oasis_lib.pretrained.run_autoencoder`; ``--autoencoder FILE`` if it moved).
 
-``--default-sampler NAME --default-steps K`` write the sampler and step count the
-file samples with when not told otherwise (``sampling_defaults`` in its metadata:
-:mod:`oasis_lib.diffusion.sampling_defaults`); ``--default-steps`` alone keeps the model's
-process's default sampler. Both are checked against the run's noise process before anything is
-written (an unknown sampler, one of another process, a step count it refuses).
+``--default-sampler NAME --default-steps K [--default-spacing GRID]`` write the sampler, step
+count and time grid the file samples with when not told otherwise (``sampling_defaults`` in its
+metadata: :mod:`oasis_lib.diffusion.sampling_defaults`); ``--default-steps`` alone keeps the
+model's process's default sampler. All are checked against the run's noise process before
+anything is written (an unknown sampler, one of another process, a step count or a grid it
+refuses).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def export_sampling_defaults(args, config: dict, *, source: Path) -> dict | None
     (None when neither is given), checked against the noise process of the run's ``config``;
     a value it refuses is a :class:`UsageError` naming the flags."""
     sampler, steps = args.default_sampler, args.default_steps
-    if sampler is None and steps is None:
+    spacing = getattr(args, "default_spacing", None)
+    if sampler is None and steps is None and spacing is None:
         return None
     if run_kind(config) != "diffusion":
         raise UsageError(f"--default-sampler/--default-steps given, but {source} is not a "
@@ -54,10 +56,13 @@ def export_sampling_defaults(args, config: dict, *, source: Path) -> dict | None
     d = TrainConfig.from_dict(config).diffusion
     process = get_noise_process(d.noise_process).from_config(d, warn=False)
     try:
-        defaults = SamplingDefaults(sampler or process.default_sampler, steps).check(process)
+        defaults = SamplingDefaults(sampler or process.default_sampler, steps,
+                                    spacing).check(process)
     except ValueError as err:
         flags = " ".join(f"{f} {v}" for f, v in (("--default-sampler", sampler),
-                                                  ("--default-steps", steps)) if v is not None)
+                                                  ("--default-steps", steps),
+                                                  ("--default-spacing", spacing))
+                         if v is not None)
         raise UsageError(f"{flags}: {err}") from err
     return defaults.to_dict()
 
@@ -126,7 +131,8 @@ def run_export(args) -> int:
             else "latent diffusion + autoencoder" if ckpt["config"].get("autoencoder")
             else "diffusion")
     said = ("" if defaults is None else f"; samples with {defaults['sampler']}, "
-            f"{'its default' if defaults['steps'] is None else defaults['steps']} steps "
+            f"{'its default' if defaults['steps'] is None else defaults['steps']} steps"
+            f"{', ' + defaults['spacing'] + ' spacing' if defaults.get('spacing') else ''} "
             "unless told otherwise")
     print(f"wrote {'live' if args.live else 'EMA'} {what} weights of step {ckpt['step']} to "
           f"{out} (fp16, {size_mb:.1f} MB){said}")

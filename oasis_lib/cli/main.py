@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ..config import AutoencoderTrainConfig, TrainConfig
-from ..diffusion.sampling import SAMPLERS, SPACINGS
+from ..diffusion.processes import ALL_SPACINGS
+from ..diffusion.sampling import SAMPLERS
 from .checks import check_args
 from .conditional import add_condition_flags, add_inpaint_parser
 from .config_flags import config_from_args
@@ -199,9 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network calls (default: the file's default steps with its sampler; "
                         "else all T for ddpm, which takes no other value, 50 for the VP "
                         "samplers, 20 for the flow samplers)")
-    a.add_argument("--spacing", default="trailing", choices=SPACINGS,
-                   help="timestep spacing for steps < T (default trailing; karras, which the "
-                        "multistep solvers accept, scores best in benchmarks/results/samplers.md)")
+    a.add_argument("--spacing", default=None, choices=ALL_SPACINGS,
+                   help="the time grid (default: the file's, else trailing for VP diffusion, "
+                        "linspace for rectified flow; karras, which the VP multistep solvers "
+                        "accept, scores best in benchmarks/results/samplers.md; trailing, evenly "
+                        "spaced, for a few-step flow)")
     a.add_argument("--eta", type=float, default=0.0,
                    help="DDIM eta in [0, 1] (ddim only; other samplers refuse it)")
     a.add_argument("--n", type=int, default=16)
@@ -233,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--default-steps", type=int, default=None, metavar="K",
                    help="the file's default network calls (with --default-sampler, or the "
                         "model's default sampler)")
+    e.add_argument("--default-spacing", default=None, choices=ALL_SPACINGS, metavar="GRID",
+                   help="the file's default time grid (e.g. trailing for a few-step flow)")
     e.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="the whole pipeline in minutes on a CPU (make demo)")

@@ -140,12 +140,18 @@ def check_sampling_for_model(args, pipe) -> SamplingChoice:
     sampler must step its process (:func:`check_sampler_for_model`); then the flags win, else
     the file's ``sampling_defaults`` (its steps only with its own sampler), else the process's
     default sampler (:func:`~oasis_lib.diffusion.sampling_defaults.resolve_sampling`). Sets
-    ``args.sampler`` and ``args.steps`` to the choice and returns it (``describe`` says where
-    each came from)."""
+    ``args.sampler`` and ``args.steps`` (and ``args.spacing``, checked against the process's
+    ``spacings``) to the choice and returns it (``describe`` says where each came from)."""
     check_sampler_for_model(args.sampler, pipe)
+    spacing = getattr(args, "spacing", None)
+    if spacing is not None and spacing not in pipe.process.spacings:
+        raise UsageError(f"--spacing {spacing}: the {pipe.process.name} model's time grids are "
+                         f"{', '.join(pipe.process.spacings)}")
     choice = resolve_sampling(getattr(pipe, "sampling_defaults", None), pipe.process,
-                              args.sampler, args.steps)
+                              args.sampler, args.steps, spacing)
     args.sampler, args.steps = choice.sampler, choice.steps
+    if hasattr(args, "spacing"):
+        args.spacing = choice.spacing
     return choice
 
 

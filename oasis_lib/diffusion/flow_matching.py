@@ -35,6 +35,9 @@ from torch import Tensor
 #: How ``sample_flow_time`` draws t: ``uniform`` on [0, 1], ``logit-normal`` (SD3 sec. 3.1), or
 #: ``u-shaped`` (Lee et al. 2024, for reflow).
 TIME_SAMPLINGS = ("uniform", "logit-normal", "u-shaped")
+#: The sampling grids of :func:`flow_sigmas`: ``linspace`` (diffusers' FlowMatchEuler default)
+#: and ``trailing`` (evenly spaced from t = 1, the last call at 1 / steps: FLUX's grid).
+FLOW_SPACINGS = ("linspace", "trailing")
 #: The U-shaped density's a (Lee et al. 2024 use a = 4).
 U_SHAPED_A = 4.0
 
@@ -115,18 +118,31 @@ def logit_normal_density(t, *, loc: float = 0.0, scale: float = 1.0):
         scale * math.sqrt(2 * math.pi) * t * (1 - t))
 
 
-def flow_sigmas(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000) -> Tensor:
-    """The sampling grid t_0 > ... > t_{steps-1} > 0 of diffusers'
-    ``FlowMatchEulerDiscreteScheduler.set_timesteps(steps)``, with the terminal 0 appended
+def flow_sigmas(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000,
+                spacing: str = "linspace") -> Tensor:
+    """The sampling grid t_0 = 1 > ... > t_{steps-1} > 0, with the terminal 0 appended
     (float64, length steps + 1).
 
-    diffusers builds its training sigmas i / N (i = N..1) and shifts them; ``set_timesteps``
-    spaces ``steps`` points evenly between the largest (1) and the smallest shifted training
-    sigma, ``shift(1 / N)``, and shifts them again. The second shift of an already shifted
-    endpoint is diffusers' own choice; we follow it so that the grids agree.
+    ``linspace`` (the default): diffusers' ``FlowMatchEulerDiscreteScheduler.set_timesteps
+    (steps)``. diffusers builds its training sigmas i / N (i = N..1) and shifts them;
+    ``set_timesteps`` spaces ``steps`` points evenly between the largest (1) and the smallest
+    shifted training sigma, ``shift(1 / N)``, and shifts them again. The second shift of an
+    already shifted endpoint is diffusers' own choice; we follow it so that the grids agree.
+    Its last call sits at t = 1 / N: for 2 steps the grid is [1, 0.001, 0], one real step.
+
+    ``trailing``: t_i = shift(1 - i / steps), evenly spaced from t = 1, the last call at
+    shift(1 / steps) (diffusers' ``FluxPipeline`` passes ``sigmas = linspace(1, 1 / steps,
+    steps)``; the flow analogue of the VP "trailing" spacing of Lin et al. 2024). Every
+    interval is a real step, which matters for a model made for 1 to 4 steps.
     """
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if spacing not in FLOW_SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {FLOW_SPACINGS}")
+    if spacing == "trailing":
+        t = 1.0 - np.arange(int(steps), dtype=np.float64) / int(steps)
+        sigmas = shift_time(t, shift) if shift != 1.0 else t
+        return torch.cat([torch.from_numpy(sigmas), torch.zeros(1, dtype=torch.float64)])
     n = num_train_timesteps
     sigma_min = float(np.float32(shift_time(np.float32(1.0 / n), shift)))
     t = np.linspace(1.0 * n, sigma_min * n, int(steps))

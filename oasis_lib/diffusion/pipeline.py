@@ -261,7 +261,7 @@ class DiffusionPipeline:
     def sample(self, n: int, *, sampler: str | None = None, steps: int | None = None,
                eta: float = 0.0, generator: torch.Generator | None = None,
                return_intermediates: bool = False, every: int = 1, progress: bool = True,
-               spacing: str = "trailing", clip_x0: bool = True, x_T: Tensor | None = None,
+               spacing: str | None = None, clip_x0: bool = True, x_T: Tensor | None = None,
                model: nn.Module | None = None, condition: Condition | None = None,
                guidance_scale: float | None = None, guidance_rescale: float = 0.0,
                **kwargs: Any) -> Tensor | SampleResult:
@@ -276,11 +276,13 @@ class DiffusionPipeline:
                 if the sampler is the defaults' own (they never pass to another sampler),
                 else the sampler's default (all T for ddpm, which accepts no other value; 50
                 for the fast VP samplers, 20 for the flow samplers).
+            spacing (str or None): the time grid (the process's ``spacings``); None: the
+                defaults' spacing with their own sampler, else the process's default.
             eta (float, default 0): DDIM's stochasticity (only for ``"ddim"``).
             generator (torch.Generator or None): CPU generator of every draw.
             return_intermediates (bool): return the chain as a :class:`SampleResult` (its
                 ``xs`` and ``x0s`` are in model space; ``images`` is decoded).
-            every, progress, spacing, clip_x0, x_T: as in
+            every, progress, clip_x0, x_T: as in
                 :func:`~oasis_lib.diffusion.sampling.sample`.
             model: replaces the pipeline's network for this call (e.g. an EMA copy).
             condition (Condition or None): conditional models only; a batch of 1 or ``n``;
@@ -299,8 +301,8 @@ class DiffusionPipeline:
                             guidance_rescale=guidance_rescale, batch_size=int(n))
         device = next(net.parameters()).device if isinstance(net, nn.Module) and any(
             True for _ in net.parameters()) else self.device
-        choice = resolve_sampling(self.sampling_defaults, self.process, sampler, steps)
-        sampler, steps = choice.sampler, choice.steps
+        choice = resolve_sampling(self.sampling_defaults, self.process, sampler, steps, spacing)
+        sampler, steps, spacing = choice.sampler, choice.steps, choice.spacing
         out = sample(net, self.process, (int(n), *self.sample_shape), sampler=sampler,
                      steps=steps, eta=eta, prediction_type=self.prediction_type,
                      clip_x0=clip_x0 if self.autoencoder is None else False, spacing=spacing,

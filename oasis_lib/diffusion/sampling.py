@@ -129,7 +129,7 @@ def sample(
     prediction_type: str | None = None,
     ddpm_variance: str = "posterior",
     clip_x0: bool = True,
-    spacing: str = "trailing",
+    spacing: str | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     x_T: Tensor | None = None,
@@ -160,7 +160,9 @@ def sample(
         clip_x0 (bool or callable, default True): clip the predicted x0 to [-1, 1] (never
             x_t); a callable ``x0 -> x0`` is applied instead (e.g. dynamic thresholding,
             :class:`~oasis_lib.diffusion.guidance.DynamicThreshold`).
-        spacing (str, default ``"trailing"``): timestep spacing for steps < T (``SPACINGS``).
+        spacing (str or None): the time grid, one of the process's ``spacings``; None: its
+            ``default_spacing`` (VP: ``"trailing"``, ``SPACINGS``; rectified flow:
+            ``"linspace"``, diffusers' grid, or ``"trailing"``, evenly spaced).
         generator (torch.Generator or None): CPU generator for all draws (order in module doc).
         device: where to run; default the device of the model's first parameter (else CPU).
         x_T (Tensor or None): starting noise of ``shape``; drawn from N(0, I) when None.

@@ -76,12 +76,12 @@ FIGURES = ("samples.png", "memorization_gallery.png", "tissue_fractions.png",
 # --------------------------------------------------------------------------- sampling
 def generate_samples(pipeline, n: int, *, sampler: str = "ddim", steps: int | None = None,
                      seed: int = 0, batch_size: int = 64, progress: bool = True,
-                     spacing: str = "trailing", condition=None,
+                     spacing: str | None = None, condition=None,
                      guidance_scale: float | None = None, guidance_rescale: float = 0.0,
                      data_root=None) -> tuple[Tensor, float]:
     """``n`` samples (CPU float32 [n, C, H, W]) of a :class:`~oasis_lib.diffusion.pipeline.
     DiffusionPipeline`, from one seeded generator, in batches; returns them with the
-    wall-clock seconds per image. ``spacing``: the timestep spacing (``SPACINGS``).
+    wall-clock seconds per image. ``spacing``: the time grid (None: the model's default).
 
     Conditional models: ``condition`` is a :class:`~oasis_lib.models.conditioning.Condition`
     of batch 1 or ``n`` (sample k gets row k), or ``"validate"``: the masks and slice indices

@@ -91,6 +91,29 @@ def test_default_steps_alone_keep_the_process_sampler(runs, capsys):
         capsys.readouterr().out)
 
 
+def test_a_default_grid_is_written_used_and_overridden(runs, capsys):
+    tmp = runs["tmp"]
+    out = tmp / "few.safetensors"
+    assert main(["export", "--checkpoint", str(runs["flow"]), "--out", str(out),
+                 "--default-steps", "2", "--default-spacing", "trailing"]) == 0
+    assert "samples with flow-euler, 2 steps, trailing spacing unless told otherwise" in (
+        capsys.readouterr().out)
+    assert load_model(out, device="cpu").sampling_defaults == SamplingDefaults(
+        "flow-euler", 2, "trailing")
+    assert _sample(out, tmp / "few_file.png") == 0
+    assert ("sampler flow-euler (the file's default), 2 steps (the file's default), trailing "
+            "spacing (the file's default)") in capsys.readouterr().out
+    assert _sample(out, tmp / "few_given.png", "--steps", "2", "--spacing", "trailing") == 0
+    assert (tmp / "few_file.png").read_bytes() == (tmp / "few_given.png").read_bytes()
+    assert _sample(out, tmp / "few_linspace.png", "--spacing", "linspace") == 0
+    assert "linspace spacing (given)" in capsys.readouterr().out
+    assert (tmp / "few_file.png").read_bytes() != (tmp / "few_linspace.png").read_bytes()
+    assert _sample(out, tmp / "karras.png", "--spacing", "karras") == 2  # a VP grid
+    err = capsys.readouterr().err
+    assert "--spacing karras: the rectified-flow model's time grids are linspace, trailing" in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(("run", "flags", "message"), [
     ("vp", ["--default-sampler", "flow-euler"],
      r"--default-sampler flow-euler: default sampler 'flow-euler' steps the rectified-flow "
@@ -102,6 +125,9 @@ def test_default_steps_alone_keep_the_process_sampler(runs, capsys):
      r"'ddpm' runs all T=20 steps; default steps 5 would be refused"),
     ("vp", ["--default-steps", "50"], r"default steps 50 is more than the model's T=20"),
     ("vp", ["--default-steps", "0"], r"--default-steps must be >= 1, got 0"),
+    ("vp", ["--default-spacing", "linspace"],
+     r"--default-spacing linspace: default spacing 'linspace' is not one of the vp process's "
+     r"spacings \('trailing', 'leading', 'karras'\)"),
 ])
 def test_bad_defaults_are_refused_before_writing(runs, capsys, run, flags, message):
     out = runs["tmp"] / "bad.safetensors"

@@ -16,6 +16,7 @@ _EXPORTS = {
     "BUILTIN_PROCESSES": ".registry",
     "NOISE_PROCESSES": ".registry",
     "ALL_PREDICTION_TYPES": ".registry",
+    "ALL_SPACINGS": ".registry",
     "NOISE_PROCESS_REGISTRY": ".registry",
     "as_process": ".registry",
     "get_noise_process": ".registry",

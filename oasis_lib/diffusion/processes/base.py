@@ -126,9 +126,23 @@ class NoiseProcess:
         raise NotImplementedError(f"{type(self).__name__} must implement to_output()")
 
     # ------------------------------------------------------------------ sampling
-    def sampling_times(self, steps: int, *, spacing: str = "trailing") -> list[int | float]:
+    #: The sampling grids this process knows (``spacing=`` of its samplers) and its default.
+    spacings: tuple[str, ...] = ()
+    default_spacing: str | None = None
+
+    def resolve_spacing(self, spacing: str | None) -> str:
+        """``spacing``, or the process's ``default_spacing`` for None; a name the process does
+        not know is a ValueError listing its ``spacings``."""
+        if spacing is None:
+            return self.default_spacing
+        if spacing not in self.spacings:
+            raise ValueError(f"unknown spacing {spacing!r} for the {self.name} process; "
+                             f"choose one of {self.spacings}")
+        return spacing
+
+    def sampling_times(self, steps: int, *, spacing: str | None = None) -> list[int | float]:
         """The descending times of a ``steps``-step sampler, noise first; after the last one
-        the chain reaches the data."""
+        the chain reaches the data. ``spacing``: one of :attr:`spacings` (None: the default)."""
         raise NotImplementedError(f"{type(self).__name__} must implement sampling_times()")
 
     def prior(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None

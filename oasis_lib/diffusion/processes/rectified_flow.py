@@ -28,8 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..flow_matching import (TIME_SAMPLINGS, flow_sigmas, flow_velocity, shift_time,
-                             u_shaped_quantile)
+from ..flow_matching import (
+    FLOW_SPACINGS,
+    TIME_SAMPLINGS,
+    flow_sigmas,
+    flow_velocity,
+    shift_time,
+    u_shaped_quantile,
+)
 from .base import NoiseProcess
 
 #: The scale between the process's time tau (what the network sees) and the path's t.
@@ -59,6 +65,8 @@ class RectifiedFlowProcess(NoiseProcess):
     discrete_time = False
     supports_repaint = False
     default_sampler = "flow-euler"
+    spacings = FLOW_SPACINGS
+    default_spacing = "linspace"
 
     def __init__(self, *, time_sampling: str = "uniform", logit_loc: float = 0.0,
                  logit_scale: float = 1.0, shift: float = 1.0) -> None:
@@ -128,11 +136,14 @@ class RectifiedFlowProcess(NoiseProcess):
         return (x_t - x0) / _per_sample(t, x_t)
 
     # ------------------------------------------------------------------ sampling
-    def sampling_times(self, steps: int, *, spacing: str = "trailing") -> list[float]:
-        """tau of diffusers' FlowMatchEuler grid with this process's shift, descending from
-        1000 (pure noise); after the last one the chain reaches t = 0. ``spacing`` is the VP
-        samplers' notion and is ignored."""
-        return (FLOW_TIME_SCALE * flow_sigmas(steps, shift=self.shift)[:-1]).tolist()
+    def sampling_times(self, steps: int, *, spacing: str | None = None) -> list[float]:
+        """tau of the grid :func:`~oasis_lib.diffusion.flow_matching.flow_sigmas` with this
+        process's shift, descending from 1000 (pure noise); after the last one the chain
+        reaches t = 0. ``spacing``: ``"linspace"`` (None; diffusers' FlowMatchEuler grid) or
+        ``"trailing"`` (t_i = 1 - i / steps, FLUX's)."""
+        spacing = self.resolve_spacing(spacing)
+        return (FLOW_TIME_SCALE * flow_sigmas(steps, shift=self.shift,
+                                              spacing=spacing)[:-1]).tolist()
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(other) == vars(self)

@@ -36,6 +36,10 @@ for _cls in BUILTIN_PROCESSES:
 
 #: The names ``DiffusionConfig.noise_process`` accepts (the built-in processes).
 NOISE_PROCESSES: tuple[str, ...] = tuple(NOISE_PROCESS_REGISTRY)
+#: Every time grid of the built-in processes (``--spacing``'s choices; each process checks its
+#: own ``spacings``).
+ALL_SPACINGS: tuple[str, ...] = tuple(dict.fromkeys(
+    s for cls in BUILTIN_PROCESSES for s in cls.spacings))
 #: Every prediction type of the built-in processes (``--prediction``'s choices).
 ALL_PREDICTION_TYPES: tuple[str, ...] = tuple(dict.fromkeys(
     p for cls in BUILTIN_PROCESSES for p in cls.prediction_types))

@@ -65,6 +65,8 @@ class VPProcess(NoiseProcess):
     discrete_time = True
     supports_repaint = True
     default_sampler = "ddim"
+    spacings = SPACINGS
+    default_spacing = "trailing"
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         if not isinstance(schedule, NoiseSchedule):
@@ -119,9 +121,11 @@ class VPProcess(NoiseProcess):
         return x0_to_output(self.schedule, x0, x_t, t, prediction_type)
 
     # ------------------------------------------------------------------ sampling
-    def sampling_times(self, steps: int, *, spacing: str = "trailing") -> list[int]:
-        """:func:`sampling_timesteps` of this schedule (the chain then goes to t = -1)."""
-        return sampling_timesteps(self.T, steps, spacing, schedule=self.schedule)
+    def sampling_times(self, steps: int, *, spacing: str | None = None) -> list[int]:
+        """:func:`sampling_timesteps` of this schedule (the chain then goes to t = -1);
+        ``spacing`` None: ``"trailing"``."""
+        return sampling_timesteps(self.T, steps, self.resolve_spacing(spacing),
+                                  schedule=self.schedule)
 
     # ------------------------------------------------------------------ validation
     def validation_draws(self, shape: tuple[int, ...], *, seed: int = 0) -> tuple[Tensor, Tensor]:

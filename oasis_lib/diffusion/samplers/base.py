@@ -119,7 +119,8 @@ class Sampler:
         return min(T, cls.default_steps) if steps is None else steps
 
     # ------------------------------------------------------------------ the contract
-    def set_timesteps(self, steps: int | None = None, *, spacing: str = "trailing") -> list[int]:
+    def set_timesteps(self, steps: int | None = None, *, spacing: str | None = None
+                      ) -> list[int]:
         """Choose the run's descending timesteps (the VP process's ``sampling_times``:
         :func:`sampling_timesteps`), forget any history, and return them; after the last one
         the chain goes to t = -1 (clean data)."""

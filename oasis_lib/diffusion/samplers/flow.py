@@ -2,7 +2,8 @@
 
 The grid is diffusers' (``FlowMatchEulerDiscreteScheduler.set_timesteps``, with the process's
 shift: :func:`~oasis_lib.diffusion.flow_matching.flow_sigmas`): ``steps`` times t_0 = 1 > ... >
-t_{n-1} > 0, then t = 0. The network sees tau = 1000 t
+t_{n-1} > 0, then t = 0; ``spacing="trailing"`` spaces them evenly instead (FLUX's grid, for
+few-step models). The network sees tau = 1000 t
 (:class:`~oasis_lib.diffusion.processes.rectified_flow.RectifiedFlowProcess`).
 
 * ``flow-euler``: x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i): one network call per step,
@@ -74,9 +75,9 @@ class FlowSampler(Sampler):
         x0 = self.clip_x0(x0) if callable(self.clip_x0) else x0.clamp(-1.0, 1.0)
         return x0, (x - x0) / sigma
 
-    def _grid(self, steps: int | None) -> list[float]:
+    def _grid(self, steps: int | None, spacing: str | None = None) -> list[float]:
         """t_0 = 1 > ... > t_{n-1}, then 0 (from the process's ``sampling_times``)."""
-        taus = self.process.sampling_times(self.resolve_steps(steps))
+        taus = self.process.sampling_times(self.resolve_steps(steps), spacing=spacing)
         return [tau / self.process.T for tau in taus] + [0.0]
 
 
@@ -86,9 +87,11 @@ class FlowEulerSampler(FlowSampler):
     name = "flow-euler"
     display_name = "Euler (flow ODE)"
 
-    def set_timesteps(self, steps: int | None = None, *, spacing: str = "trailing") -> list[float]:
-        """The network-call times tau (floats, descending from 1000); ``spacing`` is ignored."""
-        self.sigmas = self._grid(steps)
+    def set_timesteps(self, steps: int | None = None, *, spacing: str | None = None
+                      ) -> list[float]:
+        """The network-call times tau (floats, descending from 1000) of the process's grid
+        (``spacing``: ``"linspace"``, the default, or ``"trailing"``)."""
+        self.sigmas = self._grid(steps, spacing)
         self.timesteps = [s * self.process.T for s in self.sigmas[:-1]]
         self.reset()
         return list(self.timesteps)
@@ -108,9 +111,10 @@ class FlowHeunSampler(FlowSampler):
     display_name = "Heun (flow ODE)"
     order = 2
 
-    def set_timesteps(self, steps: int | None = None, *, spacing: str = "trailing") -> list[float]:
+    def set_timesteps(self, steps: int | None = None, *, spacing: str | None = None
+                      ) -> list[float]:
         """The network-call times tau: t_0, then t_1, t_1, ..., t_{n-1}, t_{n-1} (x 1000)."""
-        self.sigmas = self._grid(steps)
+        self.sigmas = self._grid(steps, spacing)
         inner = self.sigmas[1:-1]
         self.call_sigmas = [self.sigmas[0]] + [s for s in inner for _ in range(2)]
         # for each call: the interval (t, t_next) it belongs to and whether it corrects
