@@ -278,10 +278,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="latent rectified-flow exports, e.g. teacher=FILE student=FILE")
     ap.add_argument("--reference", default=None, help="the reference model (default: first)")
     ap.add_argument("--reference-steps", type=int, default=20)
-    ap.add_argument("--reference-spacing", default="trailing",
-                    help="the reference row's spacing (default: pipe.sample's)")
+    ap.add_argument("--reference-spacing", default="linspace",
+                    help="the reference row's time grid (default linspace: the flow's default, "
+                         "diffusers' grid)")
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--spacings", nargs="+", default=["trailing"])
+    ap.add_argument("--spacings", nargs="+", default=["linspace", "trailing"],
+                    help="time grids of the rows: linspace (diffusers' default; its last call "
+                         "at t = 0.001) and trailing (evenly spaced, FLUX's)")
     ap.add_argument("--sampler", default="flow-euler")
     ap.add_argument("--n", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)

@@ -112,6 +112,7 @@ def test_an_end_to_end_run_pairs_every_row_with_the_reference(tiny_flow, segment
     monkeypatch.setenv("OASIS_DATA", str(root))
     out, grids = tmp_path / "few.md", tmp_path / "grids"
     B.main(["--models", f"a={tiny_flow}", f"b={tiny_flow}", "--steps", "1", "2", "--n", "4",
+            "--spacings", "trailing",
             "--reference-steps", "3", "--segmenter128", str(segmenter128), "--skip-timing",
             "--out", str(out), "--grids", str(grids)])
     data = json.loads(out.with_suffix(".json").read_text())
