@@ -19,6 +19,8 @@ opposite, a U-shaped density p(t) = a (e^(a t) + e^(a (1 - t))) / (2 (e^a - 1)) 
 after reflow the velocity is hardest to learn near the two ends of the path, and one-step
 sampling lives at t = 1.
 
+How straight a sampled path is: :func:`straightness` (Liu et al. 2022, sec. 2.2), per step.
+
 The timestep shift (Esser et al. 2024, sec. 5.3.2, "resolution-dependent shifting"):
 t' = s t / (1 + (s - 1) t). With s > 1 a sampler spends more of its steps at high noise, where
 large images (or latents) keep more of their structure than small ones.
@@ -212,3 +214,26 @@ def integrate_flow(velocity, x1: Tensor, steps: int, *, shift: float = 1.0) -> T
     for t, t_next in zip(grid[:-1], grid[1:], strict=True):
         xs.append(euler_flow_step(velocity(xs[-1], t), xs[-1], t, t_next))
     return torch.stack(xs)
+
+
+def straightness(xs: Tensor, ts) -> Tensor:
+    """How far an ODE path bends, per interval: Liu et al. 2022's straightness (sec. 2.2,
+    S(Z) = int_0^1 E || (Z_1 - Z_0) - v(Z_t, t) ||^2 dt, 0 exactly for straight paths),
+    discretised on a sampler's grid and divided by E || Z_1 - Z_0 ||^2 to be scale-free.
+
+    ``xs`` [K + 1, B, ...] are the states at the times ``ts`` (K + 1 floats from 1 down to 0,
+    e.g. a ``SampleResult``'s ``xs`` and ``timesteps / 1000``). Interval i's velocity is the
+    chord of the step, v_i = (x_{i+1} - x_i) / (t_{i+1} - t_i); the path's own chord is
+    c = (x_K - x_0) / (t_K - t_0). Returns [K]: E || v_i - c ||^2 / E || c ||^2 (means over
+    the batch and the elements). Their sum weighted by the interval lengths t_i - t_{i+1} is
+    the discretised S / E || c ||^2. A one-step path is straight by construction (0).
+    """
+    ts = torch.as_tensor(ts, dtype=torch.float64)
+    if xs.dim() < 2 or ts.dim() != 1 or len(ts) != len(xs) or len(xs) < 2:
+        raise ValueError(f"xs [K + 1, B, ...] and ts [K + 1] must match (K >= 1), got "
+                         f"{tuple(xs.shape)} and {tuple(ts.shape)}")
+    x = xs.double()
+    dt = (ts[1:] - ts[:-1]).reshape(-1, *([1] * (x.dim() - 1)))
+    v = (x[1:] - x[:-1]) / dt
+    chord = (x[-1] - x[0]) / float(ts[-1] - ts[0])
+    return (v - chord).pow(2).flatten(1).mean(1) / chord.pow(2).mean()

@@ -7,7 +7,11 @@
   shifted) against their densities, and the shift's map t -> t';
 * :func:`toy_flow_figure`: the exact velocity field of a two-point data set, integrated with many
   and with few Euler steps (why few steps blur);
-* :func:`few_step_slider`: the samples of one noise draw with 1..N Euler steps.
+* :func:`few_step_slider`: the samples of one noise draw with 1..N Euler steps, of one model or
+  of several side by side (a teacher and its reflow student);
+* :func:`straightness_curves`, :func:`straightness_figure`: how much each Euler step's velocity
+  departs from the path's chord, before and after reflow;
+* :func:`nfe_table`, :func:`few_step_table`: the benchmarks' tables as text.
 
 Images are ``[1, H, W]`` tensors in [-1, 1].
 """
@@ -29,14 +33,15 @@ from ..diffusion.flow_matching import (
     logit_normal_density,
     point_mixture_velocity,
     shift_time,
+    straightness,
 )
 from ..diffusion.schedule import NoiseSchedule
 from .style import DPI, GREY, to_display
 from .widgets import _int_slider, _show
 
 __all__ = ["coefficients_figure", "few_step_figure", "few_step_frame", "few_step_slider",
-           "logit_normal", "nfe_table", "paths_figure", "time_sampling_figure", "toy_flow_figure",
-           "toy_trajectories"]
+           "few_step_table", "logit_normal", "nfe_table", "paths_figure", "straightness_curves",
+           "straightness_figure", "time_sampling_figure", "toy_flow_figure", "toy_trajectories"]
 
 PANEL = 2.2  # inches per image panel
 RF_COLOUR, VP_COLOUR = "tab:orange", "tab:blue"
@@ -169,11 +174,12 @@ def toy_flow_figure(points: Tensor, starts: Tensor, step_counts=(200, 1, 2, 4), 
 
 # ------------------------------------------------------------------ few Euler steps
 @torch.no_grad()
-def few_step_frame(pipe, x_T: Tensor, steps: int) -> dict:
+def few_step_frame(pipe, x_T: Tensor, steps: int, *, label: str | None = None) -> dict:
     """The samples of the noise ``x_T`` (model space, [N, ...]) with ``steps`` Euler steps
-    (the pipeline's default sampler), decoded: ``images`` CPU [N, 1, H, W]."""
+    (the pipeline's default sampler and time grid: a model file's own, if it carries them),
+    decoded: ``images`` CPU [N, 1, H, W]; ``label`` names the model in the figure."""
     images = pipe.sample(len(x_T), steps=int(steps), x_T=x_T, progress=False)
-    return {"steps": int(steps), "images": images.clamp(-1, 1).cpu()}
+    return {"steps": int(steps), "images": images.clamp(-1, 1).cpu(), "label": label}
 
 
 def few_step_figure(frames: list[dict] | dict):
@@ -189,20 +195,61 @@ def few_step_figure(frames: list[dict] | dict):
             ax.set_xticks([])
             ax.set_yticks([])
         label = f"{frame['steps']} step{'s' if frame['steps'] > 1 else ''}"
+        if frame.get("label"):
+            label = f"{frame['label']}\n{label}"
         axes[row, 0].set_ylabel(label, fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def few_step_slider(pipe, x_T: Tensor, *, hi: int = 20, steps: int = 1):
-    """A slider over the number of Euler steps, 1..``hi``, redrawing :func:`few_step_figure`."""
+    """A slider over the number of Euler steps, 1..``hi``, redrawing :func:`few_step_figure`;
+    ``pipe`` a pipeline, or a dict ``{label: pipeline}`` drawn one row each from the same
+    noise."""
+    pipes = pipe if isinstance(pipe, dict) else {None: pipe}
 
     def draw(steps: int):
-        return _show(few_step_figure(few_step_frame(pipe, x_T, steps)))
+        return _show(few_step_figure([few_step_frame(p, x_T, steps, label=name)
+                                      for name, p in pipes.items()]))
 
     from ipywidgets import interactive
 
     return interactive(draw, steps=_int_slider("Euler steps", steps, 1, hi))
+
+
+# ------------------------------------------------------------------ straightness
+@torch.no_grad()
+def straightness_curves(pipes: dict, x_T: Tensor, *, steps: int = 20,
+                        spacing: str = "trailing") -> dict[str, dict]:
+    """For each ``{label: pipeline}`` (rectified flows), Euler with ``steps`` steps on the
+    ``spacing`` grid from the noise ``x_T`` (model space), and the per-step
+    :func:`~oasis_lib.diffusion.flow_matching.straightness` of its path: ``{label: {"t": the
+    steps' midpoints, "bend": [steps], "total": the sum weighted by the step lengths}}``.
+    No decoding: the path is the model-space chain."""
+    out = {}
+    for name, pipe in pipes.items():
+        res = pipe.sample(len(x_T), sampler="flow-euler", steps=steps, spacing=spacing, x_T=x_T,
+                          return_intermediates=True, progress=False)
+        ts = res.timesteps.double() / pipe.process.T
+        bend = straightness(res.xs, ts)
+        out[name] = {"t": ((ts[1:] + ts[:-1]) / 2).numpy(), "bend": bend.numpy(),
+                     "total": float((bend * (ts[:-1] - ts[1:])).sum())}
+    return out
+
+
+def straightness_figure(curves: dict[str, dict]):
+    """One line per model: each Euler step's E||v_i - c||^2 / E||c||^2 at the step's midpoint
+    time (0: the step moves along the path's chord)."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.4), dpi=DPI)
+    for name, c in curves.items():
+        ax.plot(c["t"], c["bend"], "o-", ms=3, label=f"{name} (weighted sum {c['total']:.3f})")
+    ax.set_xlabel("t (1 = noise, 0 = data)")
+    ax.set_ylabel("departure from the chord")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 # ------------------------------------------------------------------ the benchmark's table
@@ -223,4 +270,27 @@ def nfe_table(path: str | Path) -> str:
     first = data["results"][0]
     lines.append(f"floor (real vs real): Fréchet {first['frechet_floor']:.3f}, "
                  f"KID x1e3 {1e3 * first['kid_floor']:.2f}; n = {data['argv'].get('n')} per cell")
+    return "\n".join(lines)
+
+
+def few_step_table(path: str | Path) -> str:
+    """``benchmarks/bench_few_step.py``'s JSON as a text table: one row per model, step count
+    and grid: Fréchet (x the reference's), KID x1e3, RMS to the reference's samples, seconds
+    per 16 slices (bf16 where the benchmark's CPU had it, else fp32)."""
+    data = json.loads(Path(path).read_text())
+    rows = data["rows"]
+    width = max(len(r["model"]) for r in rows) + 12
+    lines = [f"{'model':<{width}} | steps | grid     | Fréchet (ratio) | KID x1e3 | RMS   | "
+             "s / 16"]
+    for r in rows:
+        name = r["model"] + (" (reference)" if r["reference"] else "")
+        secs = r.get("seconds_bf16") or r.get("seconds_fp32")
+        frechet = f"{r['frechet']:.3f} ({r['frechet_ratio']:.2f}x)"
+        lines.append(f"{name:<{width}} | {r['steps']:5d} | {r['spacing']:<8} | {frechet:<15} | "
+                     f"{1e3 * r['kid']:8.2f} | {r['rms_to_reference']:.3f} | "
+                     + ("-" if secs is None else f"{secs:.2f}"))
+    first = rows[0]
+    mode = "bf16" if rows[0].get("seconds_bf16") else "fp32"
+    lines.append(f"floor (real vs real): Fréchet {first['frechet_floor']:.3f}, KID x1e3 "
+                 f"{1e3 * first['kid_floor']:.2f}; n = {data['n']} per row; times in {mode}")
     return "\n".join(lines)

@@ -157,3 +157,20 @@ def test_a_grid_of_another_process_is_refused():
         SamplingDefaults("flow-euler", 2, "karras").check(pipe.process)
     with pytest.raises(ValueError, match="default spacing must be a string or None"):
         SamplingDefaults.from_dict({"sampler": "flow-euler", "spacing": 3})
+
+
+def test_straightness_is_zero_on_a_line_and_one_for_a_single_jump():
+    from oasis_lib.diffusion.flow_matching import straightness
+
+    x1, x0 = torch.randn(3, 2, 4, generator=_gen(1)), torch.randn(3, 2, 4, generator=_gen(2))
+    ts = [1.0, 0.75, 0.5, 0.0]
+    line = torch.stack([(1 - t) * x0 + t * x1 for t in ts])
+    assert straightness(line, ts).abs().max() < 1e-12
+    # all the way in the first interval, then still: (v - c) = c (1 / 0.25 - 1) there and -c after
+    jump = torch.stack([x1, x0, x0, x0])
+    torch.testing.assert_close(straightness(jump, ts),
+                               torch.tensor([9.0, 1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(straightness(5 * jump, ts), straightness(jump, ts))  # scale-free
+    assert straightness(torch.stack([x1, x0]), [1.0, 0.0]).item() == 0.0  # one step: straight
+    with pytest.raises(ValueError, match=r"xs \[K \+ 1, B, ...\] and ts \[K \+ 1\] must match"):
+        straightness(jump, [1.0, 0.0])

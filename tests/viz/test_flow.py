@@ -95,3 +95,50 @@ def test_nfe_table_reads_the_benchmark_json(tmp_path):
     assert table[2].startswith("heun")
     assert "0.580 /  4.00 ( 7)" in table[2]
     assert table[-1].endswith("n = 128 per cell")
+
+
+def test_the_slider_draws_one_row_per_model_from_the_same_noise(pipe):
+    x_T = torch.randn(2, *pipe.sample_shape, generator=torch.Generator().manual_seed(1))
+    frames = [flow.few_step_frame(pipe, x_T, 2, label=name) for name in ("a", "b")]
+    torch.testing.assert_close(frames[0]["images"], frames[1]["images"])
+    fig = flow.few_step_figure(frames)
+    assert fig.axes[0].get_ylabel() == "a\n2 steps"
+    assert fig.axes[2].get_ylabel() == "b\n2 steps"
+    pytest.importorskip("ipywidgets")
+    w = flow.few_step_slider({"a": pipe, "b": pipe}, x_T, hi=3)
+    assert w.children[0].max == 3
+
+
+def test_straightness_curves_are_the_library_measure_of_the_pipelines_path(pipe):
+    x_T = torch.randn(2, *pipe.sample_shape, generator=torch.Generator().manual_seed(2))
+    curves = flow.straightness_curves({"m": pipe}, x_T, steps=4)
+    np.testing.assert_allclose(curves["m"]["t"], [0.875, 0.625, 0.375, 0.125])  # trailing grid
+    res = pipe.sample(2, sampler="flow-euler", steps=4, spacing="trailing", x_T=x_T,
+                      return_intermediates=True, progress=False)
+    xs = res.xs.double()
+    c = (xs[-1] - xs[0]) / (0.0 - 1.0)  # the chord's velocity, t from 1 to 0
+    v0 = (xs[1] - xs[0]) / (0.75 - 1.0)  # the first step's
+    expected = float((v0 - c).pow(2).mean() / c.pow(2).mean())
+    assert curves["m"]["bend"][0] == pytest.approx(expected, rel=1e-9)
+    assert curves["m"]["total"] == pytest.approx(0.25 * curves["m"]["bend"].sum(), rel=1e-9)
+    fig = flow.straightness_figure(curves)
+    assert "weighted sum" in fig.axes[0].get_legend().get_texts()[0].get_text()
+
+
+def test_few_step_table_reads_the_benchmark_json(tmp_path):
+    row = {"model": "teacher", "reference": True, "steps": 20, "spacing": "linspace",
+           "frechet": 0.25, "frechet_ratio": 1.0, "kid": 0.002, "rms_to_reference": 0.0,
+           "seconds_fp32": 6.5, "seconds_bf16": 3.1, "frechet_floor": 0.2, "kid_floor": 0.001}
+    student = {**row, "model": "student", "reference": False, "steps": 2, "spacing": "trailing",
+               "frechet": 0.27, "frechet_ratio": 1.08, "rms_to_reference": 0.1,
+               "seconds_bf16": 0.9}
+    path = tmp_path / "few.json"
+    path.write_text(json.dumps({"n": 128, "rows": [row, student]}))
+    lines = flow.few_step_table(path).splitlines()
+    assert lines[1].split("|")[1:4] == ["    20 ", " linspace ", " 0.250 (1.00x)   "]
+    assert len(lines[0]) == len(lines[1].rsplit("|", 1)[0]) + len("| s / 16")
+    assert lines[2].startswith("student")
+    assert "0.270 (1.08x)" in lines[2]
+    assert lines[2].endswith("0.90")
+    assert lines[-1] == ("floor (real vs real): Fréchet 0.200, KID x1e3 1.00; n = 128 per row; "
+                         "times in bf16")
