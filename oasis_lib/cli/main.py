@@ -106,6 +106,7 @@ def _cmd_sample(args) -> int:
     from torchvision.utils import save_image
 
     from ..pretrained import load_model
+    from ..training.precision import resolve_precision
     from .checks import check_sample_args
     from .conditional import condition_from_args
 
@@ -113,18 +114,21 @@ def _cmd_sample(args) -> int:
     choice = check_sample_args(args, pipe)  # flags or the file's defaults; --n against memory
     cond = condition_from_args(args, pipe)  # --mask/--slice read and checked against the model
     device = pipe.device
+    dtype, why = resolve_precision(args.precision, device)  # bf16 only where it is native
     t0 = time.perf_counter()
-    x = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                    spacing=args.spacing, generator=torch.Generator().manual_seed(args.seed),
-                    progress=not args.no_progress, condition=cond,
-                    guidance_scale=args.guidance if pipe.conditional else None,
-                    guidance_rescale=args.guidance_rescale)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        x = pipe.sample(args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                        spacing=args.spacing, generator=torch.Generator().manual_seed(args.seed),
+                        progress=not args.no_progress, condition=cond,
+                        guidance_scale=args.guidance if pipe.conditional else None,
+                        guidance_rescale=args.guidance_rescale)
     x = (x.float().cpu().clamp(-1, 1) + 1) / 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(x, out, nrow=args.nrow or int(args.n ** 0.5 + 0.5), padding=2, pad_value=1.0)
     print(f"wrote {out} ({args.n} samples; {choice.describe(pipe.process)}; "
-          f"{time.perf_counter() - t0:.1f} s on {device.type})")
+          f"{time.perf_counter() - t0:.1f} s on {device.type}"
+          f"{'' if args.precision == 'fp32' else '; precision ' + why})")
     if args.individual:
         folder = out.with_suffix("")
         folder.mkdir(parents=True, exist_ok=True)
@@ -205,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "linspace for rectified flow; karras, which the VP multistep solvers "
                         "accept, scores best in benchmarks/results/samplers.md; trailing, evenly "
                         "spaced, for a few-step flow)")
+    a.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="fp32 (default: the same bytes on every CPU); auto: bf16 autocast where "
+                        "the CPU has native bf16 (avx512_bf16/amx_bf16) and it measures faster, "
+                        "about 2x on such CPUs (benchmarks/results/sampling_split.md); bf16: "
+                        "always")
     a.add_argument("--eta", type=float, default=0.0,
                    help="DDIM eta in [0, 1] (ddim only; other samplers refuse it)")
     a.add_argument("--n", type=int, default=16)

@@ -145,3 +145,18 @@ def test_an_unknown_default_sampler_is_a_usage_error(runs, capsys):
               str(runs["tmp"] / "x.safetensors"), "--default-sampler", "nope"])
     assert stop.value.code == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_sample_in_bf16_says_so_and_fp32_stays_the_default(runs, capsys):
+    tmp = runs["tmp"]
+    out = tmp / "plain_bf16.safetensors"
+    assert main(["export", "--checkpoint", str(runs["flow"]), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert _sample(out, tmp / "fp32.png") == 0
+    assert "precision" not in capsys.readouterr().out
+    assert _sample(out, tmp / "fp32_again.png", "--precision", "fp32") == 0
+    assert (tmp / "fp32.png").read_bytes() == (tmp / "fp32_again.png").read_bytes()
+    assert _sample(out, tmp / "bf16.png", "--precision", "bf16") == 0
+    assert "precision bf16 as configured" in capsys.readouterr().out
+    assert _sample(out, tmp / "auto.png", "--precision", "auto") == 0
+    assert "precision auto on cpu: " in capsys.readouterr().out
