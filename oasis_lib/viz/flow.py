@@ -174,11 +174,13 @@ def toy_flow_figure(points: Tensor, starts: Tensor, step_counts=(200, 1, 2, 4), 
 
 # ------------------------------------------------------------------ few Euler steps
 @torch.no_grad()
-def few_step_frame(pipe, x_T: Tensor, steps: int, *, label: str | None = None) -> dict:
+def few_step_frame(pipe, x_T: Tensor, steps: int, *, label: str | None = None,
+                   spacing: str | None = None) -> dict:
     """The samples of the noise ``x_T`` (model space, [N, ...]) with ``steps`` Euler steps
-    (the pipeline's default sampler and time grid: a model file's own, if it carries them),
-    decoded: ``images`` CPU [N, 1, H, W]; ``label`` names the model in the figure."""
-    images = pipe.sample(len(x_T), steps=int(steps), x_T=x_T, progress=False)
+    (the pipeline's default sampler; ``spacing`` None: its default time grid, a model file's
+    own if it carries one), decoded: ``images`` CPU [N, 1, H, W]; ``label`` names the model in
+    the figure."""
+    images = pipe.sample(len(x_T), steps=int(steps), x_T=x_T, spacing=spacing, progress=False)
     return {"steps": int(steps), "images": images.clamp(-1, 1).cpu(), "label": label}
 
 
@@ -202,14 +204,15 @@ def few_step_figure(frames: list[dict] | dict):
     return fig
 
 
-def few_step_slider(pipe, x_T: Tensor, *, hi: int = 20, steps: int = 1):
+def few_step_slider(pipe, x_T: Tensor, *, hi: int = 20, steps: int = 1,
+                    spacing: str | None = None):
     """A slider over the number of Euler steps, 1..``hi``, redrawing :func:`few_step_figure`;
     ``pipe`` a pipeline, or a dict ``{label: pipeline}`` drawn one row each from the same
-    noise."""
+    noise; ``spacing``: the time grid of every row (None: each model's default)."""
     pipes = pipe if isinstance(pipe, dict) else {None: pipe}
 
     def draw(steps: int):
-        return _show(few_step_figure([few_step_frame(p, x_T, steps, label=name)
+        return _show(few_step_figure([few_step_frame(p, x_T, steps, label=name, spacing=spacing)
                                       for name, p in pipes.items()]))
 
     from ipywidgets import interactive
