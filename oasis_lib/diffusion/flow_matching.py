@@ -14,12 +14,12 @@ sample``) and Stable Diffusion 3's (Esser et al. 2024, sec. 3.1: their eps-to-da
 Training times (Esser et al. 2024, sec. 3.1): uniform, or logit-normal, t = sigmoid(m + s u)
 with u ~ N(0, 1) (location m, scale s; SD3 chose m = 0, s = 1), which puts more of the
 training on the middle of the path where the velocity is hardest to predict. For a reflow
-round, Lee et al. 2024 ("Improving the Training of Rectified Flows", sec. 4.1) propose the
+round, Lee et al. 2024 ("Improving the Training of Rectified Flows") propose the
 opposite, a U-shaped density p(t) = a (e^(a t) + e^(a (1 - t))) / (2 (e^a - 1)) with a = 4:
 after reflow the velocity is hardest to learn near the two ends of the path, and one-step
 sampling lives at t = 1.
 
-How straight a sampled path is: :func:`straightness` (Liu et al. 2022, sec. 2.2), per step.
+How straight a sampled path is: :func:`straightness` (Liu et al. 2022), per step.
 
 The timestep shift (Esser et al. 2024, sec. 5.3.2, "resolution-dependent shifting"):
 t' = s t / (1 + (s - 1) t). With s > 1 a sampler spends more of its steps at high noise, where
@@ -217,8 +217,8 @@ def integrate_flow(velocity, x1: Tensor, steps: int, *, shift: float = 1.0) -> T
 
 
 def straightness(xs: Tensor, ts) -> Tensor:
-    """How far an ODE path bends, per interval: Liu et al. 2022's straightness (sec. 2.2,
-    S(Z) = int_0^1 E || (Z_1 - Z_0) - v(Z_t, t) ||^2 dt, 0 exactly for straight paths),
+    """How far an ODE path bends, per interval: Liu et al. 2022's straightness,
+    S(Z) = int_0^1 E || (Z_1 - Z_0) - v(Z_t, t) ||^2 dt (0 exactly for straight paths),
     discretised on a sampler's grid and divided by E || Z_1 - Z_0 ||^2 to be scale-free.
 
     ``xs`` [K + 1, B, ...] are the states at the times ``ts`` (K + 1 floats from 1 down to 0,

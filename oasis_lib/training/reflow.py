@@ -22,7 +22,7 @@ that noise as eps and that sample as x0: x_t = (1 - t) x0 + t eps, target v = ep
   model space); the Trainer then trains through the same loop (``training.trainer``).
 
 The training times are the run's noise process's: uniform, logit-normal, or the U-shaped
-density that Lee et al. 2024 ("Improving the Training of Rectified Flows", sec. 4.1) propose for
+density that Lee et al. 2024 ("Improving the Training of Rectified Flows") propose for
 reflow (``--time-sampling u-shaped``).
 """
 
