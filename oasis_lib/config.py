@@ -8,7 +8,8 @@ match the U-Net presets (``tiny`` for tests and CI, ``cpu`` for a laptop CPU at 
     cfg = TrainConfig.from_preset("cpu", epochs=5, out_dir="runs/try")
 
 What every run has lives in :mod:`oasis_lib.run_config` (:class:`RunConfig`), the latent
-autoencoder's run in :mod:`oasis_lib.autoencoder_train_config`; both are importable from here.
+autoencoder's run in :mod:`oasis_lib.autoencoder_train_config`, the light decoder's in
+:mod:`oasis_lib.decoder_train_config`; all are importable from here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .autoencoder_train_config import (  # noqa: F401 (re-exported: oasis_lib.co
     AutoencoderTrainConfig,
 )
 from .config_knobs import knob
+from .decoder_train_config import DECODER_TRAIN_PRESETS, DecoderTrainConfig  # noqa: F401
 from .diffusion.flow_matching import TIME_SAMPLINGS
 from .diffusion.objectives import LOSS_TYPES
 from .diffusion.processes import ALL_PREDICTION_TYPES, NOISE_PROCESSES, get_noise_process

@@ -25,7 +25,7 @@ from typing import Any
 #: when None (a resume that leaves it None keeps the checkpoint's).
 RESUME_RULES = ("fixed", "safe", "free", "length", "derived")
 #: The kinds of run a flag can belong to (:func:`oasis_lib.file_layout.run_kind`).
-RUN_KINDS = ("diffusion", "autoencoder")
+RUN_KINDS = ("diffusion", "autoencoder", "decoder")
 DIFFUSION_ONLY = ("diffusion",)
 
 

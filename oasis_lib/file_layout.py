@@ -2,7 +2,7 @@
 of an export. Written and read here only.
 
 An **export** is one fp16 ``.safetensors`` file (:func:`~oasis_lib.checkpoint.
-export_safetensors`: weights, and a JSON config in the metadata) of one of three kinds:
+export_safetensors`: weights, and a JSON config in the metadata) of one of these kinds:
 
 * a pixel diffusion model: the U-Net's weights and the run's :class:`~oasis_lib.config.
   TrainConfig` (``pipe.save``, ``python -m oasis_lib export``);
@@ -14,7 +14,10 @@ export_safetensors`: weights, and a JSON config in the metadata) of one of three
   :class:`~oasis_lib.diffusion.sampling_defaults.SamplingDefaults` on export and on load); a
   file without the key samples with its noise process's default sampler, as before;
 * an autoencoder: its weights, ``kind="autoencoder"``, its config under ``autoencoder`` and
-  the training run's config under ``run``.
+  the training run's config under ``run``;
+* a light decoder (``train-decoder``): its weights, ``kind="lite-decoder"``, its config under
+  ``lite_decoder``, the content hash of the autoencoder it was distilled from under
+  ``autoencoder_sha256`` and the run's config under ``run``.
 
 :func:`write_model_export` / :func:`read_model_export` and :func:`write_autoencoder_export` /
 :func:`read_autoencoder_export` are the two pairs; :func:`oasis_lib.pretrained.load_model` and
@@ -31,16 +34,18 @@ import torch
 from .checkpoint import CheckpointError, export_safetensors, load_safetensors
 
 AUTOENCODER_KIND = "autoencoder"  # metadata "kind" of an exported autoencoder
+DECODER_KIND = "lite-decoder"  # metadata "kind" of an exported light decoder
 AUTOENCODER_PREFIX = "autoencoder."  # its keys inside a latent diffusion export
 BUNDLED_CONFIG = "autoencoder_config"  # the bundled autoencoder's config, in a latent export
 SAMPLING_DEFAULTS = "sampling_defaults"  # a diffusion export's default sampler and steps
 
 #: What each kind of run's config has that the other's lacks.
-RUN_MARKERS = {"diffusion": "diffusion", "autoencoder": "crop_size"}
+RUN_MARKERS = {"diffusion": "diffusion", "autoencoder": "crop_size", "decoder": "lite_decoder"}
 
 
 def run_kind(config: dict) -> str | None:
-    """``"diffusion"`` (made by ``train``), ``"autoencoder"`` (``train-autoencoder``) or None:
+    """``"diffusion"`` (made by ``train``), ``"autoencoder"`` (``train-autoencoder``),
+    ``"decoder"`` (``train-decoder``) or None:
     the kind of run a saved config (a checkpoint's or an export's) describes."""
     return next((kind for kind, marker in RUN_MARKERS.items() if marker in config), None)
 
@@ -112,3 +117,24 @@ def read_autoencoder_export(path: str | os.PathLike) -> tuple[dict[str, torch.Te
         raise CheckpointError(f"{path} is not an autoencoder export: expected metadata "
                               f"kind={AUTOENCODER_KIND!r}, found keys {sorted(meta)}")
     return state, meta["autoencoder"]
+
+
+def write_decoder_export(path: str | os.PathLike, decoder: torch.nn.Module, *,
+                         autoencoder_sha256: str, run_config: dict | None = None,
+                         dtype: torch.dtype = torch.float16) -> Path:
+    """A light decoder's export: its weights, ``kind="lite-decoder"``, its config, the hash of
+    the autoencoder it reproduces and, for the record, the training run's config."""
+    config = {"kind": DECODER_KIND, "lite_decoder": decoder.config.to_dict(),
+              "autoencoder_sha256": autoencoder_sha256, "run": run_config or {}}
+    return export_safetensors(decoder.state_dict(), path, config=config, dtype=dtype)
+
+
+def read_decoder_export(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state, metadata)`` of a light decoder's export; another file raises
+    :class:`CheckpointError`."""
+    state, meta = load_safetensors(path)
+    if meta.get("kind") != DECODER_KIND:
+        raise CheckpointError(f"{path} is not a light decoder's export: expected metadata "
+                              f"kind={DECODER_KIND!r}, found {meta.get('kind', 'no kind')!r} "
+                              "(make one with `train-decoder`, then `export`)")
+    return state, meta

@@ -18,14 +18,16 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import AutoencoderTrainConfig, RunConfig, TrainConfig
+from ..config import AutoencoderTrainConfig, DecoderTrainConfig, RunConfig, TrainConfig
 from ..config_knobs import Knob, knobs
 from ..training.resume import resume_key
 
 #: The config each training command builds, and the run kind its knobs' ``runs`` name.
 COMMAND_CONFIGS: dict[str, type[RunConfig]] = {"train": TrainConfig,
-                                               "train-autoencoder": AutoencoderTrainConfig}
-CONFIG_RUN_KINDS = {TrainConfig: "diffusion", AutoencoderTrainConfig: "autoencoder"}
+                                               "train-autoencoder": AutoencoderTrainConfig,
+                                               "train-decoder": DecoderTrainConfig}
+CONFIG_RUN_KINDS = {TrainConfig: "diffusion", AutoencoderTrainConfig: "autoencoder",
+                    DecoderTrainConfig: "decoder"}
 DEFAULT_PRESET = "cpu"  # the preset whose values --help shows, and the default of --preset
 #: The argument group of each config class's flags, in --help.
 GROUPS = {
@@ -35,6 +37,7 @@ GROUPS = {
     "DiffusionConfig": "the noise schedule and the training objective",
     "AutoencoderTrainConfig": "the autoencoder",
     "AutoencoderLossConfig": "the autoencoder's loss",
+    "DecoderTrainConfig": "the light decoder and its teacher",
 }
 
 
@@ -70,7 +73,8 @@ def _strip_none(annotation: Any) -> Any:
 
 
 def run_kind(cls: type[RunConfig]) -> str:
-    """``diffusion`` or ``autoencoder``: the run kind of a config class (or of its base)."""
+    """``diffusion``, ``autoencoder`` or ``decoder``: the run kind of a config class (or of
+    its base)."""
     for base, kind in CONFIG_RUN_KINDS.items():
         if issubclass(cls, base):
             return kind

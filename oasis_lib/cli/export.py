@@ -67,11 +67,28 @@ def export_sampling_defaults(args, config: dict, *, source: Path) -> dict | None
     return defaults.to_dict()
 
 
+def _write_decoder(state: dict, config: dict, tmp: Path) -> None:
+    """A ``train-decoder`` run: the light decoder alone (``kind="lite-decoder"``), with the
+    hash of the autoencoder it reproduces; the run's autoencoder path is not this machine's."""
+    from ..models.lite_decoder import LiteDecoder
+    from ..pretrained_decoder import _config_from_state, export_decoder, load_decoder
+
+    if config.get("autoencoder"):
+        config = {**config, "autoencoder": Path(config["autoencoder"]).name}
+    model = LiteDecoder(_config_from_state(config["lite_decoder"], state))
+    model.load_state_dict(state)
+    export_decoder(model, tmp, autoencoder_sha256=config["autoencoder_sha256"],
+                   run_config=config)
+    load_decoder(tmp, device="cpu")  # what `sample --decoder OUT` will do
+
+
 def _write(state: dict, config: dict, tmp: Path, *, autoencoder_run: bool, source: Path,
            moved: str | None = None, sampling_defaults: dict | None = None) -> None:
     from ..pretrained import export_autoencoder, load_autoencoder, load_model, run_autoencoder
 
     shared = {"out_dir": f"runs/{Path(config['out_dir']).name}"}  # not this machine's path
+    if run_kind(config) == "decoder":
+        return _write_decoder(state, {**config, **shared}, tmp)
     if autoencoder_run:
         config = {**config, **shared}
         from ..config import AutoencoderTrainConfig
@@ -127,7 +144,7 @@ def run_export(args) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     size_mb = out.stat().st_size / 2**20
-    what = ("autoencoder" if autoencoder_run
+    what = ("autoencoder" if autoencoder_run else "light decoder" if run_kind(config) == "decoder"
             else "latent diffusion + autoencoder" if ckpt["config"].get("autoencoder")
             else "diffusion")
     said = ("" if defaults is None else f"; samples with {defaults['sampler']}, "

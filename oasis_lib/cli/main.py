@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import AutoencoderTrainConfig, TrainConfig
+from ..config import AutoencoderTrainConfig, DecoderTrainConfig, TrainConfig
 from ..diffusion.processes import ALL_SPACINGS
 from ..diffusion.sampling import SAMPLERS
 from .checks import check_args
@@ -66,6 +66,26 @@ def _cmd_train_autoencoder(args) -> int:
     print(f"trained the autoencoder to step {result.step} (epoch {result.epoch}) at "
           f"{result.images_per_second:.1f} images/s; best EMA val loss {result.best_val_loss}; "
           f"checkpoints in {result.out_dir}")
+    return 0
+
+
+def _cmd_train_decoder(args) -> int:
+    from ..config import DecoderTrainConfig
+    from ..training.decoder_distill import train_decoder
+    from ..viz.plotting import plot_loss_curve
+    from .train import prepare_train_autoencoder
+
+    cfg = prepare_train_autoencoder(args, DecoderTrainConfig)  # a resume matched to last.pt
+    if cfg is None:
+        return 0  # a resumed run that is already finished (said so)
+    result = train_decoder(cfg, resume=args.resume)
+    metrics = Path(result.out_dir) / "metrics.jsonl"
+    if metrics.is_file():
+        plot_loss_curve(metrics, save_to=Path(result.out_dir) / "loss_curve.png")
+    print(f"trained the light decoder to step {result.step} (epoch {result.epoch}) at "
+          f"{result.images_per_second:.1f} latents/s; best EMA val loss {result.best_val_loss}; "
+          f"checkpoints in {result.out_dir}; export with `python -m oasis_lib export --checkpoint "
+          f"{result.out_dir}/best.pt --out FILE.safetensors`")
     return 0
 
 
@@ -193,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the latent autoencoder on crops of native slices (resumable)")
     add_train_flags(k, AutoencoderTrainConfig)
     k.set_defaults(func=_cmd_train_autoencoder)
+
+    r = sub.add_parser("train-decoder", help="distil a light decoder from an autoencoder's "
+                                             "(faster decoding; resumable)")
+    add_train_flags(r, DecoderTrainConfig)
+    r.set_defaults(func=_cmd_train_decoder)
 
     a = sub.add_parser("sample", help="sample a grid from a checkpoint")
     a.add_argument("--checkpoint", default=None,

@@ -21,6 +21,7 @@ from ..config import AutoencoderTrainConfig, TrainConfig
 from ..file_layout import run_kind
 from .config_flags import DEFAULT_PRESET, add_config_flags, config_from_args, flag_names
 from .config_flags import explicit_fields as config_explicit_fields
+from .config_flags import run_kind as config_run_kind
 from .errors import UsageError, usage_phase
 from .reflow import check_reflow_train
 from .validate import (
@@ -121,13 +122,14 @@ def resume_config(cfg, *, explicit: set[str], allow: tuple[str, ...] = ()):
 
 
 #: The command that trains each kind of run (:func:`oasis_lib.file_layout.run_kind`).
-RUN_COMMANDS = {"diffusion": "train", "autoencoder": "train-autoencoder"}
+RUN_COMMANDS = {"diffusion": "train", "autoencoder": "train-autoencoder",
+                "decoder": "train-decoder"}
 
 
 def check_run_kind(saved: dict, cfg, last: Path) -> None:
     """Refuse to resume a run of the other kind (a diffusion run with ``train-autoencoder``,
     or the reverse), naming what the folder holds and the command that resumes it."""
-    want = "autoencoder" if isinstance(cfg, AutoencoderTrainConfig) else "diffusion"
+    want = config_run_kind(type(cfg))
     found = run_kind(saved)
     if found is None or found == want:
         return
@@ -197,14 +199,15 @@ def check_latent_size(cfg) -> None:
             f"downsampling factor f={f} ({cfg.autoencoder}); e.g. --image-size {near}")
 
 
-def prepare_train_autoencoder(args):
-    """``train-autoencoder``'s config, or None when a resumed run is already finished (said
-    so): the flags given over the preset, a resume matched to ``last.pt``."""
+def prepare_train_autoencoder(args, config: type = AutoencoderTrainConfig):
+    """``train-autoencoder``'s config (or ``train-decoder``'s: ``config``), or None when a
+    resumed run is already finished (said so): the flags given over the preset, a resume
+    matched to ``last.pt``."""
     if args.override and not args.resume:
         raise UsageError("--override only applies with --resume")
-    explicit = explicit_fields(args, AutoencoderTrainConfig)
-    with usage_phase(AUTOENCODER_FLAGS):  # "--latent-channels must be ...": exit 2
-        cfg = config_from_args(AutoencoderTrainConfig, args)
+    explicit = explicit_fields(args, config)
+    with usage_phase(flag_names(config)):  # "--latent-channels must be ...": exit 2
+        cfg = config_from_args(config, args)
     if args.resume:  # flags given must match last.pt; the others (and the length) come from it
         return resume_config(cfg, explicit=explicit, allow=tuple(args.override or ()))
     return cfg

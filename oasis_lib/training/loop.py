@@ -2,10 +2,11 @@
 
 :class:`TrainingLoop` knows nothing of what it trains: a subclass says that with its hooks
 (``build``, ``step_inputs``, ``compute_loss``, ``_fixed_validation_batch``, ``validate``,
-``sample_grid``; where the data come from: ``load_data``, ``encoded_sets``):
-``training.trainer.Trainer`` (diffusion) and
-``training.autoencoder.AutoencoderTrainer``. The loop body is karpathy/nanoGPT's ``train.py``:
-lr, micro-steps, clip, step, EMA, log. Everything else sits at its edges, in small helpers.
+``sample_grid``; where the data come from: ``load_data``, ``latent_run``, ``encoded_sets``):
+``training.trainer.Trainer`` (diffusion), ``training.autoencoder.AutoencoderTrainer`` and
+``training.decoder_distill.DecoderTrainer`` (the light decoder). The loop body is
+karpathy/nanoGPT's ``train.py``: lr, micro-steps, clip, step, EMA, log. Everything else sits
+at its edges, in small helpers.
 
 The map of one step (``fit`` -> ``train_step``), with the file and function of every edge:
 
@@ -153,9 +154,8 @@ class TrainingLoop(RunState):
         self.train_set, self.val_set = train_set, val_set
         self.guard = DivergenceGuard()
         self.raw_model = self.build().to(self.device)
-        self.encoded = self.pipeline is not None and self.pipeline.autoencoder is not None
+        self.encoded = self.latent_run()
         if self.encoded:  # latent diffusion: train on cached, scaled latents
-            self.pipeline.to(self.device)
             self.train_set, self.val_set = self.encoded_sets()
         self._wrap()
         self.ema = EMA(self.raw_model, cfg.ema_decay, warmup=cfg.ema_warmup,
@@ -204,9 +204,15 @@ class TrainingLoop(RunState):
         opts = {"with_masks": self.needs_masks, "train_splits": cfg.train_splits}
         return load_splits(cfg.data_root, cfg.image_size, augment=False, **opts)
 
+    def latent_run(self) -> bool:
+        """Whether the run trains on latents (:meth:`encoded_sets`) instead of the slices: a
+        latent diffusion run (its pipeline has an autoencoder)."""
+        return self.pipeline is not None and self.pipeline.autoencoder is not None
+
     def encoded_sets(self):
         """A latent run's ``(train, validate)`` in model space (after :meth:`build`): the
         slices' cached, scaled latents (rank 0 writes the cache: ``latents.rank_zero_latents``)."""
+        self.pipeline.to(self.device)
         return rank_zero_latents(self.pipeline, self.cfg, self.train_set, self.val_set,
                                  self.dist, progress=self.cfg.progress)
 

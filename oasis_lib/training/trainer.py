@@ -135,7 +135,10 @@ class Trainer(TrainingLoop):
     def encoded_sets(self):
         """A latent run's model-space data: the cached latents of the slices, or the pairs
         as they are (already in the teacher's model space)."""
-        return (self.train_set, self.val_set) if self.reflow else super().encoded_sets()
+        if self.reflow:
+            self.pipeline.to(self.device)
+            return self.train_set, self.val_set
+        return super().encoded_sets()
 
     def step_inputs(self, batch):
         """Images (or latents), and for a conditional run the values of its fields, in the
