@@ -30,15 +30,17 @@ from .pretrained_autoencoder import (
     load_autoencoder,
     run_autoencoder,
 )
+from .pretrained_decoder import check_decoder, export_decoder, load_decoder
 
 __all__ = ["DEMO_CHECKPOINT", "REPO_URL", "autoencoder_sha256", "build_model", "build_pipeline",
-           "build_schedule", "export_autoencoder", "load_autoencoder", "load_model",
-           "run_autoencoder", "shipped_checkpoint"]
+           "build_schedule", "export_autoencoder", "export_decoder", "load_autoencoder",
+           "load_decoder", "load_model", "run_autoencoder", "shipped_checkpoint"]
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
                use_ema: bool = True, model: torch.nn.Module | None = None,
-               autoencoder: str | os.PathLike | None = None) -> DiffusionPipeline:
+               autoencoder: str | os.PathLike | None = None,
+               decoder: str | os.PathLike | None = None) -> DiffusionPipeline:
     """Load weights for sampling; returns a :class:`DiffusionPipeline` in eval mode.
 
     Args:
@@ -50,6 +52,9 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
             layout to load the weights into (the library cannot build it).
         autoencoder: for a latent run's ``.pt`` whose autoencoder moved, its new place;
             accepted only if it holds the weights the run trained with (:func:`run_autoencoder`).
+        decoder: a light decoder (``train-decoder``'s export or run) that decodes in place of
+            the autoencoder's (``pipe.decoder``); refused unless distilled from this model's
+            autoencoder (:func:`~oasis_lib.pretrained_decoder.check_decoder`).
 
     The pipeline's ``config`` is the run's :class:`~oasis_lib.config.TrainConfig`; its
     ``sampling_defaults`` are the export's default sampler and steps (checked against
@@ -109,4 +114,10 @@ def load_model(path: str | os.PathLike | None = None, *, device: str | torch.dev
         except ValueError as err:
             raise CheckpointError(f"{path}: its sampling defaults {defaults} cannot run: "
                                   f"{err}") from err
+    if decoder is not None:
+        if pipe.autoencoder is None:
+            raise CheckpointError(f"decoder {decoder} given, but {path} is a pixel-space model "
+                                  "(it decodes nothing); drop it")
+        pipe.decoder = load_decoder(decoder, device=dev)
+        check_decoder(pipe.decoder, pipe.autoencoder, source=str(decoder))
     return pipe.to(dev).eval()

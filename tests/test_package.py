@@ -25,9 +25,10 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.part
 #: longest room its name starts with, and may import its own room, its own packages and what
 #: the arrows name (a name covers its submodules). Change this and the doc together.
 EVERYTHING_BELOW_CLI = {
-    "autoencoder_train_config", "checkpoint", "config", "config_knobs", "data", "device",
-    "diffusion", "evaluation", "file_layout", "models", "paths", "pretrained",
-    "pretrained_autoencoder", "run_config", "seeding", "training", "viz"}
+    "autoencoder_train_config", "checkpoint", "config", "config_knobs", "data",
+    "decoder_train_config", "device", "diffusion", "evaluation", "file_layout", "models", "paths",
+    "pretrained", "pretrained_autoencoder", "pretrained_decoder", "run_config", "seeding",
+    "training", "viz"}
 ARROWS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "_lazy": set(),
@@ -44,17 +45,20 @@ ARROWS: dict[str, set[str]] = {
                           "models.conditioning", "paths", "pretrained", "seeding",
                           "viz.evaluation", "viz.plotting"},
     "training": {"autoencoder_train_config", "checkpoint", "config", "config_knobs", "data",
-                 "device",
+                 "decoder_train_config", "device",
                  "diffusion", "evaluation.reconstruction", "evaluation.segmenter",
                  "evaluation.ssim", "models", "pretrained", "pretrained_autoencoder",
                  "run_config", "seeding"},
     "pretrained": {"checkpoint", "config", "device", "diffusion.pipeline", "file_layout",
-                   "models", "paths", "pretrained_autoencoder"},
+                   "models", "paths", "pretrained_autoencoder", "pretrained_decoder"},
+    "pretrained_decoder": {"checkpoint", "decoder_train_config", "device", "file_layout",
+                           "models.lite_decoder", "pretrained_autoencoder"},
     "pretrained_autoencoder": {"autoencoder_train_config", "checkpoint", "device",
                                "file_layout", "models.autoencoder", "models.autoencoder_config"},
     "models.factory": {"config", "diffusion", "models", "pretrained_autoencoder"},
-    "config": {"autoencoder_train_config", "config_knobs", "diffusion", "models.conditioning",
-               "models.unet_config", "run_config"},
+    "config": {"autoencoder_train_config", "config_knobs", "decoder_train_config", "diffusion",
+               "models.conditioning", "models.unet_config", "run_config"},
+    "decoder_train_config": {"config_knobs", "models.lite_decoder", "run_config"},
     "autoencoder_train_config": {"config_knobs", "models.autoencoder_config",
                                  "models.discriminator", "run_config"},
     "run_config": {"config_knobs", "data.layout"},

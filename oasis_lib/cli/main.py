@@ -129,8 +129,11 @@ def _cmd_sample(args) -> int:
     from ..training.precision import resolve_precision
     from .checks import check_sample_args
     from .conditional import condition_from_args
+    from .validate import check_input_checkpoint
 
-    pipe = load_model(args.checkpoint, device=args.device, autoencoder=args.autoencoder)
+    check_input_checkpoint(args.decoder, flag="--decoder")
+    pipe = load_model(args.checkpoint, device=args.device, autoencoder=args.autoencoder,
+                      decoder=args.decoder)
     choice = check_sample_args(args, pipe)  # flags or the file's defaults; --n against memory
     cond = condition_from_args(args, pipe)  # --mask/--slice read and checked against the model
     device = pipe.device
@@ -148,7 +151,8 @@ def _cmd_sample(args) -> int:
     save_image(x, out, nrow=args.nrow or int(args.n ** 0.5 + 0.5), padding=2, pad_value=1.0)
     print(f"wrote {out} ({args.n} samples; {choice.describe(pipe.process)}; "
           f"{time.perf_counter() - t0:.1f} s on {device.type}"
-          f"{'' if args.precision == 'fp32' else '; precision ' + why})")
+          f"{'' if args.precision == 'fp32' else '; precision ' + why}"
+          f"{'; decoded by ' + Path(args.decoder).name if args.decoder else ''})")
     if args.individual:
         folder = out.with_suffix("")
         folder.mkdir(parents=True, exist_ok=True)
@@ -250,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--autoencoder", default=None, metavar="FILE",
                    help="a latent run's .pt whose autoencoder moved: its new place (accepted "
                         "only if it holds the weights the run trained with)")
+    a.add_argument("--decoder", default=None, metavar="FILE",
+                   help="a light decoder distilled from the model's autoencoder (made by "
+                        "train-decoder, then export): decodes faster, images a little softer")
     add_condition_flags(a)
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_cmd_sample)

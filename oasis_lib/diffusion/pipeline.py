@@ -78,6 +78,9 @@ class DiffusionPipeline:
         sampling_defaults (SamplingDefaults or None): the sampler and steps ``sample`` uses
             when not told (:mod:`.sampling_defaults`; a model file's, read by ``load_model``
             and written by :meth:`save`); None: the process's default sampler.
+        decoder (optional): ``decode(z)`` of unscaled latents that :meth:`decode` uses in place
+            of the autoencoder's, e.g. a ``LiteDecoder`` distilled from it (``load_model(FILE,
+            decoder=...)`` checks that); :meth:`encode` and :meth:`save` use the autoencoder.
     """
 
     model: nn.Module
@@ -92,6 +95,7 @@ class DiffusionPipeline:
     config: Any = None
     noise_process: NoiseProcess | None = None
     sampling_defaults: SamplingDefaults | None = None
+    decoder: Any = None
 
     def __post_init__(self) -> None:
         self.process.check_prediction_type(self.prediction_type)
@@ -116,6 +120,8 @@ class DiffusionPipeline:
             raise ValueError(f"scale_factor must be > 0, got {self.scale_factor!r}")
         if self.sampling_defaults is not None:  # its sampler steps this process, its steps fit
             self.sampling_defaults.check(self.process)
+        if self.decoder is not None and self.autoencoder is None:
+            raise ValueError("a decoder replaces an autoencoder's; this is a pixel-space model")
 
     @property
     def process(self) -> NoiseProcess:
@@ -133,16 +139,16 @@ class DiffusionPipeline:
         return p.device if p is not None else torch.device("cpu")
 
     def to(self, device: str | torch.device) -> DiffusionPipeline:
-        """Move the network (and autoencoder) to ``device``; the schedule serves every device."""
-        self.model.to(device)
-        if isinstance(self.autoencoder, nn.Module):
-            self.autoencoder.to(device)
+        """Move the network (autoencoder, decoder) to ``device``; the schedule serves every one."""
+        for part in (self.model, self.autoencoder, self.decoder):
+            if isinstance(part, nn.Module):
+                part.to(device)
         return self
 
     def eval(self) -> DiffusionPipeline:
-        self.model.eval()
-        if isinstance(self.autoencoder, nn.Module):
-            self.autoencoder.eval()
+        for part in (self.model, self.autoencoder, self.decoder):
+            if isinstance(part, nn.Module):
+                part.eval()
         return self
 
     # ------------------------------------------------------------------ pixel <-> model space
@@ -165,10 +171,12 @@ class DiffusionPipeline:
         return z * self.scale_factor
 
     def decode(self, z: Tensor) -> Tensor:
-        """The inverse of :meth:`encode`: model space -> pixel images."""
+        """The inverse of :meth:`encode`: model space -> pixel images (with :attr:`decoder`
+        when set, else the autoencoder's decoder)."""
         if self.autoencoder is None:
             return z
-        return self.autoencoder.decode(z / self.scale_factor)
+        decoder = self.decoder if self.decoder is not None else self.autoencoder
+        return decoder.decode(z / self.scale_factor)
 
     @property
     def conditional(self) -> bool:
