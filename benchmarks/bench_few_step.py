@@ -8,6 +8,9 @@ reference: ``--reference`` (default: the first model) with ``--sampler`` at
 ``oasis_lib.evaluation.report.generate_samples(pipe, n, sampler=, steps=, spacing=, seed=)``,
 so every row starts from the same noises: the rows are paired. Per row:
 
+* a model of ``--models`` named in ``--decoder NAME=FILE`` decodes with that light decoder
+  (``load_model(FILE, decoder=...)``) instead of its autoencoder's: the same model under two
+  names gives paired rows of the two decoders;
 * **Fréchet and KID** on the features of a 128x128 segmenter (``--segmenter128``; the samples
   area-downsampled to 128x128, as in ``bench_latent_vs_pixel.py``), each with its floor (the
   same metric for as many real train + test slices against validate);
@@ -232,7 +235,9 @@ def run(args, models: dict[str, str]) -> tuple[list[dict], dict[str, list], dict
     """Sample and score every row (the reference first); then time them. Returns the rows,
     the grid samples per row key, and the timing facts."""
     segmenter = load_segmenter(args.segmenter128, device="cpu")
-    pipes = {name: load_model(path, device="cpu") for name, path in models.items()}
+    decoders = args.decoders
+    pipes = {name: load_model(path, device="cpu", decoder=decoders.get(name))
+             for name, path in models.items()}
     ref_cell = (args.reference, args.reference_steps, args.reference_spacing)
     cells = [ref_cell] + [(m, k, s) for m in models for s in args.spacings for k in args.steps
                           if (m, k, s) != ref_cell]
@@ -244,7 +249,8 @@ def run(args, models: dict[str, str]) -> tuple[list[dict], dict[str, list], dict
                                       progress=False)
         if ref_samples is None:
             ref_samples = samples
-        row = {"model": model, "file": models[model], "sampler": args.sampler, "steps": steps,
+        row = {"model": model, "file": models[model], "decoder": decoders.get(model),
+               "sampler": args.sampler, "steps": steps,
                "spacing": spacing, "reference": (model, steps, spacing) == ref_cell,
                "calls": network_calls(pipe, args.sampler, steps, spacing),
                **quality(samples, segmenter, args.seed),
@@ -276,6 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", required=True, metavar="NAME=FILE",
                     help="latent rectified-flow exports, e.g. teacher=FILE student=FILE")
+    ap.add_argument("--decoder", nargs="+", default=[], metavar="NAME=FILE",
+                    help="decode model NAME's samples with a light decoder (train-decoder's "
+                         "export) instead of its autoencoder's, e.g. student_light=FILE with "
+                         "--models ... student_light=STUDENT")
     ap.add_argument("--reference", default=None, help="the reference model (default: first)")
     ap.add_argument("--reference-steps", type=int, default=20)
     ap.add_argument("--reference-spacing", default="linspace",
@@ -298,8 +308,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         models = parse_models(args.models)
+        args.decoders = parse_models(args.decoder) if args.decoder else {}
     except ValueError as e:
         ap.error(str(e))
+    unknown = sorted(set(args.decoders) - set(models))
+    if unknown:
+        ap.error(f"--decoder names {unknown} are not in --models {tuple(models)}")
     args.reference = args.reference or next(iter(models))
     if args.reference not in models:
         ap.error(f"unknown reference {args.reference!r}; choose one of {tuple(models)}")

@@ -75,6 +75,12 @@ def test_bad_model_lists_are_refused():
         B.main(["--models", "a=x", "--reference", "b"])
 
 
+def test_a_decoder_of_an_unknown_model_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        B.main(["--models", "a=x", "--decoder", "b=lite.safetensors"])
+    assert "--decoder names ['b'] are not in --models ('a',)" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def tiny_flow(tmp_path_factory):
     """A tiny latent rectified flow at 128x128, exported: untrained, its weights jittered so

@@ -17,8 +17,8 @@ from oasis_lib.models.lite_decoder import (
 )
 
 
-@pytest.mark.parametrize("channels, blocks, f", [((8, 8), (1, 1), 4), ((8, 4, 4), (1, 0, 1), 8),
-                                                 ((6,), (2,), 2)])
+@pytest.mark.parametrize(("channels", "blocks", "f"),
+                         [((8, 8), (1, 1), 4), ((8, 4, 4), (1, 0, 1), 8), ((6,), (2,), 2)])
 def test_a_latent_becomes_an_image_f_times_larger(channels, blocks, f):
     dec = LiteDecoder(latent_channels=3, channels=channels, blocks=blocks)
     assert dec.downsampling_factor == f

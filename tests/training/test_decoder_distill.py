@@ -102,13 +102,15 @@ def test_a_pipeline_decodes_with_the_light_decoder(root, ae, tmp_path):
     run = tmp_path / "run" / "last.pt"
     model = latent_model(tmp_path, ae)
     plain, light = load_model(model), load_model(model, decoder=run)
-    assert plain.decoder is None and light.decoder is not None
+    assert plain.decoder is None
+    assert light.decoder is not None
     z = torch.randn(3, *light.sample_shape)
     torch.testing.assert_close(light.decode(z), light.decoder.decode(z / 0.5))
     torch.testing.assert_close(plain.decode(z), plain.autoencoder.decode(z / 0.5))
     a = plain.sample(2, steps=2, progress=False, generator=cpu_generator(0))
     b = light.sample(2, steps=2, progress=False, generator=cpu_generator(0))
-    assert a.shape == b.shape == (2, 1, SIZE, SIZE) and not torch.equal(a, b)
+    assert a.shape == b.shape == (2, 1, SIZE, SIZE)
+    assert not torch.equal(a, b)
     # another autoencoder's decoder, a pixel model: refused
     (tmp_path / "other").mkdir()
     other = latent_model(tmp_path / "other", autoencoder_file(tmp_path, 9))
