@@ -5,7 +5,10 @@
   difference, with PSNR and SSIM inside the brain, over the slices;
 * :func:`latent_channels_figure`: what the ``c`` channels of a latent look like next to the slice;
 * :func:`latent_reverse_slider`: a latent sampling chain, with the noisy latent (one channel) and
-  the network's x0 prediction *decoded to 256x256* at each record of the chain.
+  the network's x0 prediction *decoded to 256x256* at each record of the chain;
+* :func:`decoder_figure` and :func:`decoder_table` (notebook 11): the same latents through the
+  autoencoder's decoder and a light decoder distilled from it, and
+  ``benchmarks/bench_decoder.py``'s numbers.
 
 Images are ``[1, H, W]`` tensors in [-1, 1]; latents are in model space (``scale_factor * z``:
 one factor for all channels, so the latent as a whole has unit spread, each channel its own),
@@ -14,6 +17,8 @@ shown on [-3, 3] so that their spread is visible.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -25,8 +30,8 @@ from ..evaluation.reconstruction import reconstruction_metrics
 from .style import DPI, GREY, to_display
 from .widgets import _int_slider, _show
 
-__all__ = ["decode_chain", "latent_channels_figure", "latent_reverse_figure",
-           "latent_reverse_frame", "latent_reverse_slider", "reconstruct",
+__all__ = ["decode_chain", "decoder_figure", "decoder_table", "latent_channels_figure",
+           "latent_reverse_figure", "latent_reverse_frame", "latent_reverse_slider", "reconstruct",
            "reconstruction_figure", "reconstruction_frame", "reconstruction_slider"]
 
 LATENT_RANGE = 3.0  # unit-variance latents are drawn on [-3, 3]
@@ -169,3 +174,40 @@ def latent_reverse_slider(result: SampleResult, decoded: Tensor, *, index: int =
     from ipywidgets import interactive
 
     return interactive(draw, step=_int_slider("record", k, 0, len(result.timesteps) - 1))
+
+
+def decoder_figure(full: Tensor, light: Tensor, *, gain: float = 4.0):
+    """Three rows over the same latents: the autoencoder's decoder, the light decoder, and
+    ``gain`` x their absolute difference (black = equal); one column per latent. Images
+    ``[N, 1, H, W]`` in [-1, 1]."""
+    n = len(full)
+    rows = (("full decoder", [to_display(x) for x in full]),
+            ("light decoder", [to_display(x) for x in light]),
+            (f"|difference| x {gain:g}",
+             [(gain * (a - b).abs()[0] / 2).clamp(0, 1).numpy() for a, b in zip(full, light,
+                                                                                 strict=True)]))
+    fig, axes = plt.subplots(3, n, figsize=(1.9 * n, 1.9 * 3 + 0.3), dpi=DPI, squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for j, image in enumerate(images):
+            axes[r, j].imshow(image, vmin=0, vmax=1, **GREY)
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def decoder_table(path: str | Path) -> str:
+    """``benchmarks/bench_decoder.py``'s JSON as text: per decoder its parameters, GFLOP per
+    slice and seconds for 16 slices (fp32, bf16 where measured); then PSNR and SSIM inside the
+    brain of each comparison."""
+    data = json.loads(Path(path).read_text())
+    lines = ["decoder | parameters | GFLOP / slice | s / 16 fp32 | s / 16 bf16"]
+    for name, e in data["cost"].items():
+        bf16 = f"{e['seconds_bf16']:.2f}" if "seconds_bf16" in e else "-"
+        lines.append(f"{name:<7} | {e['params']:>10,} | {e['gflop_per_slice']:13.2f} | "
+                     f"{e['seconds_fp32']:11.2f} | {bf16:>11}")
+    lines += ["", "images vs reference     | PSNR brain (dB) | SSIM brain"]
+    for name, r in data["fidelity"].items():
+        lines.append(f"{name:<23} | {r['psnr_brain']:15.2f} | {r['ssim_brain']:.4f}")
+    return "\n".join(lines)

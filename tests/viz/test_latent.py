@@ -97,3 +97,34 @@ def test_decode_chain_decodes_every_x0_prediction(pipe):
     assert "channel 1" in left.get_title()
     torch.testing.assert_close(torch.as_tensor(left.images[0].get_array().data),
                                result.xs[-1, 1, 1].float())
+
+
+def test_decoder_figure_shows_both_decoders_and_their_difference():
+    full = torch.zeros(3, 1, 8, 8)
+    light = full.clone()
+    light[1, 0, 2, 2] = 0.1  # one pixel of one image differs by 0.1
+    fig = latent.decoder_figure(full, light, gain=4.0)
+    axes = fig.axes
+    assert len(axes) == 9
+    assert [axes[3 * r].get_ylabel() for r in range(3)] == [
+        "full decoder", "light decoder", "|difference| x 4"]
+    diff = axes[7].get_images()[0].get_array()  # row 3, column 2
+    assert float(diff[2, 2]) == pytest.approx(4 * 0.1 / 2)  # on the [0, 1] display scale
+    assert float(diff.sum()) == pytest.approx(0.2)
+    assert float(axes[6].get_images()[0].get_array().sum()) == 0.0
+
+
+def test_decoder_table_reads_the_benchmark_json(tmp_path):
+    import json
+
+    cost = {"full": {"params": 610393, "gflop_per_slice": 6.08, "seconds_fp32": 1.25,
+                     "seconds_bf16": 0.68},
+            "light": {"params": 148180, "gflop_per_slice": 1.74, "seconds_fp32": 0.30}}
+    fidelity = {"light vs full decoder": {"psnr_brain": 36.46, "ssim_brain": 0.9696}}
+    path = tmp_path / "decoder.json"
+    path.write_text(json.dumps({"cost": cost, "fidelity": fidelity}))
+    lines = latent.decoder_table(path).splitlines()
+    assert lines[1].split("|") == ["full    ", "    610,393 ", "          6.08 ",
+                                   "        1.25 ", "        0.68"]
+    assert lines[2].endswith("|           -")  # no bf16 time measured
+    assert lines[-1] == "light vs full decoder   |           36.46 | 0.9696"
