@@ -146,3 +146,30 @@ def _three_levels(root, ae, tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(lite_decoder, "LITE_DECODER_PRESETS", presets)
         DecoderTrainer(config(root, ae, tmp_path / "f8", max_steps=1))
+
+
+def test_the_cli_trains_exports_and_samples_with_a_light_decoder(root, ae, tmp_path, capsys):
+    from conftest import assert_error_line
+
+    from oasis_lib.cli.main import main
+
+    run = tmp_path / "run"
+    common = ["--autoencoder", str(ae), "--decoder-preset", "tiny", "--image-size", str(SIZE),
+              "--data-root", str(root), "--latent-cache-dir", str(tmp_path / "cache"),
+              "--batch-size", "4", "--precision", "fp32", "--no-progress", "--out", str(run)]
+    assert main(["train-decoder", *common, "--max-steps", "2"]) == 0
+    assert "trained the light decoder to step 2" in capsys.readouterr().out
+    assert main(["train-decoder", *common, "--max-steps", "3", "--resume"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 3
+    lite = tmp_path / "lite.safetensors"
+    assert main(["export", "--checkpoint", str(run / "last.pt"), "--out", str(lite)]) == 0
+    assert "light decoder weights of step 3" in capsys.readouterr().out
+    png = tmp_path / "s.png"
+    assert main(["sample", "--checkpoint", str(latent_model(tmp_path, ae)), "--decoder",
+                 str(lite), "--n", "2", "--steps", "1", "--no-progress", "--out",
+                 str(png)]) == 0
+    assert "decoded by lite.safetensors" in capsys.readouterr().out
+    assert png.is_file()
+    # a diffusion command on the decoder's folder names the command that resumes it
+    assert main(["train", "--preset", "tiny", "--out", str(run), "--resume"]) == 2
+    assert_error_line(capsys.readouterr().err, [r"decoder run", r"train-decoder"])
