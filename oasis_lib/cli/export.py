@@ -69,11 +69,11 @@ def export_sampling_defaults(args, config: dict, *, source: Path) -> dict | None
 
 def _write_decoder(state: dict, config: dict, tmp: Path) -> None:
     """A ``train-decoder`` run: the light decoder alone (``kind="lite-decoder"``), with the
-    hash of the autoencoder it reproduces; the run's autoencoder path is not this machine's."""
+    hash of the autoencoder it reproduces; an absolute autoencoder path is cut to its name."""
     from ..models.lite_decoder import LiteDecoder
     from ..pretrained_decoder import _config_from_state, export_decoder, load_decoder
 
-    if config.get("autoencoder"):
+    if config.get("autoencoder") and Path(config["autoencoder"]).is_absolute():
         config = {**config, "autoencoder": Path(config["autoencoder"]).name}
     model = LiteDecoder(_config_from_state(config["lite_decoder"], state))
     model.load_state_dict(state)
