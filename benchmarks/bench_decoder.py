@@ -3,7 +3,8 @@
 Item 3 of issue 26 ("a lighter decoder distilled from ours"). For ``--model`` (a latent export:
 its bundled autoencoder is the full decoder) and ``--decoder`` (a ``train-decoder`` export):
 
-* **GFLOP per 256x256 slice**, convolutions only (``oasis_lib.models.lite_decoder.conv_gflops``:
+* **parameters** of each decoder (the autoencoder's encoder left out) and **GFLOP per 256x256
+  slice**, convolutions only (``oasis_lib.models.lite_decoder.conv_gflops``:
   2 x multiply-adds; normalisations and activations are memory-bound and show only in time);
 * **time** to decode 16 latents (``4 x 64 x 64`` each), wall clock, median of ``--repeats``
   after one warm-up, fp32 and, where the CPU has native bf16, bf16 autocast; GFLOP/s from both;
@@ -82,9 +83,10 @@ def main(argv: list[str] | None = None) -> None:
     bf16 = bool(cpu_bf16_flags())
     z16 = z[:TIMED_N].contiguous()
     cost = {}
-    for name, net, decode in (("full", full, full.decode), ("light", light, light.decode)):
+    for name, net, decode in (("full", full.decoder, full.decode),
+                              ("light", light, light.decode)):
         gflop = conv_gflops(net, z16[:1], lambda m, v, d=decode: d(v))
-        entry = {"gflop_per_slice": gflop,
+        entry = {"gflop_per_slice": gflop,  # the decoder's parameters (not the encoder's)
                  "params": sum(p.numel() for p in net.parameters())}
         for mode in ("fp32", "bf16"):
             if mode == "bf16" and not bf16:

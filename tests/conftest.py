@@ -62,6 +62,17 @@ def fake_root(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def oasis32(tmp_path_factory) -> Path:
+    """A fake OASIS tree of 32x32 slices: train cases 1-2 (6 slices each), validate 402 (4
+    slices), test 441 (2): for tiny latent runs (the tiny autoencoder's latents are 2 x 8 x 8)."""
+    root = tmp_path_factory.mktemp("oasis32")
+    write_fake_split(root, "train", {1: 6, 2: 6}, size=32)
+    write_fake_split(root, "validate", {402: 4}, size=32)
+    write_fake_split(root, "test", {441: 2}, size=32)
+    return root
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """The demo dataset with 2 train, 1 validate and 1 test case (built once per session)."""

@@ -53,40 +53,39 @@ def _train_config(args):
 
 def _cmd_train_autoencoder(args) -> int:
     from ..training.autoencoder import train_autoencoder
-    from ..viz.plotting import plot_loss_curve
     from .train import prepare_train_autoencoder
 
     cfg = prepare_train_autoencoder(args)  # flags checked; a resume matched to last.pt
     if cfg is None:
         return 0  # a resumed run that is already finished (said so)
-    result = train_autoencoder(cfg, resume=args.resume)
+    return _report(train_autoencoder(cfg, resume=args.resume), "the autoencoder")
+
+
+def _report(result, what: str, *, unit: str = "images", then: str = "") -> int:
+    """Draw the run's loss curve next to its checkpoints and say what was trained."""
+    from ..viz.plotting import plot_loss_curve
+
     metrics = Path(result.out_dir) / "metrics.jsonl"
     if metrics.is_file():
         plot_loss_curve(metrics, save_to=Path(result.out_dir) / "loss_curve.png")
-    print(f"trained the autoencoder to step {result.step} (epoch {result.epoch}) at "
-          f"{result.images_per_second:.1f} images/s; best EMA val loss {result.best_val_loss}; "
-          f"checkpoints in {result.out_dir}")
+    print(f"trained {what} to step {result.step} (epoch {result.epoch}) at "
+          f"{result.images_per_second:.1f} {unit}/s; best EMA val loss {result.best_val_loss}; "
+          f"checkpoints in {result.out_dir}{then}")
     return 0
 
 
 def _cmd_train_decoder(args) -> int:
     from ..config import DecoderTrainConfig
     from ..training.decoder_distill import train_decoder
-    from ..viz.plotting import plot_loss_curve
     from .train import prepare_train_autoencoder
 
     cfg = prepare_train_autoencoder(args, DecoderTrainConfig)  # a resume matched to last.pt
     if cfg is None:
         return 0  # a resumed run that is already finished (said so)
     result = train_decoder(cfg, resume=args.resume)
-    metrics = Path(result.out_dir) / "metrics.jsonl"
-    if metrics.is_file():
-        plot_loss_curve(metrics, save_to=Path(result.out_dir) / "loss_curve.png")
-    print(f"trained the light decoder to step {result.step} (epoch {result.epoch}) at "
-          f"{result.images_per_second:.1f} latents/s; best EMA val loss {result.best_val_loss}; "
-          f"checkpoints in {result.out_dir}; export with `python -m oasis_lib export --checkpoint "
-          f"{result.out_dir}/best.pt --out FILE.safetensors`")
-    return 0
+    return _report(result, "the light decoder", unit="latents", then=(
+        f"; export with `python -m oasis_lib export --checkpoint {result.out_dir}/best.pt "
+        "--out FILE.safetensors`"))
 
 
 def _cmd_train(args) -> int:

@@ -63,12 +63,7 @@ class AutoencoderTrainer(TrainingLoop):
 
     needs_masks = True  # PSNR and SSIM are measured inside the brain (mask > 0)
     cli_command = "train-autoencoder"  # named by the stop message: how to resume this run
-
-    def __init__(self, config: AutoencoderTrainConfig, **kwargs):
-        if not isinstance(config, AutoencoderTrainConfig):
-            raise TypeError(f"AutoencoderTrainer needs an AutoencoderTrainConfig, got "
-                            f"{type(config).__name__}")
-        super().__init__(config, **kwargs)
+    config_class = AutoencoderTrainConfig
 
     # ------------------------------------------------------------------ what is trained
     def build(self) -> torch.nn.Module:

@@ -62,12 +62,7 @@ class DecoderTrainer(TrainingLoop):
     passed by a caller are slices (as for the other trainers); they are encoded once."""
 
     cli_command = "train-decoder"  # named by the stop message: how to resume this run
-
-    def __init__(self, config: DecoderTrainConfig, **kwargs):
-        if not isinstance(config, DecoderTrainConfig):
-            raise TypeError(f"DecoderTrainer needs a DecoderTrainConfig, got "
-                            f"{type(config).__name__}")
-        super().__init__(config, **kwargs)
+    config_class = DecoderTrainConfig
 
     # ------------------------------------------------------------------ what is trained
     def build(self) -> torch.nn.Module:

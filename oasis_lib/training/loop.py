@@ -116,9 +116,13 @@ class TrainingLoop(RunState):
     them from disk."""
 
     needs_masks = False  # load the tissue masks with the slices (a subclass's validation may)
+    config_class: type | None = None  # the config a subclass trains (None: not checked)
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, train_set=None,
                  val_set=None):
+        if self.config_class is not None and not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} trains a {self.config_class.__name__}, got "
+                            f"{type(config).__name__}")
         config.validate()
         self.out = Path(config.out_dir)
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"

@@ -21,14 +21,8 @@ SIZE = 32  # pixels; the tiny autoencoder's latents are 2 x 8 x 8
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    from conftest import write_fake_split
-
-    root = tmp_path_factory.mktemp("oasis")
-    write_fake_split(root, "train", {1: 6, 2: 6}, size=SIZE)
-    write_fake_split(root, "validate", {402: 4}, size=SIZE)
-    write_fake_split(root, "test", {441: 2}, size=SIZE)
-    return root
+def root(oasis32):
+    return oasis32
 
 
 def autoencoder_file(folder, seed: int):
