@@ -37,7 +37,7 @@ from ..models.discriminator import PatchDiscriminator
 from ..pretrained_autoencoder import load_autoencoder
 from .ae_losses import autoencoder_loss, discriminator_loss, load_lpips, segmenter_perceptual_loss
 from .distributed import all_reduce_mean
-from .draws import StepDraws
+from .draws import StepDraws, keyed_crops
 from .loop import TrainingLoop, TrainResult, _images
 
 
@@ -108,19 +108,8 @@ class AutoencoderTrainer(TrainingLoop):
     def forward_module(self, net: torch.nn.Module) -> torch.nn.Module:
         return KeyedPosterior(net)  # training passes keyed posterior noise
 
-    def _crop(self, x: torch.Tensor) -> torch.Tensor:
-        """A ``crop_size`` crop of each image at its own offset (keyed per image)."""
-        size = self.cfg.crop_size
-        if size is None or size >= x.shape[-1]:
-            return x
-        n, span = x.shape[0], x.shape[-1] - size + 1
-        tops = self.draws.integers(n, span, "crop_top").tolist()
-        lefts = self.draws.integers(n, span, "crop_left").tolist()
-        return torch.stack([x[i, ..., top:top + size, left:left + size]
-                            for i, (top, left) in enumerate(zip(tops, lefts, strict=True))])
-
     def compute_loss(self, x0: torch.Tensor) -> torch.Tensor:
-        x = self._crop(x0)
+        x = keyed_crops(x0, self.cfg.crop_size, self.draws)  # a crop per image, keyed
         recon, posterior = self.model(x, self.draws)
         config, disc, last_layer = self.cfg.loss, None, None
         if self.adversarial_on:

@@ -32,6 +32,7 @@ from ..decoder_train_config import DecoderTrainConfig
 from ..models.lite_decoder import LiteDecoder, LiteDecoderConfig
 from ..pretrained_autoencoder import autoencoder_sha256, load_autoencoder
 from .distributed import barrier
+from .draws import keyed_crops
 from .loop import TrainingLoop, TrainResult
 
 __all__ = ["DecoderTrainer", "distill_loss", "train_decoder"]
@@ -103,24 +104,13 @@ class DecoderTrainer(TrainingLoop):
             barrier(self.dist, "latent cache written")
         return tuple(sets)
 
-    def _crop(self, z: torch.Tensor) -> torch.Tensor:
-        """A ``latent_crop`` crop of each latent at its own offset (keyed per latent)."""
-        size = self.cfg.latent_crop
-        if size is None or size >= z.shape[-1]:
-            return z
-        n, span = z.shape[0], z.shape[-1] - size + 1
-        tops = self.draws.integers(n, span, "crop_top").tolist()
-        lefts = self.draws.integers(n, span, "crop_left").tolist()
-        return torch.stack([z[i, :, top:top + size, left:left + size]
-                            for i, (top, left) in enumerate(zip(tops, lefts, strict=True))])
-
     @torch.no_grad()
     def teacher_images(self, z: torch.Tensor) -> torch.Tensor:
         """The frozen decoder's images of unscaled latents, clamped to [-1, 1] (as sampled)."""
         return self.teacher.decode(z).clamp(-1, 1)
 
     def compute_loss(self, z: torch.Tensor) -> torch.Tensor:
-        z = self._crop(z)
+        z = keyed_crops(z, self.cfg.latent_crop, self.draws)  # a crop per latent, keyed
         return distill_loss(self.model(z), self.teacher_images(z),
                             edge_weight=self.cfg.edge_weight)
 

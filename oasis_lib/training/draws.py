@@ -100,3 +100,16 @@ def flip_images(parts: Sequence[torch.Tensor], flip: torch.Tensor) -> list[torch
     1-d and 2-d companions (e.g. slice indices) pass unchanged."""
     return [p if p.ndim < 3 else torch.where(flip.view(-1, *[1] * (p.ndim - 1)), p.flip(-1), p)
             for p in parts]
+
+
+def keyed_crops(x: torch.Tensor, size: int | None, draws: StepDraws) -> torch.Tensor:
+    """A ``size x size`` crop of each image of ``x [B, C, H, W]`` at its own offset, drawn
+    from ``draws`` (streams ``crop_top`` and ``crop_left``: keyed per image, so a resumed or
+    multi-rank run crops the same); ``x`` itself when ``size`` is None or not smaller."""
+    if size is None or size >= x.shape[-1]:
+        return x
+    n, span = x.shape[0], x.shape[-1] - size + 1
+    tops = draws.integers(n, span, "crop_top").tolist()
+    lefts = draws.integers(n, span, "crop_left").tolist()
+    return torch.stack([x[i, ..., top:top + size, left:left + size]
+                        for i, (top, left) in enumerate(zip(tops, lefts, strict=True))])

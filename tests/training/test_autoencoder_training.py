@@ -9,7 +9,7 @@ from synthetic import BlobSlices
 from oasis_lib.checkpoint import load_checkpoint
 from oasis_lib.config import AutoencoderTrainConfig
 from oasis_lib.training.autoencoder import AutoencoderTrainer
-from oasis_lib.training.draws import StepDraws
+from oasis_lib.training.draws import StepDraws, keyed_crops
 
 
 def data():
@@ -44,13 +44,14 @@ def test_crops_are_keyed_per_image_by_step_and_slot(tmp_path):
     trainer = AutoencoderTrainer(tiny(tmp_path), **data())
     x = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32).expand(8, 1, 32, 32)
     trainer.draws = StepDraws(trainer.cfg.seed, step=0)
-    whole = trainer._crop(x)
+    whole = keyed_crops(x, trainer.cfg.crop_size, trainer.draws)
     assert whole.shape == (8, 1, 16, 16)
     assert len({int(c[0, 0, 0]) for c in whole}) > 1  # not one offset for the whole batch
     trainer.draws = StepDraws(trainer.cfg.seed, step=0, first_slot=4)
-    assert torch.equal(trainer._crop(x[4:]), whole[4:])  # the second half of a split batch
+    # the second half of a split batch
+    assert torch.equal(keyed_crops(x[4:], trainer.cfg.crop_size, trainer.draws), whole[4:])
     trainer.draws = StepDraws(trainer.cfg.seed, step=1)
-    assert not torch.equal(trainer._crop(x), whole)
+    assert not torch.equal(keyed_crops(x, trainer.cfg.crop_size, trainer.draws), whole)
 
 
 def test_resume_equals_a_straight_run(tmp_path):
