@@ -8,6 +8,7 @@ its bundled autoencoder is the full decoder) and ``--decoder`` (a ``train-decode
   2 x multiply-adds; normalisations and activations are memory-bound and show only in time);
 * **time** to decode 16 latents (``4 x 64 x 64`` each), wall clock, median of ``--repeats``
   after one warm-up, fp32 and, where the CPU has native bf16, bf16 autocast; GFLOP/s from both;
+  then both again in ``channels_last`` (NHWC weights and latents);
 * **fidelity** on the validate slices' latents (their posterior means, as a latent model is
   trained on): PSNR (dB, data range 2) and SSIM of the light decoder's images against the full
   decoder's, over the whole slice and inside the brain (tissue masks > 0), and of each against
@@ -88,16 +89,21 @@ def main(argv: list[str] | None = None) -> None:
         gflop = conv_gflops(net, z16[:1], lambda m, v, d=decode: d(v))
         entry = {"gflop_per_slice": gflop,  # the decoder's parameters (not the encoder's)
                  "params": sum(p.numel() for p in net.parameters())}
-        for mode in ("fp32", "bf16"):
-            if mode == "bf16" and not bf16:
-                continue
+        for layout in ("", "_channels_last"):  # NCHW, then NHWC weights and input
+            if layout:
+                net.to(memory_format=torch.channels_last)
+            zin = z16.contiguous(memory_format=torch.channels_last) if layout else z16
+            for mode in ("fp32", "bf16"):
+                if mode == "bf16" and not bf16:
+                    continue
 
-            def call(decode=decode, mode=mode):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
-                    decode(z16)
-            seconds = median_s(call, args.repeats)
-            entry[f"seconds_{mode}"] = seconds
-            entry[f"gflops_{mode}"] = TIMED_N * gflop / seconds
+                def call(decode=decode, mode=mode, zin=zin):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                        decode(zin)
+                seconds = median_s(call, args.repeats)
+                entry[f"seconds_{mode}{layout}"] = seconds
+                entry[f"gflops_{mode}{layout}"] = TIMED_N * gflop / seconds
+        net.to(memory_format=torch.contiguous_format)
         cost[name] = entry
     cmd = (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get(
         "OMP_NUM_THREADS") else "") + shlex.join(["python", "benchmarks/bench_decoder.py", *argv])
@@ -113,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
              else "no native bf16 | -")
         lines.append(f"| {name} | {e['params']:,} | {e['gflop_per_slice']:.2f} | "
                      f"{e['seconds_fp32']:.3f} | {e['gflops_fp32']:.0f} | {b} |")
+    lines += ["", "The same in channels_last (weights and latents in NHWC, "
+              "`torch.channels_last`):", "", "| decoder | s fp32 | s bf16 |", "|---|---|---|"]
+    for name, e in cost.items():
+        b = f"{e['seconds_bf16_channels_last']:.3f}" if "seconds_bf16" in e else "-"
+        lines.append(f"| {name} | {e['seconds_fp32_channels_last']:.3f} | {b} |")
     lines += ["", f"Fidelity on the {len(x)} validate slices' latents (posterior means): PSNR "
               "(dB, data range 2) and SSIM, whole slice and inside the brain (masks > 0).", "",
               "| images vs reference | PSNR | SSIM | PSNR brain | SSIM brain |",
