@@ -9,6 +9,8 @@ its bundled autoencoder is the full decoder) and ``--decoder`` (a ``train-decode
 * **time** to decode 16 latents (``4 x 64 x 64`` each), wall clock, median of ``--repeats``
   after one warm-up, fp32 and, where the CPU has native bf16, bf16 autocast; GFLOP/s from both;
   then both again in ``channels_last`` (NHWC weights and latents);
+* **whole samples**: ``pipe.sample(16)`` of ``--model`` with its file's sampling defaults,
+  decoded by each decoder, NCHW and channels_last, fp32 and bf16 (the time the goal counts);
 * **fidelity** on the validate slices' latents (their posterior means, as a latent model is
   trained on): PSNR (dB, data range 2) and SSIM of the light decoder's images against the full
   decoder's, over the whole slice and inside the brain (tissue masks > 0), and of each against
@@ -38,6 +40,7 @@ from oasis_lib.data import load_splits
 from oasis_lib.evaluation.reconstruction import reconstruction_metrics
 from oasis_lib.models.lite_decoder import conv_gflops
 from oasis_lib.pretrained import load_decoder, load_model
+from oasis_lib.seeding import cpu_generator
 from oasis_lib.training.precision import cpu_bf16_flags
 
 HERE = Path(__file__).resolve().parent
@@ -55,6 +58,28 @@ def fidelity(images: torch.Tensor, reference: torch.Tensor, masks: torch.Tensor)
     brain = reconstruction_metrics(reference, images, brain_mask=masks)
     return {"psnr": float(whole["psnr"]), "ssim": float(whole["ssim"]),
             "psnr_brain": float(brain["psnr"]), "ssim_brain": float(brain["ssim"])}
+
+
+def whole_samples(pipe, light, repeats: int, bf16: bool) -> list[dict]:
+    """Seconds of ``pipe.sample(16)`` with the model file's sampling defaults, decoded by the
+    full or the light decoder, with NCHW or channels_last weights, fp32 and bf16."""
+    out = []
+    for layout in ("NCHW", "channels_last"):
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        for part in (pipe.model, pipe.autoencoder, light):
+            part.to(memory_format=fmt)
+        for name, decoder in (("full", None), ("light", light)):
+            pipe.decoder = decoder
+            row = {"decoder": name, "layout": layout}
+            for mode in ("fp32", "bf16") if bf16 else ("fp32",):
+                def call(mode=mode):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                        pipe.sample(TIMED_N, generator=cpu_generator(0), progress=False)
+                row[f"seconds_{mode}"] = median_s(call, repeats)
+            out.append(row)
+    for part in (pipe.model, pipe.autoencoder, light):
+        part.to(memory_format=torch.contiguous_format)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                 entry[f"gflops_{mode}{layout}"] = TIMED_N * gflop / seconds
         net.to(memory_format=torch.contiguous_format)
         cost[name] = entry
+    whole = whole_samples(pipe, light, args.repeats, bf16)
     cmd = (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get(
         "OMP_NUM_THREADS") else "") + shlex.join(["python", "benchmarks/bench_decoder.py", *argv])
     lines = ["# The autoencoder's decoder and the light decoder distilled from it", "",
@@ -124,6 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     for name, e in cost.items():
         b = f"{e['seconds_bf16_channels_last']:.3f}" if "seconds_bf16" in e else "-"
         lines.append(f"| {name} | {e['seconds_fp32_channels_last']:.3f} | {b} |")
+    d = pipe.sampling_defaults
+    said = "the process's default sampler" if d is None else f"{d.sampler}, {d.steps} steps, " \
+        f"{d.spacing} grid (the file's defaults)"
+    lines += ["", f"Whole `pipe.sample({TIMED_N})` of {Path(args.model).name} ({said}), "
+              "decoding included, seconds:", "",
+              "| decoder | layout | s fp32 | s bf16 |", "|---|---|---|---|"]
+    for r in whole:
+        b = f"{r['seconds_bf16']:.3f}" if "seconds_bf16" in r else "-"
+        lines.append(f"| {r['decoder']} | {r['layout']} | {r['seconds_fp32']:.3f} | {b} |")
     lines += ["", f"Fidelity on the {len(x)} validate slices' latents (posterior means): PSNR "
               "(dB, data range 2) and SSIM, whole slice and inside the brain (masks > 0).", "",
               "| images vs reference | PSNR | SSIM | PSNR brain | SSIM brain |",
@@ -137,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps(
-        {"command": cmd, "machine": machine_line(), "cost": cost, "fidelity": rows}, indent=1))
+        {"command": cmd, "machine": machine_line(), "cost": cost, "fidelity": rows,
+         "whole_samples": whole}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.json')}")
 
 

@@ -50,6 +50,9 @@ def test_cost_and_fidelity_of_a_tiny_light_decoder(fake_root, tmp_path):
     assert data["cost"]["full"]["params"] == sum(p.numel() for p in ae.decoder.parameters())
     assert set(data["fidelity"]) == {"light vs full decoder", "full decoder vs slices",
                                      "light decoder vs slices"}
+    assert [(r["decoder"], r["layout"]) for r in data["whole_samples"]] == [
+        ("full", "NCHW"), ("light", "NCHW"), ("full", "channels_last"),
+        ("light", "channels_last")]
     text = out.read_text()
     assert "| light | " in text
     assert "channels_last" in text

@@ -167,3 +167,19 @@ def test_the_cli_trains_exports_and_samples_with_a_light_decoder(root, ae, tmp_p
     # a diffusion command on the decoder's folder names the command that resumes it
     assert main(["train", "--preset", "tiny", "--out", str(run), "--resume"]) == 2
     assert_error_line(capsys.readouterr().err, [r"decoder run", r"train-decoder"])
+
+
+def test_sample_in_channels_last_draws_the_same_slices(ae, tmp_path, capsys):
+    from PIL import Image
+
+    from oasis_lib.cli.main import main
+
+    model = latent_model(tmp_path, ae)
+    pngs = []
+    for flag in ([], ["--channels-last"]):
+        png = tmp_path / f"s{len(flag)}.png"
+        assert main(["sample", "--checkpoint", str(model), "--n", "2", "--steps", "2",
+                     "--no-progress", "--out", str(png), *flag]) == 0
+        pngs.append(torch.tensor(list(Image.open(png).convert("L").getdata()), dtype=float))
+    assert "channels_last" in capsys.readouterr().out
+    assert (pngs[0] - pngs[1]).abs().max() <= 1  # 8-bit PNGs: at most one level apart
