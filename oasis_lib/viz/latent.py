@@ -199,14 +199,21 @@ def decoder_figure(full: Tensor, light: Tensor, *, gain: float = 4.0):
 
 def decoder_table(path: str | Path) -> str:
     """``benchmarks/bench_decoder.py``'s JSON as text: per decoder its parameters, GFLOP per
-    slice and seconds for 16 slices (fp32, bf16 where measured); then PSNR and SSIM inside the
-    brain of each comparison."""
+    slice and seconds to decode 16 slices (fp32, bf16 where measured); the seconds of whole
+    samples of 16 (each decoder, NCHW and channels_last) when measured; then PSNR and SSIM
+    inside the brain of each comparison."""
     data = json.loads(Path(path).read_text())
     lines = ["decoder | parameters | GFLOP / slice | s / 16 fp32 | s / 16 bf16"]
     for name, e in data["cost"].items():
         bf16 = f"{e['seconds_bf16']:.2f}" if "seconds_bf16" in e else "-"
         lines.append(f"{name:<7} | {e['params']:>10,} | {e['gflop_per_slice']:13.2f} | "
                      f"{e['seconds_fp32']:11.2f} | {bf16:>11}")
+    if data.get("whole_samples"):
+        lines += ["", "whole sample of 16  | layout        | s fp32 | s bf16"]
+        for r in data["whole_samples"]:
+            bf16 = f"{r['seconds_bf16']:.2f}" if "seconds_bf16" in r else "-"
+            lines.append(f"{r['decoder'] + ' decoder':<19} | {r['layout']:<13} | "
+                         f"{r['seconds_fp32']:6.2f} | {bf16:>6}")
     lines += ["", "images vs reference     | PSNR brain (dB) | SSIM brain"]
     for name, r in data["fidelity"].items():
         lines.append(f"{name:<23} | {r['psnr_brain']:15.2f} | {r['ssim_brain']:.4f}")

@@ -122,7 +122,12 @@ def test_decoder_table_reads_the_benchmark_json(tmp_path):
             "light": {"params": 148180, "gflop_per_slice": 1.74, "seconds_fp32": 0.30}}
     fidelity = {"light vs full decoder": {"psnr_brain": 36.46, "ssim_brain": 0.9696}}
     path = tmp_path / "decoder.json"
+    whole = [{"decoder": "light", "layout": "channels_last", "seconds_fp32": 0.81,
+              "seconds_bf16": 0.4}]
     path.write_text(json.dumps({"cost": cost, "fidelity": fidelity}))
+    assert "whole sample" not in latent.decoder_table(path)
+    path.write_text(json.dumps({"cost": cost, "fidelity": fidelity, "whole_samples": whole}))
+    assert "light decoder       | channels_last |   0.81 |   0.40" in latent.decoder_table(path)
     lines = latent.decoder_table(path).splitlines()
     assert lines[1].split("|") == ["full    ", "    610,393 ", "          6.08 ",
                                    "        1.25 ", "        0.68"]
