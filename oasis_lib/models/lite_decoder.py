@@ -15,8 +15,9 @@ Block = ``conv3x3 - ReLU - conv3x3`` plus the identity, then ReLU. Every level u
 sub-pixel convolution (Shi et al. 2016, "Real-Time Single Image and Video Super-Resolution Using
 an Efficient Sub-Pixel Convolutional Neural Network"): the conv runs at the *coarse* resolution,
 so no conv runs at 256x256 at all; its weights start ICNR-initialised (Aitken et al. 2017,
-"Checkerboard artifact free sub-pixel convolution"), i.e. as nearest-neighbour upsampling
-followed by a conv, which starts without checkerboard artefacts. f = 2**L.
+"Checkerboard artifact free sub-pixel convolution"), i.e. as a conv at the coarse resolution
+followed by nearest-neighbour upsampling ("convolution NN resize"), which starts without
+checkerboard artefacts. f = 2**L.
 
 It is trained by :mod:`oasis_lib.training.decoder_distill` and used in place of the
 autoencoder's decoder by :class:`oasis_lib.diffusion.pipeline.DiffusionPipeline` (``decoder``).
@@ -90,10 +91,10 @@ LITE_DECODER_PRESETS: dict[str, LiteDecoderConfig] = {
     # Tests: f = 4, 2 latent channels (the tiny autoencoder's), a few thousand parameters.
     "tiny": LiteDecoderConfig(latent_channels=2, channels=(8, 8), blocks=(1, 1)),
     # The CPU autoencoder's f = 4, 4-channel latents: about 1.7 GFLOP per 256x256 slice,
-    # against 6.0 for its decoder (conv_gflops).
+    # against 6.1 for its decoder (conv_gflops).
     "cpu": LiteDecoderConfig(),
-    # Wider, for a GPU or for sharper images (about 6 GFLOP per slice: as the full decoder,
-    # but without normalisation layers).
+    # Wider, for a GPU or for sharper images: about 9.6 GFLOP per slice, more than the full
+    # decoder's 6.1, but without normalisation layers.
     "gpu": LiteDecoderConfig(channels=(96, 48), blocks=(3, 3)),
 }
 
@@ -112,7 +113,7 @@ class Block(nn.Module):
 
 def icnr_(conv: nn.Conv2d, scale: int = 2) -> None:
     """ICNR (Aitken et al. 2017): the ``scale**2`` output channels that PixelShuffle puts side
-    by side start as copies, so conv + PixelShuffle starts as nearest upsampling + conv."""
+    by side start as copies, so conv + PixelShuffle starts as conv + nearest upsampling."""
     out, *rest = conv.weight.shape
     sub = torch.empty(out // scale ** 2, *rest)
     nn.init.kaiming_uniform_(sub, a=5 ** 0.5)  # nn.Conv2d's own initialisation
@@ -127,8 +128,9 @@ class LiteDecoder(nn.Module):
 
     Args:
         config: a :class:`LiteDecoderConfig`, a preset name or None (``cpu``).
-        latent_scale: the autoencoder's ``scale_factor`` (1 / std of its latents); the input is
-            multiplied by it, so the first conv sees unit-variance latents. Stored as a buffer.
+        latent_scale: a factor the input is multiplied by, stored as a buffer; the trainer
+            passes the autoencoder's ``scale_factor`` buffer (1 / std of its latents when set;
+            1.0 for ``demo_ae256``, whose latent models carry the factor instead).
     """
 
     def __init__(self, config: LiteDecoderConfig | str | None = None, *,
