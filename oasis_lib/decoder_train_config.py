@@ -15,8 +15,9 @@ from .run_config import RunConfig, _choice
 @dataclass
 class DecoderTrainConfig(RunConfig):
     """A :class:`~oasis_lib.models.lite_decoder.LiteDecoder` trained to reproduce a frozen
-    autoencoder's decoder on the latents of the training slices (TAESD's recipe, without its
-    adversarial term). Presets: :data:`DECODER_TRAIN_PRESETS`."""
+    autoencoder's decoder on the latents of the training slices (TAESD's idea of a tiny decoder
+    for the same latents, Bohan 2023, trained here by distillation). Presets:
+    :data:`DECODER_TRAIN_PRESETS`."""
 
     autoencoder: str | None = knob(  # the trained autoencoder whose decoder is distilled
         #   (.safetensors export or runs/ae/best.pt); required

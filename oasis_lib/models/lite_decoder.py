@@ -3,8 +3,9 @@
 At 1-2 sampling steps the autoencoder's decoder is most of the time of a sample (about 6 GFLOP
 per 256x256 slice, with GroupNorm and SiLU on 16-channel maps at full resolution). TAESD (Bohan
 2023, "Tiny AutoEncoder for Stable Diffusion", github.com/madebyollin/taesd) shows the way out:
-a small plain-conv decoder (ReLU, no normalisation) trained to reproduce the large decoder's
-images from the same latents. This one is written for our f = 4 latents and a CPU:
+a tiny plain-conv decoder (ReLU, no normalisation) that reads the same latents (TAESD trains it
+adversarially, against real images). This one is written for our f = 4 latents and a CPU, and
+trained more simply: to reproduce the large decoder's images from the same latents.
 
     z (unscaled) * latent_scale -> conv 3x3 (c -> ch[0]) -> ReLU
     level i (h 2**i x w 2**i): blocks[i] x Block(ch[i])

@@ -3,8 +3,8 @@
 :class:`DecoderTrainer` is a :class:`~oasis_lib.training.loop.TrainingLoop` (AdamW with
 warm-up and clipping, the EMA, atomic checkpoints, exact resume, rank-invariant DDP, the time
 budget, the metrics log) that trains a :class:`~oasis_lib.models.lite_decoder.LiteDecoder` to
-reproduce a frozen autoencoder's decoder D (TAESD's idea, Bohan 2023; its adversarial term left
-out). Its hooks:
+reproduce a frozen autoencoder's decoder D: TAESD's idea of a tiny decoder for the same latents
+(Bohan 2023), trained here by distillation from D rather than adversarially. Its hooks:
 
 * data (``latent_run``/``encoded_sets``): the training and validate slices' latents, the
   posterior means of :func:`~oasis_lib.data.latent_cache.cached_latents` (unscaled, the
