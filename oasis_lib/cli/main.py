@@ -75,7 +75,6 @@ def _report(result, what: str, *, unit: str = "images", then: str = "") -> int:
 
 
 def _cmd_train_decoder(args) -> int:
-    from ..config import DecoderTrainConfig
     from ..training.decoder_distill import train_decoder
     from .train import prepare_train_autoencoder
 
