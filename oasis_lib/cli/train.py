@@ -32,9 +32,9 @@ from .validate import (
     check_writable_parent,
 )
 
-#: The ``train`` flags by config field; ``train-autoencoder``'s (from the configs' knobs).
+#: The ``train`` flags by config field (from the config's knobs; the other commands' are
+#: ``flag_names(config)``).
 TRAIN_FLAGS = flag_names(TrainConfig)
-AUTOENCODER_FLAGS = flag_names(AutoencoderTrainConfig)
 
 
 def add_train_flags(parser, config: type = TrainConfig) -> None:
